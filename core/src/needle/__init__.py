@@ -1,0 +1,87 @@
+"""needle: a deep-learning framework with pluggable backends.
+
+``import needle as ndl`` loads no backend: the ``needle`` entry points are
+scanned on first device use and a backend's kernels are imported when its
+device is first used. ``ndl.nn``, ``ndl.optim``, ``ndl.data``, ``ndl.init``
+and ``ndl.models`` are imported on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import ops
+from .autograd import (
+    Op,
+    Tensor,
+    TensorOp,
+    TensorTuple,
+    TensorTupleOp,
+    Value,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+)
+from .backend_ndarray import NDArray
+from .devices import (
+    BackendDevice,
+    DeviceError,
+    DeviceUnavailableError,
+    UnknownDeviceError,
+    all_devices,
+    cpu,
+    cpu_numpy,
+    cuda,
+    default_device,
+    device,
+)
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint")
+_LAZY_ATTRIBUTES = {"save": "checkpoint", "load": "checkpoint"}
+
+__all__ = [
+    "Op",
+    "Tensor",
+    "TensorOp",
+    "TensorTuple",
+    "TensorTupleOp",
+    "Value",
+    "NDArray",
+    "BackendDevice",
+    "DeviceError",
+    "DeviceUnavailableError",
+    "UnknownDeviceError",
+    "device",
+    "cpu",
+    "cuda",
+    "cpu_numpy",
+    "default_device",
+    "all_devices",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "ops",
+    "__version__",
+    *_LAZY_SUBMODULES,
+    *_LAZY_ATTRIBUTES,
+    *ops.__all__,
+]
+
+
+# The course exposes every op helper at top level (ndl.relu, ndl.summation, ...).
+globals().update({_name: getattr(ops, _name) for _name in ops.__all__})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(importlib.import_module(f".{_LAZY_ATTRIBUTES[name]}", __name__), name)
+    raise AttributeError(f"module 'needle' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,553 @@
+"""Reverse-mode automatic differentiation: Value, Tensor, Op, and backward.
+
+A Tensor holds an NDArray (``cached_data``) and, when it needs a gradient, the
+Op and inputs that made it. ``backward`` sorts the graph topologically and
+walks it in reverse, summing the gradient contributions of every use of a
+value. Gradients are themselves computed with Tensor ops, so with
+``create_graph=True`` they can be differentiated again.
+
+Ops on tensors that need no gradient (or inside :func:`no_grad`) keep no
+graph, so a training loop cannot grow memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .backend_ndarray import NDArray
+from .devices import BackendDevice, default_device, device as _lookup_device
+
+__all__ = [
+    "Value",
+    "Op",
+    "TensorOp",
+    "TensorTupleOp",
+    "Tensor",
+    "TensorTuple",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "find_topo_sort",
+    "compute_gradient_of_variables",
+]
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """False inside :func:`no_grad`."""
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def _set_grad(enabled: bool) -> Iterator[None]:
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, enabled
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def no_grad() -> contextlib.AbstractContextManager:
+    """Context manager: ops inside record no graph (inference, optimizer steps)."""
+    return _set_grad(False)
+
+
+def enable_grad() -> contextlib.AbstractContextManager:
+    """Context manager: record graphs again inside a :func:`no_grad` block."""
+    return _set_grad(True)
+
+
+class Op:
+    """An operator: ``compute`` on NDArrays forward, ``gradient`` on Tensors backward."""
+
+    def __call__(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def compute(self, *args: NDArray) -> Any:
+        """The forward result from the inputs' NDArrays."""
+        raise NotImplementedError
+
+    def gradient(self, out_grad: Value, node: Value) -> Value | tuple[Value, ...]:
+        """The adjoint of each input, given the adjoint ``out_grad`` of ``node``.
+
+        Written with Tensor ops, so it is differentiable too.
+        """
+        raise NotImplementedError
+
+    def gradient_as_tuple(self, out_grad: Value, node: Value) -> tuple[Value, ...]:
+        grads = self.gradient(out_grad, node)
+        if isinstance(grads, tuple):
+            return grads
+        if isinstance(grads, list):
+            return tuple(grads)
+        return (grads,)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class TensorOp(Op):
+    """An op whose output is one Tensor."""
+
+    def __call__(self, *args: Any) -> Tensor:
+        return Tensor.make_from_op(self, args)
+
+
+class TensorTupleOp(Op):
+    """An op whose output is a TensorTuple."""
+
+    def __call__(self, *args: Any) -> TensorTuple:
+        return TensorTuple.make_from_op(self, args)
+
+
+def _check_same_device(op: Op, inputs: Sequence[Value]) -> None:
+    first = inputs[0].device
+    for x in inputs[1:]:
+        other = x.device
+        if other is not first and other != first:
+            raise ValueError(
+                f"{type(op).__name__} got inputs on different devices: {first.name} and {other.name}"
+            )
+
+
+class Value:
+    """A node of the computational graph."""
+
+    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "__weakref__")
+
+    op: Op | None
+    inputs: tuple[Value, ...]
+    cached_data: Any
+    requires_grad: bool
+
+    def realize_cached_data(self) -> Any:
+        """The node's data (computed eagerly when it was made)."""
+        return self.cached_data
+
+    def is_leaf(self) -> bool:
+        return self.op is None
+
+    def _init(
+        self,
+        op: Op | None,
+        inputs: Sequence[Value],
+        *,
+        cached_data: Any = None,
+        requires_grad: bool | None = None,
+    ) -> None:
+        if requires_grad is None:
+            requires_grad = any(x.requires_grad for x in inputs)
+        self.op = op
+        self.inputs = tuple(inputs)
+        self.cached_data = cached_data
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def make_const(cls, data: Any, *, requires_grad: bool = False) -> Value:
+        """A leaf holding ``data`` (an NDArray, or a tuple of them for TensorTuple)."""
+        value = cls.__new__(cls)
+        value._init(None, (), cached_data=data, requires_grad=requires_grad)
+        return value
+
+    @classmethod
+    def make_from_op(cls, op: Op, inputs: Sequence[Value]) -> Value:
+        """Run ``op`` on ``inputs``; keep the graph only if a gradient can flow."""
+        for x in inputs:
+            if not isinstance(x, Value):
+                raise TypeError(
+                    f"{type(op).__name__} takes Tensors, got {type(x).__name__}; wrap data "
+                    "in needle.Tensor"
+                )
+        if len(inputs) > 1:
+            _check_same_device(op, inputs)
+        value = cls.__new__(cls)
+        value.cached_data = op.compute(*[x.cached_data for x in inputs])
+        if _grad_enabled and any(x.requires_grad for x in inputs):
+            value.op, value.inputs, value.requires_grad = op, tuple(inputs), True
+        else:
+            value.op, value.inputs, value.requires_grad = None, (), False
+        return value
+
+
+class TensorTuple(Value):
+    """A tuple of tensors that flows through the graph as one value (stack/split)."""
+
+    __slots__ = ("grad",)
+
+    def __len__(self) -> int:
+        return len(self.cached_data)
+
+    def __getitem__(self, index: int) -> Tensor:
+        from .ops import tuple_get_item
+
+        return tuple_get_item(self, index)
+
+    def tuple(self) -> tuple[Tensor, ...]:
+        return tuple(self[i] for i in range(len(self)))
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.tuple())
+
+    def __repr__(self) -> str:
+        return f"needle.TensorTuple({self.tuple()!r})"
+
+    def __add__(self, other: TensorTuple) -> TensorTuple:
+        from .ops import make_tuple
+
+        if not isinstance(other, TensorTuple) or len(self) != len(other):
+            raise ValueError("can only add TensorTuples of the same length")
+        return make_tuple(*[self[i] + other[i] for i in range(len(self))])
+
+    @property
+    def device(self) -> BackendDevice:
+        return self.cached_data[0].device if self.cached_data else default_device()
+
+    def detach(self) -> TensorTuple:
+        return TensorTuple.make_const(self.cached_data)
+
+
+def _to_ndarray(array: Any, device: BackendDevice | None, dtype: Any) -> NDArray:
+    if dtype is not None and dtype not in ("float32", np.float32) and np.dtype(dtype) != np.float32:
+        raise TypeError(f"needle tensors hold float32, not {dtype}")
+    if isinstance(array, NDArray):
+        if device is None or device == array.device:
+            return array
+        return array.to(device)
+    return NDArray.from_numpy(array, device if device is not None else default_device())
+
+
+class Tensor(Value):
+    """An n-dimensional float32 array that records how it was made, for ``backward``.
+
+    Args:
+        array: a Tensor, NDArray, numpy array, list or number.
+        device: a device or device name; the default device when None (a
+            Tensor or NDArray argument keeps its own device).
+        dtype: ``"float32"`` (the only storage type), or None.
+        requires_grad: whether gradients flow to this tensor.
+    """
+
+    __slots__ = ("grad",)
+    __array_priority__ = 1000  # numpy defers `ndarray + Tensor` to our reflected ops
+
+    def __init__(
+        self,
+        array: Any,
+        *,
+        device: BackendDevice | str | None = None,
+        dtype: Any = None,
+        requires_grad: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise TypeError(f"Tensor() got unexpected arguments: {', '.join(kwargs)}")
+        if isinstance(device, str):
+            device = _lookup_device(device)
+        if isinstance(array, Tensor):
+            if device is None:
+                device = array.device
+            data = _to_ndarray(array.realize_cached_data(), device, dtype)
+        else:
+            data = _to_ndarray(array, device, dtype)
+        self._init(None, (), cached_data=data, requires_grad=requires_grad)
+        self.grad = None
+
+    def _init(self, op, inputs, *, cached_data=None, requires_grad=None) -> None:  # noqa: ANN001
+        super()._init(op, inputs, cached_data=cached_data, requires_grad=requires_grad)
+        self.grad = None
+
+    @classmethod
+    def make_from_op(cls, op: Op, inputs: Sequence[Value]) -> Tensor:
+        tensor = super().make_from_op(op, inputs)
+        tensor.grad = None
+        return tensor
+
+    @staticmethod
+    def from_numpy(array: Any, dtype: Any = None) -> Tensor:
+        return Tensor(array, dtype=dtype, requires_grad=False)
+
+    # ------------------------------------------------------------------ data access
+
+    @property
+    def data(self) -> Tensor:
+        """The same data without the graph (a new leaf that needs no gradient)."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data must be set to a Tensor, not {type(value).__name__}")
+        new = value.realize_cached_data()
+        old = self.cached_data
+        if new.device != old.device:
+            raise ValueError(f"cannot set data on {old.device.name} from {new.device.name}")
+        if new.shape != old.shape:
+            raise ValueError(f"cannot set data of shape {old.shape} to shape {new.shape}")
+        self.cached_data = new
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's data, outside any graph."""
+        return Tensor.make_const(self.cached_data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.cached_data.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.cached_data.dtype
+
+    @property
+    def device(self) -> BackendDevice:
+        return self.cached_data.device
+
+    @property
+    def ndim(self) -> int:
+        return len(self.cached_data.shape)
+
+    def numpy(self) -> np.ndarray:
+        """A new numpy array with the tensor's values (never aliases device memory)."""
+        return self.cached_data.numpy()
+
+    def item(self) -> float:
+        return self.cached_data.item()
+
+    def to(self, device: BackendDevice | str) -> Tensor:
+        """This tensor's values on ``device``, as a new leaf (itself when already there)."""
+        device = _lookup_device(device) if isinstance(device, str) else device
+        if device == self.device:
+            return self
+        return Tensor(self.cached_data.to(device), requires_grad=self.requires_grad)
+
+    def __repr__(self) -> str:
+        return f"needle.Tensor({self.numpy()!r}, device={self.device.name!r})"
+
+    def __str__(self) -> str:
+        return str(self.numpy())
+
+    def __len__(self) -> int:
+        return len(self.cached_data)
+
+    __hash__ = object.__hash__  # tensors are graph nodes: identity, not value
+
+    # ------------------------------------------------------------------ autograd
+
+    def backward(self, out_grad: Tensor | None = None, create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(x) into ``x.grad`` for every tensor ``x`` that requires grad.
+
+        ``out_grad`` defaults to ones of this tensor's shape. With
+        ``create_graph=True`` the gradients keep their own graph, so they can be
+        differentiated again (grad of grad).
+        """
+        if out_grad is None:
+            out_grad = Tensor.make_const(self.device.full(self.shape, 1.0))
+        elif out_grad.shape != self.shape:
+            raise ValueError(f"out_grad has shape {out_grad.shape}, the tensor {self.shape}")
+        with _set_grad(create_graph):
+            compute_gradient_of_variables(self, out_grad)
+
+    # ------------------------------------------------------------------ operators
+
+    def __add__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.EWiseAdd()(self, other)
+        if isinstance(other, numbers.Real):
+            return ops.AddScalar(other)(self)
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __mul__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.EWiseMul()(self, other)
+        if isinstance(other, numbers.Real):
+            return ops.MulScalar(other)(self)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __pow__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.EWisePow()(self, other)
+        if isinstance(other, numbers.Real):
+            return ops.PowerScalar(other)(self)
+        return NotImplemented
+
+    def __rpow__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, numbers.Real):
+            return ops.EWisePow()(Tensor.make_const(self.device.full(self.shape, other)), self)
+        return NotImplemented
+
+    def __sub__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.EWiseAdd()(self, ops.Negate()(other))
+        if isinstance(other, numbers.Real):
+            return ops.AddScalar(-other)(self)
+        return NotImplemented
+
+    def __rsub__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, numbers.Real):
+            return ops.AddScalar(other)(ops.Negate()(self))
+        return NotImplemented
+
+    def __truediv__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.EWiseDiv()(self, other)
+        if isinstance(other, numbers.Real):
+            return ops.DivScalar(other)(self)
+        return NotImplemented
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        from . import ops
+
+        if isinstance(other, numbers.Real):
+            return ops.MulScalar(other)(ops.PowerScalar(-1)(self))
+        return NotImplemented
+
+    def __matmul__(self, other: Tensor) -> Tensor:
+        from . import ops
+
+        if not isinstance(other, Tensor):
+            return NotImplemented
+        return ops.MatMul()(self, other)
+
+    def __neg__(self) -> Tensor:
+        from . import ops
+
+        return ops.Negate()(self)
+
+    def matmul(self, other: Tensor) -> Tensor:
+        return self @ other
+
+    def sum(self, axes: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        from . import ops
+
+        return ops.summation(self, axes, keepdims=keepdims)
+
+    def mean(self, axes: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        from . import ops
+
+        return ops.mean(self, axes, keepdims=keepdims)
+
+    def max(self, axes: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        from . import ops
+
+        return ops.max(self, axes, keepdims=keepdims)
+
+    def broadcast_to(self, shape: Sequence[int]) -> Tensor:
+        from . import ops
+
+        return ops.BroadcastTo(shape)(self)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        from . import ops
+
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return ops.Reshape(shape)(self)
+
+    def transpose(self, axes: tuple[int, int] | None = None) -> Tensor:
+        from . import ops
+
+        return ops.Transpose(axes)(self)
+
+    def permute(self, *axes: Any) -> Tensor:
+        from . import ops
+
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return ops.permute(self, axes)
+
+    def exp(self) -> Tensor:
+        from . import ops
+
+        return ops.exp(self)
+
+    def log(self) -> Tensor:
+        from . import ops
+
+        return ops.log(self)
+
+    def relu(self) -> Tensor:
+        from . import ops
+
+        return ops.relu(self)
+
+    def tanh(self) -> Tensor:
+        from . import ops
+
+        return ops.tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        from . import ops
+
+        return ops.sigmoid(self)
+
+
+def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
+    """Nodes reachable from ``node_list`` with every node after all of its inputs.
+
+    Iterative depth-first post-order, so deep graphs (long RNN unrolls) cannot
+    hit Python's recursion limit.
+    """
+    order: list[Value] = []
+    visited: set[int] = set()
+    for root in node_list:
+        if id(root) in visited:
+            continue
+        stack: list[tuple[Value, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            for inp in reversed(node.inputs):
+                if id(inp) not in visited:
+                    stack.append((inp, False))
+    return order
+
+
+def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> None:
+    """Set ``.grad`` on every node that requires grad, reverse-topologically.
+
+    Each node's gradient is the sum of the contributions of all its uses.
+    """
+    grads: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
+    for node in reversed(find_topo_sort([output_tensor])):
+        contributions = grads.pop(id(node), None)
+        if contributions is None or not node.requires_grad:
+            continue
+        total = contributions[0]
+        for g in contributions[1:]:
+            total = total + g
+        node.grad = total
+        if node.op is None:
+            continue
+        for inp, g in zip(node.inputs, node.op.gradient_as_tuple(total, node)):
+            if inp.requires_grad:
+                grads.setdefault(id(inp), []).append(g)

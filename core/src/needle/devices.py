@@ -1,0 +1,248 @@
+"""Devices: a name plus the backend module that implements the contract for it.
+
+``ndl.device("cpu")`` returns the same hashable :class:`BackendDevice` every
+time. Backends come from plugins (:mod:`needle.plugins.manager`); a backend
+that is installed but cannot run is *unavailable* with a reason, and asking
+for it raises :class:`DeviceUnavailableError` with that reason. The default
+device is ``NEEDLE_DEVICE`` when set, else the available non-accelerator
+backend with the highest priority (C++ before numpy).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "BackendDevice",
+    "DeviceError",
+    "DeviceUnavailableError",
+    "UnknownDeviceError",
+    "device",
+    "cpu",
+    "cuda",
+    "cpu_numpy",
+    "default_device",
+    "all_devices",
+    "KNOWN_DISTRIBUTIONS",
+]
+
+#: Where the devices named by this project come from, for "pip install ..." hints.
+KNOWN_DISTRIBUTIONS = {"numpy": "needle-numpy", "cpu": "needle-cpu", "cuda": "needle-cuda"}
+_ALIASES = {"cpu_numpy": "numpy"}
+
+
+class DeviceError(RuntimeError):
+    """Base class of device errors."""
+
+
+class UnknownDeviceError(DeviceError, ValueError):
+    """No installed plugin provides a device of that name."""
+
+
+class DeviceUnavailableError(DeviceError):
+    """The backend is installed but cannot run here (or failed to load)."""
+
+
+class BackendDevice:
+    """A device: its name and its backend module (``mod``), which implements the contract.
+
+    Devices compare and hash by name. Besides ``mod`` they offer the course's
+    helpers (``empty``, ``full``, ``rand``, ``randn``, ``one_hot``, ...); all
+    randomness is drawn on the host from numpy's global RNG, so a seeded run
+    draws the same numbers on every backend.
+    """
+
+    __slots__ = ("name", "mod", "capabilities", "_caps")
+
+    def __init__(self, name: str, mod: Any, capabilities: Sequence[str] = ()) -> None:
+        self.name = name
+        self.mod = mod
+        self.capabilities = tuple(capabilities)
+        self._caps = frozenset(capabilities)
+
+    def has(self, capability: str) -> bool:
+        """True when the backend declares the optional ``capability`` (``"conv2d"``, ...)."""
+        return capability in self._caps
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BackendDevice) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(("needle.device", self.name))
+
+    def __repr__(self) -> str:
+        return f"needle.device({self.name!r})"
+
+    __str__ = __repr__
+
+    def enabled(self) -> bool:
+        return True
+
+    def empty(self, shape: Sequence[int], dtype: str = "float32") -> Any:
+        from .backend_ndarray import NDArray
+
+        _check_dtype(dtype)
+        return NDArray.make(shape, device=self)
+
+    def full(self, shape: Sequence[int], fill_value: float, dtype: str = "float32") -> Any:
+        from .backend_ndarray import full
+
+        _check_dtype(dtype)
+        return full(shape, fill_value, device=self)
+
+    def zeros(self, *shape: Any, dtype: str = "float32") -> Any:
+        return self.full(_shape_arg(shape), 0.0, dtype)
+
+    def ones(self, *shape: Any, dtype: str = "float32") -> Any:
+        return self.full(_shape_arg(shape), 1.0, dtype)
+
+    def rand(self, *shape: Any, dtype: str = "float32") -> Any:
+        """Uniform [0, 1) numbers drawn on the host by ``np.random.rand``."""
+        return self._from_host(np.random.rand(*_shape_arg(shape)), dtype)
+
+    def randn(self, *shape: Any, dtype: str = "float32") -> Any:
+        """Standard normal numbers drawn on the host by ``np.random.randn``."""
+        return self._from_host(np.random.randn(*_shape_arg(shape)), dtype)
+
+    def one_hot(self, n: int, i: Any, dtype: str = "float32") -> Any:
+        """Rows of the ``n``-by-``n`` identity picked by the integer labels ``i``."""
+        labels = np.asarray(i.numpy() if hasattr(i, "numpy") else i)
+        if labels.size and (labels.min() < 0 or labels.max() >= n):
+            raise IndexError(f"one_hot labels must lie in [0, {n}), got {labels.min()}..{labels.max()}")
+        return self._from_host(np.eye(n, dtype=np.float32)[labels.astype(np.int64)], dtype)
+
+    def _from_host(self, arr: np.ndarray, dtype: str) -> Any:
+        from .backend_ndarray import NDArray
+
+        _check_dtype(dtype)
+        return NDArray.from_numpy(arr, self)
+
+
+def _check_dtype(dtype: Any) -> None:
+    if dtype not in ("float32", np.float32) and np.dtype(dtype) != np.float32:
+        raise TypeError(f"needle devices hold float32 data, not {dtype}")
+
+
+def _shape_arg(shape: tuple) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+_devices: dict[str, BackendDevice] = {}
+_default: list[BackendDevice] = []
+_lock = threading.Lock()
+
+
+def _reset() -> None:
+    _devices.clear()
+    _default.clear()
+
+
+def _unknown(name: str) -> UnknownDeviceError:
+    from .plugins import manager
+
+    known = sorted(manager.backends())
+    hint = KNOWN_DISTRIBUTIONS.get(name)
+    msg = f"unknown needle device {name!r}; known devices: {', '.join(known) or 'none'}"
+    if hint:
+        msg += f". Install it with: pip install {hint}"
+    else:
+        msg += ". Backends come from plugins: pip install needle-cpu, needle-numpy or needle-cuda"
+    return UnknownDeviceError(msg)
+
+
+def device(name: str | BackendDevice) -> BackendDevice:
+    """The device called ``name`` (``"cpu"``, ``"cuda"``, ``"numpy"``, or a plugin's name).
+
+    Raises:
+        UnknownDeviceError: no installed plugin provides it (the message lists the
+            known devices and the ``pip install`` that would provide it).
+        DeviceUnavailableError: it is installed but cannot run here; the message says why.
+    """
+    if isinstance(name, BackendDevice):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a device name is a string, not {type(name).__name__}")
+    name = _ALIASES.get(name, name)
+    found = _devices.get(name)
+    if found is not None:
+        return found
+    from .plugins import manager
+
+    with _lock:
+        if name in _devices:
+            return _devices[name]
+        if manager.backend(name) is None:
+            raise _unknown(name)
+        record = manager.load_backend(name)
+        if record.status != "loaded":
+            raise DeviceUnavailableError(
+                f"needle device {name!r} is {record.status}: {record.reason}"
+            )
+        dev = BackendDevice(name, record.module, record.capabilities)
+        _devices[name] = dev
+        return dev
+
+
+def cpu() -> BackendDevice:
+    """The C++ CPU device (``needle-cpu``)."""
+    return device("cpu")
+
+
+def cuda() -> BackendDevice:
+    """The CUDA device (``needle-cuda``)."""
+    return device("cuda")
+
+
+def cpu_numpy() -> BackendDevice:
+    """The numpy reference device (``needle-numpy``)."""
+    return device("numpy")
+
+
+def default_device() -> BackendDevice:
+    """``NEEDLE_DEVICE`` if set, else the best available CPU-side backend; prints nothing."""
+    if _default:
+        return _default[0]
+    from .plugins import manager
+
+    wanted = os.environ.get("NEEDLE_DEVICE", "").strip()
+    if wanted:
+        dev = device(wanted)
+    else:
+        records = sorted(
+            (r for r in manager.backends().values() if not r.spec.accelerator),
+            key=lambda r: -r.spec.priority,
+        )
+        dev = None
+        for record in records:
+            try:
+                dev = device(record.spec.name)
+                break
+            except DeviceError:
+                continue
+        if dev is None:
+            raise DeviceUnavailableError(
+                "no usable needle backend is installed; install one, e.g. "
+                "pip install needle-cpu (or needle-numpy); `needle info` shows what was found"
+            )
+    _default.append(dev)
+    return dev
+
+
+def all_devices() -> list[BackendDevice]:
+    """Every device that can run here, in order of preference (unavailable ones left out)."""
+    from .plugins import manager
+
+    out = []
+    ranked = sorted(manager.backends().values(), key=lambda r: (r.spec.accelerator, -r.spec.priority))
+    for record in ranked:
+        try:
+            out.append(device(record.spec.name))
+        except DeviceError:
+            continue
+    return out

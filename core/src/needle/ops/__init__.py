@@ -1,0 +1,86 @@
+"""needle's operators: each an Op class (``compute`` + ``gradient``) and a lowercase helper.
+
+Grouped by kind: :mod:`.elementwise`, :mod:`.movement`, :mod:`.reduction`,
+:mod:`.linalg`, :mod:`.conv` and :mod:`.tuple_ops`.
+"""
+
+from . import conv as _conv
+from . import elementwise as _elementwise
+from . import linalg as _linalg
+from . import movement as _movement
+from . import reduction as _reduction
+from . import tuple_ops as _tuple_ops
+from .conv import Conv, conv
+from .elementwise import (
+    AddScalar,
+    DivScalar,
+    EWiseAdd,
+    EWiseDiv,
+    EWiseMaximum,
+    EWiseMul,
+    EWisePow,
+    Exp,
+    Log,
+    MulScalar,
+    Negate,
+    PowerScalar,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    add,
+    add_scalar,
+    divide,
+    divide_scalar,
+    exp,
+    log,
+    maximum,
+    mul_scalar,
+    multiply,
+    negate,
+    power,
+    power_scalar,
+    relu,
+    sigmoid,
+    tanh,
+)
+from .linalg import MatMul, matmul
+from .movement import (
+    BroadcastTo,
+    Dilate,
+    Flip,
+    GetItem,
+    Pad,
+    Permute,
+    Reshape,
+    Transpose,
+    UnDilate,
+    broadcast_to,
+    dilate,
+    flip,
+    getitem,
+    pad,
+    permute,
+    reshape,
+    transpose,
+    undilate,
+)
+from .reduction import LogSoftmax, LogSumExp, Max, Summation, logsoftmax, logsumexp, max, mean, summation
+from .tuple_ops import (
+    MakeTensorTuple,
+    Split,
+    Stack,
+    TupleGetItem,
+    make_tuple,
+    split,
+    stack,
+    tuple_get_item,
+)
+
+__all__ = [
+    *_elementwise.__all__,
+    *_movement.__all__,
+    *_reduction.__all__,
+    *_linalg.__all__,
+    *_conv.__all__,
+    *_tuple_ops.__all__,
+]

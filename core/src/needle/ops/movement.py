@@ -1,0 +1,236 @@
+"""Movement ops: views and re-arrangements of data (no arithmetic)."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence
+
+from ..autograd import Tensor, TensorOp
+from ..backend_ndarray import NDArray
+from ..backend_ndarray import strides as st
+
+__all__ = [
+    "Transpose", "Permute", "Reshape", "BroadcastTo", "Flip", "Dilate", "UnDilate",
+    "GetItem", "Pad",
+    "transpose", "permute", "reshape", "broadcast_to", "flip", "dilate", "undilate",
+    "getitem", "pad",
+]  # fmt: skip
+
+
+class Transpose(TensorOp):
+    """Swap two axes (the course's semantics): the last two when ``axes`` is None."""
+
+    def __init__(self, axes: tuple[int, int] | None = None) -> None:
+        if axes is not None and len(tuple(axes)) != 2:
+            raise ValueError(f"transpose swaps two axes; got axes={axes!r} (use permute)")
+        self.axes = None if axes is None else tuple(axes)
+
+    def _order(self, ndim: int) -> list[int]:
+        if ndim < 2:
+            raise ValueError(f"transpose needs at least 2 dimensions, got {ndim}")
+        i, j = self.axes if self.axes is not None else (-2, -1)
+        i, j = st.normalize_axis(i, ndim), st.normalize_axis(j, ndim)
+        order = list(range(ndim))
+        order[i], order[j] = order[j], order[i]
+        return order
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.permute(self._order(a.ndim))
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return Transpose(self.axes)(out_grad)
+
+
+class Permute(TensorOp):
+    """Reorder all axes: ``axes`` is a permutation of ``range(ndim)``."""
+
+    def __init__(self, axes: Sequence[int]) -> None:
+        self.axes = tuple(axes)
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.permute(self.axes)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        ndim = len(self.axes)
+        inverse = [0] * ndim
+        for position, axis in enumerate(self.axes):
+            inverse[st.normalize_axis(axis, ndim)] = position
+        return Permute(inverse)(out_grad)
+
+
+class Reshape(TensorOp):
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.shape = tuple(shape)
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.reshape(self.shape)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return Reshape(node.inputs[0].shape)(out_grad)
+
+
+def reduce_to_shape(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum ``grad`` over the axes that broadcasting stretched to undo ``broadcast_to(shape)``."""
+    from .reduction import Summation
+
+    if grad.shape == shape:
+        return grad
+    lead = len(grad.shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and grad.shape[lead + i] != 1
+    )
+    if axes:
+        grad = Summation(axes)(grad)
+    return Reshape(shape)(grad)
+
+
+class BroadcastTo(TensorOp):
+    """View as a larger shape (new leading axes, or size-1 axes stretched); no copy."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.shape = tuple(shape)
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.broadcast_to(self.shape)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return reduce_to_shape(out_grad, node.inputs[0].shape)
+
+
+class Flip(TensorOp):
+    """Reverse the order of elements along ``axes`` (all axes when None)."""
+
+    def __init__(self, axes: int | Sequence[int] | None = None) -> None:
+        self.axes = axes
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.flip(self.axes)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return Flip(self.axes)(out_grad)
+
+
+def _dilation_slices(shape: tuple[int, ...], axes: Sequence[int], dilation: int) -> tuple:
+    axes = st.normalize_axes(tuple(axes), len(shape))
+    step = dilation + 1
+    return tuple(slice(None, None, step) if i in axes else slice(None) for i in range(len(shape)))
+
+
+class Dilate(TensorOp):
+    """Insert ``dilation`` zeros after every element along ``axes``."""
+
+    def __init__(self, axes: Sequence[int], dilation: int) -> None:
+        self.axes = tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
+        self.dilation = operator.index(dilation)
+        if self.dilation < 0:
+            raise ValueError(f"dilation must be >= 0, got {dilation}")
+
+    def compute(self, a: NDArray) -> NDArray:
+        if self.dilation == 0:
+            return a
+        idx = _dilation_slices(a.shape, self.axes, self.dilation)
+        shape = tuple(d * (self.dilation + 1) if s.step else d for d, s in zip(a.shape, idx))
+        out = a.device.full(shape, 0.0)
+        out[idx] = a
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return UnDilate(self.axes, self.dilation)(out_grad)
+
+
+class UnDilate(TensorOp):
+    """Keep every ``dilation + 1``-th element along ``axes`` (the inverse of Dilate)."""
+
+    def __init__(self, axes: Sequence[int], dilation: int) -> None:
+        self.axes = tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
+        self.dilation = operator.index(dilation)
+        if self.dilation < 0:
+            raise ValueError(f"dilation must be >= 0, got {dilation}")
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a[_dilation_slices(a.shape, self.axes, self.dilation)]
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        grad = Dilate(self.axes, self.dilation)(out_grad)
+        shape = node.inputs[0].shape
+        if grad.shape != shape:  # input lengths that were not multiples of dilation + 1
+            grad = Pad(tuple((0, d - g) for d, g in zip(shape, grad.shape)))(grad)
+        return grad
+
+
+class GetItem(TensorOp):
+    """``a[idxs]`` with ints, slices and one Ellipsis: a view."""
+
+    def __init__(self, idxs: Any) -> None:
+        self.idxs = idxs
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a[self.idxs]
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return _ScatterItem(self.idxs, node.inputs[0].shape)(out_grad)
+
+
+class _ScatterItem(TensorOp):
+    """Zeros of ``shape`` with ``a`` written at ``idxs``: the adjoint of GetItem."""
+
+    def __init__(self, idxs: Any, shape: tuple[int, ...]) -> None:
+        self.idxs, self.shape = idxs, shape
+
+    def compute(self, a: NDArray) -> NDArray:
+        out = a.device.full(self.shape, 0.0)
+        out[self.idxs] = a
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return GetItem(self.idxs)(out_grad)
+
+
+class Pad(TensorOp):
+    """Zero padding: ``axes`` holds a ``(before, after)`` pair for every dimension."""
+
+    def __init__(self, axes: Sequence[tuple[int, int]]) -> None:
+        self.axes = tuple(tuple(p) for p in axes)
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.pad(self.axes)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        shape = node.inputs[0].shape
+        return GetItem(tuple(slice(b, b + d) for d, (b, _) in zip(shape, self.axes)))(out_grad)
+
+
+def transpose(a: Tensor, axes: tuple[int, int] | None = None) -> Tensor:
+    return Transpose(axes)(a)
+
+
+def permute(a: Tensor, axes: Sequence[int]) -> Tensor:
+    return Permute(axes)(a)
+
+
+def reshape(a: Tensor, shape: Sequence[int]) -> Tensor:
+    return Reshape(shape)(a)
+
+
+def broadcast_to(a: Tensor, shape: Sequence[int]) -> Tensor:
+    return BroadcastTo(shape)(a)
+
+
+def flip(a: Tensor, axes: int | Sequence[int] | None = None) -> Tensor:
+    return Flip(axes)(a)
+
+
+def dilate(a: Tensor, axes: Sequence[int], dilation: int) -> Tensor:
+    return Dilate(axes, dilation)(a)
+
+
+def undilate(a: Tensor, axes: Sequence[int], dilation: int) -> Tensor:
+    return UnDilate(axes, dilation)(a)
+
+
+def getitem(a: Tensor, idxs: Any) -> Tensor:
+    return GetItem(idxs)(a)
+
+
+def pad(a: Tensor, axes: Sequence[tuple[int, int]]) -> Tensor:
+    return Pad(axes)(a)

@@ -1,0 +1,117 @@
+"""Reduction ops: sum, max, mean, logsumexp and logsoftmax."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..autograd import Tensor, TensorOp
+from ..backend_ndarray import NDArray
+from ..backend_ndarray import strides as st
+from .movement import BroadcastTo, Reshape
+
+__all__ = [
+    "Summation", "Max", "LogSumExp", "LogSoftmax",
+    "summation", "max", "mean", "logsumexp", "logsoftmax",
+]  # fmt: skip
+
+Axes = int | Sequence[int] | None
+
+
+def _kept_shape(shape: tuple[int, ...], axes: Axes) -> tuple[int, ...]:
+    """``shape`` with the reduced ``axes`` set to 1 (keepdims layout)."""
+    reduced = st.normalize_axes(axes, len(shape))
+    return tuple(1 if i in reduced else d for i, d in enumerate(shape))
+
+
+def _expand(grad: Tensor, shape: tuple[int, ...], axes: Axes) -> Tensor:
+    """Broadcast a reduced ``grad`` back over the input's ``shape``."""
+    return BroadcastTo(shape)(Reshape(_kept_shape(shape, axes))(grad))
+
+
+class Summation(TensorOp):
+    """Sum over ``axes`` (None: all; an int; or a tuple)."""
+
+    def __init__(self, axes: Axes = None, keepdims: bool = False) -> None:
+        self.axes = tuple(axes) if isinstance(axes, list) else axes
+        self.keepdims = keepdims
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.sum(self.axes, keepdims=self.keepdims)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return _expand(out_grad, node.inputs[0].shape, self.axes)
+
+
+class Max(TensorOp):
+    """Maximum over ``axes``; the gradient is shared evenly among tied maxima."""
+
+    def __init__(self, axes: Axes = None, keepdims: bool = False) -> None:
+        self.axes = tuple(axes) if isinstance(axes, list) else axes
+        self.keepdims = keepdims
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.max(self.axes, keepdims=self.keepdims)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        a = node.inputs[0].realize_cached_data()
+        top = node.realize_cached_data().reshape(_kept_shape(a.shape, self.axes))
+        mask = a == top.broadcast_to(a.shape)
+        count = mask.sum(self.axes, keepdims=True).broadcast_to(a.shape)
+        return _expand(out_grad, a.shape, self.axes) * Tensor.make_const(mask / count)
+
+
+class LogSumExp(TensorOp):
+    """``log(sum(exp(a), axes))``, computed stably (subtracting the max), so 1e10 inputs work."""
+
+    def __init__(self, axes: Axes = None) -> None:
+        self.axes = tuple(axes) if isinstance(axes, list) else axes
+
+    def compute(self, a: NDArray) -> NDArray:
+        top = a.max(self.axes, keepdims=True)
+        shifted = (a - top.broadcast_to(a.shape)).exp().sum(self.axes, keepdims=True)
+        return (shifted.log() + top).reshape(
+            tuple(d for i, d in enumerate(a.shape) if i not in st.normalize_axes(self.axes, a.ndim))
+        )
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        a = node.inputs[0]
+        softmax = (a - _expand(node, a.shape, self.axes)).exp()
+        return _expand(out_grad, a.shape, self.axes) * softmax
+
+
+class LogSoftmax(TensorOp):
+    """``a - logsumexp(a)`` over ``axes`` (the last axis by default), stable."""
+
+    def __init__(self, axes: Axes = -1) -> None:
+        self.axes = tuple(axes) if isinstance(axes, list) else axes
+
+    def compute(self, a: NDArray) -> NDArray:
+        lse = LogSumExp(self.axes).compute(a)
+        return a - lse.reshape(_kept_shape(a.shape, self.axes)).broadcast_to(a.shape)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        shape = node.shape
+        total = _expand(Summation(self.axes)(out_grad), shape, self.axes)
+        return out_grad - node.exp() * total
+
+
+def summation(a: Tensor, axes: Axes = None, keepdims: bool = False) -> Tensor:
+    return Summation(axes, keepdims)(a)
+
+
+def max(a: Tensor, axes: Axes = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Max(axes, keepdims)(a)
+
+
+def mean(a: Tensor, axes: Axes = None, keepdims: bool = False) -> Tensor:
+    """Arithmetic mean over ``axes``."""
+    count = st.prod(a.shape[i] for i in st.normalize_axes(axes, len(a.shape)))
+    return Summation(axes, keepdims)(a) / float(count)
+
+
+def logsumexp(a: Tensor, axes: Axes = None) -> Tensor:
+    return LogSumExp(axes)(a)
+
+
+def logsoftmax(a: Tensor, axes: Axes = -1) -> Tensor:
+    return LogSoftmax(axes)(a)

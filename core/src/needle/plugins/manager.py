@@ -1,0 +1,344 @@
+"""The plugin manager: finds plugins through entry points, once, and isolates their failures.
+
+Nothing here runs at ``import needle``. The ``needle`` entry-point group is
+scanned on first device use (or when ``needle info`` asks); each entry point
+is loaded in isolation and any failure is recorded with the distribution, the
+phase and the cause, so one broken plugin never breaks another. A backend's
+kernel module is imported only when its device is first used, after its
+contract version has been checked.
+
+Environment:
+
+* ``NEEDLE_PLUGIN_AUTOLOAD=0``: load no entry points (register plugins by hand).
+* ``NEEDLE_PLUGINS=a,b``: load only these entry points (by entry-point or distribution name).
+* ``NEEDLE_DISABLE_PLUGINS=a,b``: never load these (shown as blocked).
+* ``NEEDLE_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError` instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from .. import contract
+from . import BackendSpec, hookspecs
+
+__all__ = [
+    "PluginError",
+    "PluginRecord",
+    "BackendRecord",
+    "get_manager",
+    "plugins",
+    "backends",
+    "backend",
+    "load_backend",
+    "register",
+    "extensions",
+    "reset",
+]
+
+ENTRY_POINT_GROUP = "needle"
+BUILTIN_EXTENSION_PLUGINS = ("needle.nn._plugin", "needle.optim._plugin", "needle.data._plugin")
+EXTENSION_HOOKS = {
+    "nn_modules": "needle_nn_modules",
+    "optimizers": "needle_optimizers",
+    "datasets": "needle_datasets",
+    "transforms": "needle_transforms",
+}
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded, registered or used."""
+
+
+@dataclass
+class PluginRecord:
+    """One plugin: where it came from and what happened when it was loaded.
+
+    ``status`` is one of ``loaded``, ``failed``, ``blocked`` (disabled by the
+    environment); ``phase`` and ``cause`` explain a failure or block.
+    """
+
+    name: str
+    distribution: str = ""
+    version: str = ""
+    value: str = ""
+    status: str = "loaded"
+    phase: str = ""
+    cause: str = ""
+
+
+@dataclass
+class BackendRecord:
+    """One backend and its state.
+
+    ``status``: ``registered`` (kernels not imported yet), ``loaded``,
+    ``unavailable`` (installed but cannot run here), ``failed``, or ``skipped``
+    (built for another contract version). ``reason`` says why when not usable.
+    """
+
+    spec: BackendSpec
+    plugin: str
+    status: str = "registered"
+    reason: str = ""
+    module: ModuleType | None = field(default=None, repr=False)
+    capabilities: tuple[str, ...] = ()
+
+
+def _env_list(name: str) -> set[str] | None:
+    raw = os.environ.get(name, "").strip()
+    return {x.strip() for x in raw.split(",") if x.strip()} if raw else None
+
+
+def _strict() -> bool:
+    return os.environ.get("NEEDLE_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _State:
+    """Everything the manager knows; one instance, rebuilt by :func:`reset`."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("needle")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginRecord] = {}
+        self.backends: dict[str, BackendRecord] = {}
+        self.scanned = False
+        self.builtins_registered = False
+        self.extension_cache: dict[str, dict[str, Any]] = {}
+        self.lock = threading.RLock()
+
+    def fail(self, record: PluginRecord, phase: str, exc: BaseException | str) -> None:
+        record.status, record.phase = "failed", phase
+        record.cause = exc if isinstance(exc, str) else _describe(exc)
+        if _strict():
+            raise PluginError(
+                f"plugin {record.name!r} ({record.distribution or 'no distribution'}) failed "
+                f"during {phase}: {record.cause}"
+            ) from (exc if isinstance(exc, BaseException) else None)
+
+    def scan(self) -> None:
+        with self.lock:
+            if self.scanned:
+                return
+            self.scanned = True
+            if os.environ.get("NEEDLE_PLUGIN_AUTOLOAD", "1").strip() in ("0", "false", "no"):
+                return
+            allow, deny = _env_list("NEEDLE_PLUGINS"), _env_list("NEEDLE_DISABLE_PLUGINS")
+            for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                dist = ep.dist.name if ep.dist is not None else ""
+                record = PluginRecord(
+                    name=ep.name,
+                    distribution=dist,
+                    version=ep.dist.version if ep.dist is not None else "",
+                    value=ep.value,
+                )
+                self.plugins[ep.name] = record
+                names = {ep.name, dist}
+                if deny and names & deny:
+                    record.status, record.phase = "blocked", "load"
+                    record.cause = "disabled by NEEDLE_DISABLE_PLUGINS"
+                    continue
+                if allow is not None and not names & allow:
+                    record.status, record.phase = "blocked", "load"
+                    record.cause = "not in NEEDLE_PLUGINS"
+                    continue
+                try:
+                    plugin = ep.load()
+                except BaseException as exc:  # noqa: BLE001 - a broken plugin may raise anything
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    self.fail(record, "import", exc)
+                    continue
+                self.add(plugin, record)
+
+    def add(self, plugin: Any, record: PluginRecord) -> None:
+        """Register ``plugin`` with pluggy and collect the backends it declares."""
+        try:
+            self.pm.register(plugin, name=record.name)
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self.fail(record, "register", exc)
+            return
+        self.plugins[record.name] = record
+        self.extension_cache.clear()
+        impl = getattr(plugin, "needle_backends", None)
+        if impl is None:
+            return
+        try:
+            specs = list(impl() or [])
+            for spec in specs:
+                if not isinstance(spec, BackendSpec):
+                    raise TypeError(f"needle_backends returned {spec!r}, not a BackendSpec")
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self.pm.unregister(name=record.name)
+            self.fail(record, "needle_backends", exc)
+            return
+        for spec in specs:
+            self.add_backend(spec, record)
+
+    def add_backend(self, spec: BackendSpec, record: PluginRecord) -> None:
+        if spec.name in self.backends:
+            other = self.backends[spec.name].plugin
+            self.fail(record, "needle_backends", f"backend {spec.name!r} is already provided by plugin {other!r}")
+            return
+        backend = BackendRecord(spec=spec, plugin=record.name)
+        if spec.contract_version != contract.CONTRACT_VERSION:
+            backend.status = "skipped"
+            backend.reason = (
+                f"built for backend contract v{spec.contract_version}, this needle-core speaks "
+                f"v{contract.CONTRACT_VERSION}; install a matching {spec.distribution or 'version'}"
+            )
+        self.backends[spec.name] = backend
+
+    def load_backend(self, name: str) -> BackendRecord:
+        """Import and validate a backend's kernels (once); return its record."""
+        with self.lock:
+            self.scan()
+            backend = self.backends[name]
+            if backend.status != "registered":
+                return backend
+            record = self.plugins[backend.plugin]
+            try:
+                module = importlib.import_module(backend.spec.module)
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                backend.status, backend.reason = "failed", f"importing {backend.spec.module}: {_describe(exc)}"
+                self.fail(record, "kernels", backend.reason)
+                return backend
+            probe = getattr(module, "unavailable_reason", None)
+            try:
+                reason = probe() if probe is not None else None
+            except Exception as exc:  # noqa: BLE001
+                reason = f"availability check failed: {_describe(exc)}"
+            if reason:
+                backend.status, backend.reason = "unavailable", str(reason)
+                return backend
+            try:
+                contract.check_backend(module, name)
+            except contract.ContractError as exc:
+                backend.status, backend.reason = "failed", str(exc)
+                self.fail(record, "contract check", backend.reason)
+                return backend
+            backend.status, backend.module = "loaded", module
+            backend.capabilities = contract.capabilities(module)
+            return backend
+
+    def register_builtins(self) -> None:
+        with self.lock:
+            if self.builtins_registered:
+                return
+            self.builtins_registered = True
+            for path in BUILTIN_EXTENSION_PLUGINS:
+                name = path.rsplit(".", 1)[0]
+                record = PluginRecord(name=name, distribution="needle-core", value=path)
+                try:
+                    module = importlib.import_module(path)
+                except ModuleNotFoundError as exc:
+                    if exc.name == path:  # that part of core is not there: nothing to register
+                        continue
+                    self.fail(record, "import", exc)
+                    continue
+                self.add(module, record)
+
+
+_state = _State()
+
+
+def get_manager() -> pluggy.PluginManager:
+    """The pluggy manager, with the entry points scanned."""
+    _state.scan()
+    return _state.pm
+
+
+def plugins() -> dict[str, PluginRecord]:
+    """Every plugin seen, by name (entry-point name, or the name it was registered under)."""
+    _state.scan()
+    return dict(_state.plugins)
+
+
+def backends() -> dict[str, BackendRecord]:
+    """Every backend declared by a plugin, by device name, kernels not imported."""
+    _state.scan()
+    return dict(_state.backends)
+
+
+def backend(name: str) -> BackendRecord | None:
+    """The record of backend ``name`` (None when no plugin declares it)."""
+    _state.scan()
+    return _state.backends.get(name)
+
+
+def load_backend(name: str) -> BackendRecord:
+    """Import, probe and validate backend ``name``'s kernels (once) and return its record."""
+    return _state.load_backend(name)
+
+
+def register(plugin: Any, name: str | None = None, distribution: str = "") -> PluginRecord:
+    """Register a plugin object or module by hand (tests, embedding applications).
+
+    Its backends and extensions join those found through entry points.
+    """
+    _state.scan()
+    name = name or getattr(plugin, "__name__", None) or repr(plugin)
+    record = PluginRecord(name=name, distribution=distribution, value=name)
+    _state.add(plugin, record)
+    return record
+
+
+def extensions(kind: str) -> dict[str, Any]:
+    """``{name: object}`` from every plugin's hook for ``kind``, built-ins included.
+
+    ``kind`` is one of ``nn_modules``, ``optimizers``, ``datasets``, ``transforms``.
+    Raises :class:`PluginError` naming both plugins when two provide one name.
+    """
+    if kind not in EXTENSION_HOOKS:
+        raise ValueError(f"unknown extension kind {kind!r}; known: {', '.join(EXTENSION_HOOKS)}")
+    _state.scan()
+    _state.register_builtins()
+    cached = _state.extension_cache.get(kind)
+    if cached is not None:
+        return cached
+    hook = getattr(_state.pm.hook, EXTENSION_HOOKS[kind])
+    merged: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for impl in hook.get_hookimpls():
+        plugin_name = _state.pm.get_name(impl.plugin) or repr(impl.plugin)
+        try:
+            provided = impl.function() or {}
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {plugin_name!r} failed in {EXTENSION_HOOKS[kind]}: {_describe(exc)}"
+            ) from exc
+        for key, value in dict(provided).items():
+            if key in merged and merged[key] is not value:
+                raise PluginError(
+                    f"{kind} name {key!r} is provided by both plugin {owner[key]!r} and "
+                    f"plugin {plugin_name!r}"
+                )
+            merged[key], owner[key] = value, plugin_name
+    _state.extension_cache[kind] = merged
+    return merged
+
+
+def reset() -> None:
+    """Forget everything (tests): the next use scans the entry points again."""
+    global _state
+    _state = _State()
+    from .. import devices  # the device table caches loaded backends
+
+    devices._reset()
