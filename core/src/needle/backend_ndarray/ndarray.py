@@ -88,7 +88,7 @@ class NDArray:
         arr = np.asarray(data)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"cannot make a float32 NDArray from data of dtype {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        arr = np.asarray(arr, dtype=np.float32, order="C")
         out = NDArray.make(arr.shape, device=device)
         if arr.size:
             out._device.mod.from_numpy(arr, out._handle)

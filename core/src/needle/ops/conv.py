@@ -1,4 +1,4 @@
-"""Convolution: NHWC input, (K, K, Cin, Cout) weight, stride and zero padding."""
+"""Convolution: NHWC input, (KH, KW, Cin, Cout) weight, stride and zero padding."""
 
 from __future__ import annotations
 
@@ -10,27 +10,36 @@ from .movement import Dilate, Flip, GetItem, Pad, Transpose
 
 __all__ = ["Conv", "conv"]
 
+Padding = int | tuple[int, int]
 
-def conv2d(a: NDArray, b: NDArray, stride: int, padding: int) -> NDArray:
-    """The forward convolution on NDArrays: the backend's ``conv2d`` when it declares one,
-    else im2col (a strided view, one compact) and one matmul."""
+
+def _pair(padding: Padding) -> tuple[int, int]:
+    if isinstance(padding, (tuple, list)):
+        ph, pw = (operator.index(p) for p in padding)
+    else:
+        ph = pw = operator.index(padding)
+    return ph, pw
+
+
+def conv2d(a: NDArray, b: NDArray, stride: int, padding: Padding) -> NDArray:
+    """Forward convolution on NDArrays: the backend's ``conv2d`` when it declares one (square
+    kernels, equal padding), else im2col (one strided view, one compact) and one matmul."""
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(
             f"conv needs an NHWC input and a (K, K, Cin, Cout) weight, got shapes {a.shape} "
             f"and {b.shape}"
         )
     n, h, w, cin = a.shape
-    k, k2, cin2, cout = b.shape
-    if k != k2:
-        raise ValueError(f"conv needs a square kernel, got weight shape {b.shape}")
+    kh, kw, cin2, cout = b.shape
     if cin != cin2:
         raise ValueError(f"conv input has {cin} channels, the weight expects {cin2} ({b.shape})")
     if a.device != b.device:
         raise ValueError(f"conv got arrays on {a.device.name} and {b.device.name}")
-    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    ph, pw = _pair(padding)
+    ho, wo = (h + 2 * ph - kh) // stride + 1, (w + 2 * pw - kw) // stride + 1
     if ho <= 0 or wo <= 0:
         raise ValueError(
-            f"conv kernel {k} is larger than the padded input {h + 2 * padding}x{w + 2 * padding}"
+            f"conv kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
         )
     out = NDArray.make((n, ho, wo, cout), device=a.device)
     if out.size == 0:
@@ -38,29 +47,30 @@ def conv2d(a: NDArray, b: NDArray, stride: int, padding: int) -> NDArray:
     if a.size == 0 or b.size == 0:
         out.fill(0.0)
         return out
-    if a.device.has("conv2d"):
+    if kh == kw and ph == pw and a.device.has("conv2d"):
         a.device.mod.conv2d(
             a.compact().handle, b.compact().handle, out.handle,
-            n, h, w, cin, cout, k, stride, padding,
+            n, h, w, cin, cout, kh, stride, ph,
         )  # fmt: skip
         return out
-    if padding:
-        a = a.pad(((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    if ph or pw:
+        a = a.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
     sn, sh, sw, sc = a.strides
-    cols = a.as_strided(
-        (n, ho, wo, k, k, cin), (sn, sh * stride, sw * stride, sh, sw, sc)
-    ).compact()
-    return (cols.reshape((n * ho * wo, k * k * cin)) @ b.compact().reshape((k * k * cin, cout))).reshape(
-        (n, ho, wo, cout)
-    )
+    cols = a.as_strided((n, ho, wo, kh, kw, cin), (sn, sh * stride, sw * stride, sh, sw, sc))
+    patches = cols.compact().reshape((n * ho * wo, kh * kw * cin))
+    return (patches @ b.compact().reshape((kh * kw * cin, cout))).reshape((n, ho, wo, cout))
 
 
 class Conv(TensorOp):
-    """2-D convolution (cross-correlation) of an NHWC input with a (K, K, Cin, Cout) weight."""
+    """2-D convolution (cross-correlation) of an NHWC input with a (KH, KW, Cin, Cout) weight.
 
-    def __init__(self, stride: int = 1, padding: int = 0) -> None:
-        self.stride, self.padding = operator.index(stride), operator.index(padding)
-        if self.stride < 1 or self.padding < 0:
+    ``padding`` is an int or an ``(ph, pw)`` pair of zero rows/columns on each side.
+    """
+
+    def __init__(self, stride: int = 1, padding: Padding = 0) -> None:
+        self.stride = operator.index(stride)
+        self.padding = _pair(padding)
+        if self.stride < 1 or min(self.padding) < 0:
             raise ValueError(f"conv needs stride >= 1 and padding >= 0, got {stride}, {padding}")
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
@@ -69,28 +79,39 @@ class Conv(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
         x, weight = node.inputs
         _, h, w, _ = x.shape
-        k, s, p = weight.shape[0], self.stride, self.padding
-        grad = Dilate((1, 2), s - 1)(out_grad) if s > 1 else out_grad
+        kh, kw = weight.shape[:2]
+        (ph, pw), s = self.padding, self.stride
+        grad = out_grad
+        if s > 1:  # back to stride 1: dilate, dropping the zeros Dilate adds after the last row
+            ho, wo = out_grad.shape[1:3]
+            grad = Dilate((1, 2), s - 1)(out_grad)
+            grad = GetItem((slice(None), slice(0, (ho - 1) * s + 1), slice(0, (wo - 1) * s + 1)))(grad)
         # Rows/columns past the last window (when (h + 2p - k) % s != 0) get no gradient.
-        rh, rw = (h + 2 * p - k) % s, (w + 2 * p - k) % s
+        rh, rw = (h + 2 * ph - kh) % s, (w + 2 * pw - kw) % s
 
-        # d/dx: full correlation of the gradient with the flipped, channel-swapped kernel.
+        # d/dx: correlate the gradient with the flipped, channel-swapped kernel, padded k-1-p
+        # before and k-1-p+r after. Where padding >= kernel this yields the padded input's
+        # gradient (padding k-1), whose border is then cut off.
         flipped = Transpose((2, 3))(Flip((0, 1))(weight))
-        grad_x = Conv(1, k - 1 - p if p <= k - 1 else k - 1)(grad, flipped)
-        if rh or rw:
-            grad_x = Pad(((0, 0), (0, rh), (0, rw), (0, 0)))(grad_x)
-        if p > k - 1:  # that was the gradient of the padded input: cut the border off
-            grad_x = GetItem((slice(None), slice(p, p + h), slice(p, p + w)))(grad_x)
+        lo_h, cut_h = (kh - 1 - ph, 0) if ph <= kh - 1 else (kh - 1, ph)
+        lo_w, cut_w = (kw - 1 - pw, 0) if pw <= kw - 1 else (kw - 1, pw)
+        if rh == rw == 0:
+            grad_x = Conv(1, (lo_h, lo_w))(grad, flipped)
+        else:
+            padded = Pad(((0, 0), (lo_h, lo_h + rh), (lo_w, lo_w + rw), (0, 0)))(grad)
+            grad_x = Conv(1, 0)(padded, flipped)
+        if cut_h or cut_w:
+            grad_x = GetItem((slice(None), slice(cut_h, cut_h + h), slice(cut_w, cut_w + w)))(grad_x)
 
         # d/dweight: correlate the input (channels as batch) with the gradient (as kernel).
         xt = Transpose((0, 3))(x)  # (Cin, H, W, N)
         gt = Transpose((1, 2))(Transpose((0, 1))(grad))  # (Ho', Wo', N, Cout)
-        grad_w = Conv(1, p)(xt, gt)  # (Cin, K + rh, K + rw, Cout)
+        grad_w = Conv(1, (ph, pw))(xt, gt)  # (Cin, KH + rh, KW + rw, Cout)
         if rh or rw:
-            grad_w = GetItem((slice(None), slice(0, k), slice(0, k)))(grad_w)
-        grad_w = Transpose((1, 2))(Transpose((0, 1))(grad_w))  # (K, K, Cin, Cout)
+            grad_w = GetItem((slice(None), slice(0, kh), slice(0, kw)))(grad_w)
+        grad_w = Transpose((1, 2))(Transpose((0, 1))(grad_w))  # (KH, KW, Cin, Cout)
         return grad_x, grad_w
 
 
-def conv(a: Tensor, b: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
+def conv(a: Tensor, b: Tensor, stride: int = 1, padding: Padding = 0) -> Tensor:
     return Conv(stride, padding)(a, b)

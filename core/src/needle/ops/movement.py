@@ -153,8 +153,8 @@ class UnDilate(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
         grad = Dilate(self.axes, self.dilation)(out_grad)
         shape = node.inputs[0].shape
-        if grad.shape != shape:  # input lengths that were not multiples of dilation + 1
-            grad = Pad(tuple((0, d - g) for d, g in zip(shape, grad.shape)))(grad)
+        if grad.shape != shape:  # Dilate ends in `dilation` zeros the input may not have had
+            grad = GetItem(tuple(slice(0, d) for d in shape))(grad)
         return grad
 
 

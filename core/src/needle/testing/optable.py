@@ -1,0 +1,345 @@
+"""Every public op, listed once: how to call it, its numpy reference, its samples, its tolerance.
+
+The forward tests and the finite-difference gradient checks of the
+conformance suite both iterate :data:`OP_TABLE`; a meta-test checks that every
+lowercase helper in :mod:`needle.ops` has an entry.
+
+Each :class:`Sample` gives input shapes and a *layout*:
+
+* ``contiguous``: dense row-major inputs;
+* ``noncontiguous``: inputs that are transposed (or sliced) views, so kernels
+  see strided data;
+* ``broadcast``: inputs that are ``broadcast_to`` views with zero strides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import ops
+from ..autograd import Tensor
+
+__all__ = ["Sample", "OpInfo", "OP_TABLE", "make_input", "reference_conv"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    shapes: tuple[tuple[int, ...], ...]
+    layout: str = "contiguous"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        shapes = "-".join("x".join(map(str, s)) or "scalar" for s in self.shapes)
+        extra = "".join(f"-{k}={v}" for k, v in self.kwargs.items())
+        return f"{shapes}-{self.layout}{extra}".replace(" ", "")
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One op: ``fn(*tensors, **kwargs)`` must match ``ref(*arrays, **kwargs)`` on every sample."""
+
+    name: str
+    fn: Callable[..., Tensor]
+    ref: Callable[..., np.ndarray]
+    samples: tuple[Sample, ...]
+    domain: str = "real"  # real | positive | nonzero | distinct
+    grad: bool = True
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+
+def make_input(
+    shape: tuple[int, ...], layout: str, device: Any, rng: np.random.Generator, domain: str
+) -> tuple[Tensor, np.ndarray]:
+    """A float32 Tensor of ``shape`` on ``device`` laid out as ``layout``, and its float64 values."""
+    from ..backend_ndarray import NDArray
+
+    if domain == "positive":
+        draw = lambda s: rng.uniform(0.5, 2.0, s)  # noqa: E731
+    elif domain == "nonzero":
+        draw = lambda s: rng.uniform(0.5, 2.0, s) * rng.choice([-1.0, 1.0], s)  # noqa: E731
+    elif domain == "distinct":  # well separated values: no ties for max/relu kinks
+        draw = lambda s: rng.permutation(np.arange(int(np.prod(s))) * 0.37 - 3.1).reshape(s)  # noqa: E731
+    else:
+        draw = lambda s: rng.standard_normal(s)  # noqa: E731
+    if layout == "noncontiguous" and len(shape) >= 2:
+        base = draw(shape[::-1]).astype(np.float32)
+        nd = NDArray(base, device=device).permute(tuple(range(len(shape)))[::-1])
+        value = base.transpose()
+    elif layout == "noncontiguous" and len(shape) == 1:
+        base = draw((shape[0] * 2,)).astype(np.float32)
+        nd = NDArray(base, device=device)[::2]
+        value = base[::2]
+    elif layout == "broadcast" and len(shape) >= 1:
+        small_shape = (1,) + tuple(shape[1:])
+        base = draw(small_shape).astype(np.float32)
+        nd = NDArray(base, device=device).broadcast_to(shape)
+        value = np.broadcast_to(base, shape)
+    else:
+        value = draw(shape).astype(np.float32)
+        nd = NDArray(value, device=device)
+    return Tensor(nd, requires_grad=True), np.array(value, dtype=np.float64)
+
+
+def reference_conv(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """NHWC x (K, K, Cin, Cout) cross-correlation in plain numpy."""
+    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    n, h, wd, c = x.shape
+    k = w.shape[0]
+    ho, wo = (h - k) // stride + 1, (wd - k) // stride + 1
+    out = np.zeros((n, ho, wo, w.shape[3]), dtype=np.float64)
+    for i in range(k):
+        for j in range(k):
+            patch = x[:, i : i + ho * stride : stride, j : j + wo * stride : stride, :]
+            out += patch @ w[i, j]
+    return out
+
+
+def _dilate_ref(a: np.ndarray, axes: tuple[int, ...], dilation: int) -> np.ndarray:
+    shape = [d * (dilation + 1) if i in axes else d for i, d in enumerate(a.shape)]
+    out = np.zeros(shape, dtype=a.dtype)
+    out[tuple(slice(None, None, dilation + 1) if i in axes else slice(None) for i in range(a.ndim))] = a
+    return out
+
+
+def _logsumexp_ref(a: np.ndarray, axes: Any = None) -> np.ndarray:
+    top = np.max(a, axis=axes, keepdims=True)
+    return (np.log(np.sum(np.exp(a - top), axis=axes, keepdims=True)) + top).squeeze(
+        axis=axes if axes is not None else tuple(range(a.ndim))
+    )
+
+
+def _samples(*shapes: tuple[int, ...], layouts: tuple[str, ...] = ("contiguous",), **kw: Any) -> list[Sample]:
+    return [Sample(s, layout, kw) for s in shapes for layout in layouts]
+
+
+ALL_LAYOUTS = ("contiguous", "noncontiguous", "broadcast")
+_UNARY = (
+    _samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS)
+    + _samples(((0, 3),), ((1,),), ((),), ((5,),))
+)
+_BINARY = (
+    _samples(((3, 4), (3, 4)), ((2, 3, 4), (2, 3, 4)), layouts=ALL_LAYOUTS)
+    + _samples(((0, 3), (0, 3)), ((1,), (1,)), ((5,), (5,)))
+)
+_SCALAR = 1.7
+
+OP_TABLE: tuple[OpInfo, ...] = (
+    # elementwise
+    OpInfo("add", ops.add, np.add, tuple(_BINARY)),
+    OpInfo("add_scalar", lambda a: ops.add_scalar(a, _SCALAR), lambda a: a + _SCALAR, tuple(_UNARY)),
+    OpInfo("multiply", ops.multiply, np.multiply, tuple(_BINARY)),
+    OpInfo("mul_scalar", lambda a: ops.mul_scalar(a, _SCALAR), lambda a: a * _SCALAR, tuple(_UNARY)),
+    OpInfo("divide", ops.divide, np.divide, tuple(_BINARY), domain="nonzero", rtol=1e-5),
+    OpInfo("divide_scalar", lambda a: ops.divide_scalar(a, _SCALAR), lambda a: a / _SCALAR, tuple(_UNARY)),
+    OpInfo("power", ops.power, np.power, tuple(_BINARY), domain="positive", rtol=1e-4),
+    OpInfo("power_scalar", lambda a: ops.power_scalar(a, 3), lambda a: a**3, tuple(_UNARY), rtol=1e-4),
+    OpInfo("negate", ops.negate, np.negative, tuple(_UNARY)),
+    OpInfo("log", ops.log, np.log, tuple(_UNARY), domain="positive"),
+    OpInfo("exp", ops.exp, np.exp, tuple(_UNARY), rtol=1e-5),
+    OpInfo("relu", ops.relu, lambda a: np.maximum(a, 0), tuple(_UNARY), domain="distinct"),
+    OpInfo("tanh", ops.tanh, np.tanh, tuple(_UNARY)),
+    OpInfo("sigmoid", ops.sigmoid, lambda a: 1 / (1 + np.exp(-a)), tuple(_UNARY)),
+    OpInfo("maximum", ops.maximum, np.maximum, tuple(_BINARY), domain="distinct"),
+    # movement
+    OpInfo(
+        "transpose",
+        lambda a, axes=None: ops.transpose(a, axes),
+        lambda a, axes=None: np.swapaxes(a, *(axes or (-2, -1))),
+        tuple(
+            _samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS)
+            + _samples(((2, 3, 4),), axes=(0, 2))
+            + _samples(((0, 3),))
+        ),
+    ),
+    OpInfo(
+        "permute",
+        lambda a, axes: ops.permute(a, axes),
+        lambda a, axes: np.transpose(a, axes),
+        tuple(_samples(((2, 3, 4),), layouts=ALL_LAYOUTS, axes=(2, 0, 1))),
+    ),
+    OpInfo(
+        "reshape",
+        lambda a, shape: ops.reshape(a, shape),
+        lambda a, shape: np.reshape(a, shape),
+        tuple(
+            _samples(((3, 4),), layouts=ALL_LAYOUTS, shape=(2, 6))
+            + _samples(((2, 3, 4),), layouts=ALL_LAYOUTS, shape=(4, -1))
+            + _samples(((0, 3),), shape=(3, 0))
+            + _samples(((1,),), shape=())
+        ),
+    ),
+    OpInfo(
+        "broadcast_to",
+        lambda a, shape: ops.broadcast_to(a, shape),
+        lambda a, shape: np.broadcast_to(a, shape),
+        tuple(
+            _samples(((3, 1),), shape=(3, 4))
+            + _samples(((1, 4),), layouts=("contiguous", "noncontiguous"), shape=(2, 3, 4))
+            + _samples(((4,),), shape=(2, 4))
+            + _samples(((),), shape=(2, 3))
+            + _samples(((1, 3),), shape=(0, 3))
+        ),
+    ),
+    OpInfo(
+        "flip",
+        lambda a, axes: ops.flip(a, axes),
+        lambda a, axes: np.flip(a, axes),
+        tuple(
+            _samples(((3, 4),), layouts=ALL_LAYOUTS, axes=(0,))
+            + _samples(((2, 3, 4),), layouts=ALL_LAYOUTS, axes=(0, 2))
+            + _samples(((0, 3),), axes=(1,))
+        ),
+    ),
+    OpInfo(
+        "dilate",
+        lambda a, axes, dilation: ops.dilate(a, axes, dilation),
+        _dilate_ref,
+        tuple(
+            _samples(((3, 4),), layouts=ALL_LAYOUTS, axes=(0,), dilation=1)
+            + _samples(((2, 3, 4),), axes=(1, 2), dilation=2)
+        ),
+    ),
+    OpInfo(
+        "undilate",
+        lambda a, axes, dilation: ops.undilate(a, axes, dilation),
+        lambda a, axes, dilation: a[
+            tuple(slice(None, None, dilation + 1) if i in axes else slice(None) for i in range(a.ndim))
+        ],
+        tuple(
+            _samples(((6, 4),), layouts=ALL_LAYOUTS, axes=(0,), dilation=1)
+            + _samples(((2, 7, 4),), axes=(1, 2), dilation=2)
+        ),
+    ),
+    OpInfo(
+        "getitem",
+        lambda a, idx: ops.getitem(a, idx),
+        lambda a, idx: a[idx],
+        tuple(
+            _samples(((4, 5),), layouts=ALL_LAYOUTS, idx=(slice(1, None, 2), -1))
+            + _samples(((3, 4, 5),), idx=(slice(None, None, -1), 2, slice(-4, -1)))
+            + _samples(((3, 4),), idx=(slice(2, 2),))
+        ),
+    ),
+    OpInfo(
+        "pad",
+        lambda a, axes: ops.pad(a, axes),
+        lambda a, axes: np.pad(a, axes),
+        tuple(_samples(((3, 4),), layouts=ALL_LAYOUTS, axes=((1, 0), (2, 3)))),
+    ),
+    # reductions
+    OpInfo(
+        "summation",
+        lambda a, axes=None: ops.summation(a, axes),
+        lambda a, axes=None: np.sum(a, axis=axes),
+        tuple(
+            _samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS)
+            + _samples(((2, 3, 4),), layouts=ALL_LAYOUTS, axes=1)
+            + _samples(((2, 3, 4),), axes=(0, 2))
+            + _samples(((0, 3),), axes=0)
+            + _samples(((0, 3),), axes=1)
+            + _samples(((1,),), axes=0)
+        ),
+    ),
+    OpInfo(
+        "max",
+        lambda a, axes=None: ops.max(a, axes),
+        lambda a, axes=None: np.max(a, axis=axes),
+        tuple(
+            _samples(((3, 4),), layouts=("contiguous", "noncontiguous"))
+            + _samples(((2, 3, 4),), layouts=("contiguous", "noncontiguous"), axes=1)
+            + _samples(((2, 3, 4),), axes=(0, 2))
+            + _samples(((1,),), axes=0)
+        ),
+        domain="distinct",
+    ),
+    OpInfo(
+        "mean",
+        lambda a, axes=None: ops.mean(a, axes),
+        lambda a, axes=None: np.mean(a, axis=axes),
+        tuple(_samples(((3, 4),), layouts=ALL_LAYOUTS) + _samples(((2, 3, 4),), axes=(0, 2))),
+    ),
+    OpInfo(
+        "logsumexp",
+        lambda a, axes=None: ops.logsumexp(a, axes),
+        _logsumexp_ref,
+        tuple(
+            _samples(((3, 4),), layouts=ALL_LAYOUTS)
+            + _samples(((2, 3, 4),), layouts=ALL_LAYOUTS, axes=(1,))
+            + _samples(((2, 3, 4),), axes=(0, 2))
+            + _samples(((1, 5),), axes=1)
+        ),
+    ),
+    OpInfo(
+        "logsoftmax",
+        lambda a, axes=-1: ops.logsoftmax(a, axes),
+        lambda a, axes=-1: a - np.expand_dims(_logsumexp_ref(a, axes), axes),
+        tuple(_samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS) + _samples(((3, 4),), axes=0)),
+    ),
+    # linear algebra
+    OpInfo(
+        "matmul",
+        ops.matmul,
+        np.matmul,
+        tuple(
+            _samples(((3, 4), (4, 5)), layouts=("contiguous", "noncontiguous"))
+            + _samples(((1, 1), (1, 1)), ((7, 1), (1, 3)), ((5, 0), (0, 3)), ((0, 4), (4, 2)))
+            + _samples(((2, 3, 4), (2, 4, 5)), layouts=("contiguous", "noncontiguous"))
+            + _samples(((2, 3, 4), (4, 5)), ((4, 5), (2, 5, 3)), ((2, 1, 3, 4), (5, 4, 2)))
+            + _samples(((4, 3, 4), (4, 4, 2)), layouts=("broadcast",))
+        ),
+        rtol=1e-4,
+        atol=1e-4,
+    ),
+    OpInfo(
+        "conv",
+        lambda a, b, stride=1, padding=0: ops.conv(a, b, stride, padding),
+        reference_conv,
+        tuple(
+            _samples(((2, 5, 5, 3), (3, 3, 3, 4)), layouts=("contiguous", "noncontiguous"))
+            + _samples(((2, 5, 5, 3), (3, 3, 3, 4)), padding=1)
+            + _samples(((1, 6, 7, 2), (3, 3, 2, 3)), stride=2, padding=1)
+            + _samples(((1, 7, 7, 2), (2, 2, 2, 3)), stride=3)
+            + _samples(((1, 4, 4, 2), (1, 1, 2, 3)), padding=2)
+            + _samples(((1, 4, 4, 1), (3, 3, 1, 1)), stride=2, padding=3)
+        ),
+        rtol=1e-4,
+        atol=1e-4,
+    ),
+    # tuples
+    OpInfo(
+        "stack",
+        lambda a, b, axis: ops.stack([a, b], axis),
+        lambda a, b, axis: np.stack([a, b], axis),
+        tuple(
+            _samples(((3, 4), (3, 4)), layouts=ALL_LAYOUTS, axis=0)
+            + _samples(((3, 4), (3, 4)), axis=2)
+            + _samples(((2, 3), (2, 3)), axis=-2)
+        ),
+    ),
+    OpInfo(
+        "split",
+        lambda a, axis, i: ops.split(a, axis)[i],
+        lambda a, axis, i: np.take(a, i, axis=axis),
+        tuple(
+            _samples(((3, 4),), layouts=ALL_LAYOUTS, axis=1, i=2)
+            + _samples(((2, 3, 4),), axis=0, i=1)
+        ),
+    ),
+    OpInfo(
+        "make_tuple",
+        lambda a, b: ops.tuple_get_item(ops.make_tuple(a, b), 1) * 2.0,
+        lambda a, b: b * 2.0,
+        tuple(_samples(((3, 4), (2, 2)), layouts=ALL_LAYOUTS)),
+    ),
+    OpInfo(
+        "tuple_get_item",
+        lambda a, b: ops.tuple_get_item(ops.make_tuple(a, b), 0) + 1.0,
+        lambda a, b: a + 1.0,
+        tuple(_samples(((3, 4), (2, 2)), layouts=ALL_LAYOUTS)),
+    ),
+)
