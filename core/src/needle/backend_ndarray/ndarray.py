@@ -39,7 +39,7 @@ class NDArray:
         device: the device to hold it; the default device when None.
     """
 
-    __slots__ = ("_shape", "_strides", "_offset", "_device", "_handle", "__weakref__")
+    __slots__ = ("_shape", "_strides", "_offset", "_device", "_handle", "_compact", "__weakref__")
     __array_priority__ = 1000  # numpy defers `ndarray + NDArray` to our reflected ops
 
     def __init__(self, other: Any, device: BackendDevice | str | None = None) -> None:
@@ -58,6 +58,7 @@ class NDArray:
         self._offset = other._offset
         self._device = other._device
         self._handle = other._handle
+        self._compact = other._compact
 
     # ------------------------------------------------------------------ construction
 
@@ -72,14 +73,19 @@ class NDArray:
         """A view on ``handle`` (a fresh, uninitialised buffer when None)."""
         array = object.__new__(NDArray)
         array._shape = shape = tuple(shape)
-        array._strides = st.compact_strides(shape) if strides is None else tuple(strides)
         array._offset = offset
-        array._device = dev = _as_device(device)
+        array._device = dev = device if isinstance(device, BackendDevice) else _as_device(device)
         if handle is None:
             if any(d < 0 for d in shape):
                 raise ValueError(f"negative dimension in shape {shape}")
             handle = dev.mod.Array(st.prod(shape))
         array._handle = handle
+        if strides is None:
+            array._strides = st.compact_strides(shape)
+            array._compact = offset == 0 and handle.size == st.prod(shape)
+        else:
+            array._strides = tuple(strides)
+            array._compact = None  # worked out when first asked
         return array
 
     @staticmethod
@@ -165,7 +171,11 @@ class NDArray:
 
     def is_compact(self) -> bool:
         """True when the view is the whole buffer, dense and in row-major order."""
-        return st.is_compact(self._shape, self._strides, self._offset, self._handle.size)
+        if self._compact is None:
+            self._compact = st.is_compact(
+                self._shape, self._strides, self._offset, self._handle.size
+            )
+        return self._compact
 
     def compact(self) -> NDArray:
         """This array if compact, else a dense copy of the view."""

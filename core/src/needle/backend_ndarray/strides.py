@@ -8,6 +8,7 @@ Strides and offsets count elements, not bytes.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Sequence
@@ -36,8 +37,9 @@ def prod(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
-def compact_strides(shape: Sequence[int]) -> Shape:
-    """Row-major strides of a dense array of ``shape``."""
+@functools.lru_cache(maxsize=1024)
+def compact_strides(shape: tuple[int, ...]) -> Shape:
+    """Row-major strides of a dense array of ``shape`` (a tuple; results are cached)."""
     stride, out = 1, []
     for dim in reversed(shape):
         out.append(stride)
