@@ -51,7 +51,9 @@ def tests_cpu(session: nox.Session) -> None:
     if not shutil.which("c++") and not shutil.which("g++"):
         session.skip("no C++ compiler on this machine")
     _install(session, "cpu")
-    _pytest(session, "tests", _conformance_dir(session), "plugins/needle_cpu/tests", "--backend", "cpu")
+    _pytest(
+        session, "tests", _conformance_dir(session), "plugins/needle_cpu/tests", "--backend", "cpu"
+    )
 
 
 @nox.session(name="tests-cuda")

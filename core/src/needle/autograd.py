@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from .backend_ndarray import NDArray
-from .devices import BackendDevice, default_device, device as _lookup_device
+from .devices import BackendDevice, default_device
+from .devices import device as _lookup_device
 
 __all__ = [
     "Value",
@@ -113,7 +115,8 @@ def _check_same_device(op: Op, inputs: Sequence[Value]) -> None:
         other = x.device
         if other is not first and other != first:
             raise ValueError(
-                f"{type(op).__name__} got inputs on different devices: {first.name} and {other.name}"
+                f"{type(op).__name__} got inputs on different devices: "
+                f"{first.name} and {other.name}"
             )
 
 

@@ -11,7 +11,8 @@ import json
 import platform
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,10 @@ def run_doctor() -> list[dict[str, Any]]:
     from .devices import DeviceError, device
 
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((64, 48)).astype(np.float32), rng.standard_normal((48, 32)).astype(np.float32)
+    a, b = (
+        rng.standard_normal((64, 48)).astype(np.float32),
+        rng.standard_normal((48, 32)).astype(np.float32),
+    )
     checks = {
         "add": lambda x, y, _: ((x + x).numpy(), a + a),
         "matmul": lambda x, _, y: ((x @ y).numpy(), a @ b),
@@ -111,7 +115,7 @@ def run_doctor() -> list[dict[str, Any]]:
         "strided copy": lambda x, y, _: (x[::-2, 3:9].numpy(), a[::-2, 3:9]),
     }
     results = []
-    for name, record in sorted(manager.backends().items()):
+    for name in sorted(manager.backends()):
         row: dict[str, Any] = {"device": name, "checks": {}}
         try:
             dev = device(name)
@@ -141,7 +145,7 @@ def _print_doctor(results: list[dict[str, Any]], failed_plugins: list[Any]) -> N
             print(f"{row['device']:<10} skipped: {row['reason']}")
             continue
         checks = ", ".join(
-            f"{k} {'ok' if v['ok'] else 'FAILED (err %.3g)' % v['max_error']}"
+            f"{k} ok" if v["ok"] else f"{k} FAILED (err {v['max_error']:.3g})"
             for k, v in row["checks"].items()
         )
         reason = f" {row['reason']}" if row.get("reason") else ""
@@ -178,7 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_doctor()
     failed_plugins = [p for p in manager.plugins().values() if p.status == "failed"]
     if args.json:
-        print(json.dumps({"devices": results, "failed_plugins": [vars(p) for p in failed_plugins]}, indent=2))
+        print(
+            json.dumps(
+                {"devices": results, "failed_plugins": [vars(p) for p in failed_plugins]}, indent=2
+            )
+        )
     else:
         _print_doctor(results, failed_plugins)
     bad = any(r["status"] == "FAILED" for r in results) or failed_plugins or not results

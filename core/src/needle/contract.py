@@ -24,8 +24,9 @@ mismatch is a recorded, explained skip.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -65,7 +66,7 @@ class Backend(Protocol):
         """Return a *new* numpy float32 array holding the strided view of ``a``."""
 
     def from_numpy(self, arr: Any, out: Handle) -> None:
-        """Copy the C-contiguous float32 numpy array ``arr`` (``arr.size == out.size``) into ``out``."""
+        """Copy the C-contiguous float32 numpy array ``arr`` (same size) into ``out``."""
 
     def fill(self, out: Handle, val: float) -> None:
         """Set every element of ``out`` to ``val``."""
@@ -83,7 +84,7 @@ class Backend(Protocol):
     def scalar_setitem(
         self, size: int, val: float, out: Handle, shape: Shape, strides: Shape, offset: int
     ) -> None:
-        """Write ``val`` into every element of the strided view of ``out`` (``size == prod(shape)``)."""
+        """Write ``val`` into every element of the strided view of ``out`` (``size`` of them)."""
 
     def ewise_add(self, a: Handle, b: Handle, out: Handle) -> None: ...
     def ewise_mul(self, a: Handle, b: Handle, out: Handle) -> None: ...

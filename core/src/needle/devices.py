@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +113,9 @@ class BackendDevice:
         """Rows of the ``n``-by-``n`` identity picked by the integer labels ``i``."""
         labels = np.asarray(i.numpy() if hasattr(i, "numpy") else i)
         if labels.size and (labels.min() < 0 or labels.max() >= n):
-            raise IndexError(f"one_hot labels must lie in [0, {n}), got {labels.min()}..{labels.max()}")
+            raise IndexError(
+                f"one_hot labels must lie in [0, {n}), got {labels.min()}..{labels.max()}"
+            )
         return self._from_host(np.eye(n, dtype=np.float32)[labels.astype(np.int64)], dtype)
 
     def _from_host(self, arr: np.ndarray, dtype: str) -> Any:
@@ -239,7 +242,9 @@ def all_devices() -> list[BackendDevice]:
     from .plugins import manager
 
     out = []
-    ranked = sorted(manager.backends().values(), key=lambda r: (r.spec.accelerator, -r.spec.priority))
+    ranked = sorted(
+        manager.backends().values(), key=lambda r: (r.spec.accelerator, -r.spec.priority)
+    )
     for record in ranked:
         try:
             out.append(device(record.spec.name))

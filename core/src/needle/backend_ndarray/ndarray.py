@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numbers
 import operator
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..devices import BackendDevice, default_device, device as _lookup_device
+from ..devices import BackendDevice, default_device
+from ..devices import device as _lookup_device
 from . import strides as st
 
 __all__ = ["NDArray", "array", "empty", "full", "broadcast_shapes"]
@@ -419,7 +421,9 @@ class NDArray:
         if n == 0:
             out.fill(0.0)
             return out
-        self._device.mod.matmul(self.compact()._handle, other.compact()._handle, out._handle, m, n, p)
+        self._device.mod.matmul(
+            self.compact()._handle, other.compact()._handle, out._handle, m, n, p
+        )
         return out
 
     # ------------------------------------------------------------------ reductions
@@ -463,7 +467,9 @@ def empty(shape: Sequence[int], dtype: str = "float32", device: Any = None) -> N
     return NDArray.make(shape, device=device)
 
 
-def full(shape: Sequence[int], fill_value: float, dtype: str = "float32", device: Any = None) -> NDArray:
+def full(
+    shape: Sequence[int], fill_value: float, dtype: str = "float32", device: Any = None
+) -> NDArray:
     """An array of ``shape`` filled with ``fill_value``."""
     out = NDArray.make(shape, device=device)
     if out.size:

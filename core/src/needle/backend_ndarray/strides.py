@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = [
     "prod",

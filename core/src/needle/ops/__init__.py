@@ -64,7 +64,17 @@ from .movement import (
     transpose,
     undilate,
 )
-from .reduction import LogSoftmax, LogSumExp, Max, Summation, logsoftmax, logsumexp, max, mean, summation
+from .reduction import (
+    LogSoftmax,
+    LogSumExp,
+    Max,
+    Summation,
+    logsoftmax,
+    logsumexp,
+    max,
+    mean,
+    summation,
+)
 from .tuple_ops import (
     MakeTensorTuple,
     Split,

@@ -85,7 +85,9 @@ class Conv(TensorOp):
         if s > 1:  # back to stride 1: dilate, dropping the zeros Dilate adds after the last row
             ho, wo = out_grad.shape[1:3]
             grad = Dilate((1, 2), s - 1)(out_grad)
-            grad = GetItem((slice(None), slice(0, (ho - 1) * s + 1), slice(0, (wo - 1) * s + 1)))(grad)
+            grad = GetItem((slice(None), slice(0, (ho - 1) * s + 1), slice(0, (wo - 1) * s + 1)))(
+                grad
+            )
         # Rows/columns past the last window (when (h + 2p - k) % s != 0) get no gradient.
         rh, rw = (h + 2 * ph - kh) % s, (w + 2 * pw - kw) % s
 
@@ -101,7 +103,9 @@ class Conv(TensorOp):
             padded = Pad(((0, 0), (lo_h, lo_h + rh), (lo_w, lo_w + rw), (0, 0)))(grad)
             grad_x = Conv(1, 0)(padded, flipped)
         if cut_h or cut_w:
-            grad_x = GetItem((slice(None), slice(cut_h, cut_h + h), slice(cut_w, cut_w + w)))(grad_x)
+            grad_x = GetItem((slice(None), slice(cut_h, cut_h + h), slice(cut_w, cut_w + w)))(
+                grad_x
+            )
 
         # d/dweight: correlate the input (channels as batch) with the gradient (as kernel).
         xt = Transpose((0, 3))(x)  # (Cin, H, W, N)

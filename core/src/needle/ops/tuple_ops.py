@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backend_ndarray import NDArray

@@ -193,7 +193,11 @@ class _State:
     def add_backend(self, spec: BackendSpec, record: PluginRecord) -> None:
         if spec.name in self.backends:
             other = self.backends[spec.name].plugin
-            self.fail(record, "needle_backends", f"backend {spec.name!r} is already provided by plugin {other!r}")
+            self.fail(
+                record,
+                "needle_backends",
+                f"backend {spec.name!r} is already provided by plugin {other!r}",
+            )
             return
         backend = BackendRecord(spec=spec, plugin=record.name)
         if spec.contract_version != contract.CONTRACT_VERSION:
@@ -217,7 +221,10 @@ class _State:
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                backend.status, backend.reason = "failed", f"importing {backend.spec.module}: {_describe(exc)}"
+                backend.status, backend.reason = (
+                    "failed",
+                    f"importing {backend.spec.module}: {_describe(exc)}",
+                )
                 self.fail(record, "kernels", backend.reason)
                 return backend
             probe = getattr(module, "unavailable_reason", None)

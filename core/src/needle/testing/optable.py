@@ -14,8 +14,9 @@ Each :class:`Sample` gives input shapes and a *layout*:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class OpInfo:
 def make_input(
     shape: tuple[int, ...], layout: str, device: Any, rng: np.random.Generator, domain: str
 ) -> tuple[Tensor, np.ndarray]:
-    """A float32 Tensor of ``shape`` on ``device`` laid out as ``layout``, and its float64 values."""
+    """A float32 Tensor of ``shape`` on ``device``, laid out as ``layout``; and its values."""
     from ..backend_ndarray import NDArray
 
     if domain == "positive":
@@ -102,7 +103,9 @@ def reference_conv(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int =
 def _dilate_ref(a: np.ndarray, axes: tuple[int, ...], dilation: int) -> np.ndarray:
     shape = [d * (dilation + 1) if i in axes else d for i, d in enumerate(a.shape)]
     out = np.zeros(shape, dtype=a.dtype)
-    out[tuple(slice(None, None, dilation + 1) if i in axes else slice(None) for i in range(a.ndim))] = a
+    out[
+        tuple(slice(None, None, dilation + 1) if i in axes else slice(None) for i in range(a.ndim))
+    ] = a
     return out
 
 
@@ -113,31 +116,42 @@ def _logsumexp_ref(a: np.ndarray, axes: Any = None) -> np.ndarray:
     )
 
 
-def _samples(*shapes: tuple[int, ...], layouts: tuple[str, ...] = ("contiguous",), **kw: Any) -> list[Sample]:
+def _samples(
+    *shapes: tuple[int, ...], layouts: tuple[str, ...] = ("contiguous",), **kw: Any
+) -> list[Sample]:
     return [Sample(s, layout, kw) for s in shapes for layout in layouts]
 
 
 ALL_LAYOUTS = ("contiguous", "noncontiguous", "broadcast")
-_UNARY = (
-    _samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS)
-    + _samples(((0, 3),), ((1,),), ((),), ((5,),))
+_UNARY = _samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS) + _samples(
+    ((0, 3),), ((1,),), ((),), ((5,),)
 )
-_BINARY = (
-    _samples(((3, 4), (3, 4)), ((2, 3, 4), (2, 3, 4)), layouts=ALL_LAYOUTS)
-    + _samples(((0, 3), (0, 3)), ((1,), (1,)), ((5,), (5,)))
+_BINARY = _samples(((3, 4), (3, 4)), ((2, 3, 4), (2, 3, 4)), layouts=ALL_LAYOUTS) + _samples(
+    ((0, 3), (0, 3)), ((1,), (1,)), ((5,), (5,))
 )
 _SCALAR = 1.7
 
 OP_TABLE: tuple[OpInfo, ...] = (
     # elementwise
     OpInfo("add", ops.add, np.add, tuple(_BINARY)),
-    OpInfo("add_scalar", lambda a: ops.add_scalar(a, _SCALAR), lambda a: a + _SCALAR, tuple(_UNARY)),
+    OpInfo(
+        "add_scalar", lambda a: ops.add_scalar(a, _SCALAR), lambda a: a + _SCALAR, tuple(_UNARY)
+    ),
     OpInfo("multiply", ops.multiply, np.multiply, tuple(_BINARY)),
-    OpInfo("mul_scalar", lambda a: ops.mul_scalar(a, _SCALAR), lambda a: a * _SCALAR, tuple(_UNARY)),
+    OpInfo(
+        "mul_scalar", lambda a: ops.mul_scalar(a, _SCALAR), lambda a: a * _SCALAR, tuple(_UNARY)
+    ),
     OpInfo("divide", ops.divide, np.divide, tuple(_BINARY), domain="nonzero", rtol=1e-5),
-    OpInfo("divide_scalar", lambda a: ops.divide_scalar(a, _SCALAR), lambda a: a / _SCALAR, tuple(_UNARY)),
+    OpInfo(
+        "divide_scalar",
+        lambda a: ops.divide_scalar(a, _SCALAR),
+        lambda a: a / _SCALAR,
+        tuple(_UNARY),
+    ),
     OpInfo("power", ops.power, np.power, tuple(_BINARY), domain="positive", rtol=1e-4),
-    OpInfo("power_scalar", lambda a: ops.power_scalar(a, 3), lambda a: a**3, tuple(_UNARY), rtol=1e-4),
+    OpInfo(
+        "power_scalar", lambda a: ops.power_scalar(a, 3), lambda a: a**3, tuple(_UNARY), rtol=1e-4
+    ),
     OpInfo("negate", ops.negate, np.negative, tuple(_UNARY)),
     OpInfo("log", ops.log, np.log, tuple(_UNARY), domain="positive"),
     OpInfo("exp", ops.exp, np.exp, tuple(_UNARY), rtol=1e-5),
@@ -208,7 +222,9 @@ OP_TABLE: tuple[OpInfo, ...] = (
         "undilate",
         lambda a, axes, dilation: ops.undilate(a, axes, dilation),
         lambda a, axes, dilation: a[
-            tuple(slice(None, None, dilation + 1) if i in axes else slice(None) for i in range(a.ndim))
+            tuple(
+                slice(None, None, dilation + 1) if i in axes else slice(None) for i in range(a.ndim)
+            )
         ],
         tuple(
             _samples(((6, 4),), layouts=ALL_LAYOUTS, axes=(0,), dilation=1)

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("needle")
     group.addoption(
@@ -89,7 +88,9 @@ class _NeedleRun:
                 params.append(pytest.param(name, id=name))
             except devices.DeviceError as exc:
                 if self.requested:
-                    raise pytest.UsageError(f"needle backend {name!r} was requested: {exc}") from exc
+                    raise pytest.UsageError(
+                        f"needle backend {name!r} was requested: {exc}"
+                    ) from exc
                 params.append(pytest.param(name, id=name, marks=pytest.mark.skip(reason=str(exc))))
         if not params:
             raise pytest.UsageError(

@@ -1,3 +1,3 @@
-"""needle-numpy: the reference backend (device ``numpy``), kernels in :mod:`needle_numpy.backend`."""
+"""needle-numpy: the reference backend (device ``numpy``); kernels in :mod:`.backend`."""
 
 __version__ = "0.1.0"

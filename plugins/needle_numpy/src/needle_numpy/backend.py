@@ -7,7 +7,7 @@ other backends must give its results.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -81,7 +81,9 @@ def fill(out: Array, val: float) -> None:
     _check(out, "out")[:] = val
 
 
-def compact(a: Array, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int) -> None:
+def compact(
+    a: Array, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int
+) -> None:
     view = _view(a, shape, strides, offset)
     _same_size(view, _check(out, "out"))
     out.array[:] = view.reshape(-1)
@@ -156,7 +158,9 @@ ewise_tanh = _unary(np.tanh)
 def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
     x, y, z = _check(a), _check(b, "b"), _check(out, "out")
     if (x.size, y.size, z.size) != (m * n, n * p, m * p):
-        raise ValueError(f"matmul sizes {x.size}, {y.size}, {z.size} do not match m={m} n={n} p={p}")
+        raise ValueError(
+            f"matmul sizes {x.size}, {y.size}, {z.size} do not match m={m} n={n} p={p}"
+        )
     np.matmul(x.reshape(m, n), y.reshape(n, p), out=z.reshape(m, p))
 
 

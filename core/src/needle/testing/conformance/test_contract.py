@@ -64,7 +64,11 @@ VIEWS = [  # (buffer size, shape, strides, offset)
 
 
 def _np_view(buf: np.ndarray, shape, strides, offset) -> np.ndarray:
-    return np.lib.stride_tricks.as_strided(buf[offset:], shape, [s * 4 for s in strides]) if shape else buf[offset]
+    return (
+        np.lib.stride_tricks.as_strided(buf[offset:], shape, [s * 4 for s in strides])
+        if shape
+        else buf[offset]
+    )
 
 
 @pytest.mark.parametrize("size,shape,strides,offset", VIEWS, ids=[str(v[1:]) for v in VIEWS])
@@ -76,7 +80,9 @@ def test_compact_and_setitem(device, size, shape, strides, offset) -> None:
     out = device.mod.Array(n)
     device.mod.compact(src, out, shape, strides, offset)
     np.testing.assert_array_equal(_get(device, out, (n,)), want)
-    np.testing.assert_array_equal(device.mod.to_numpy(src, shape, strides, offset).reshape(-1), want)
+    np.testing.assert_array_equal(
+        device.mod.to_numpy(src, shape, strides, offset).reshape(-1), want
+    )
 
     if 0 in strides:  # writing through a broadcast view is ill-defined
         return
@@ -85,14 +91,18 @@ def test_compact_and_setitem(device, size, shape, strides, offset) -> None:
     expect = values.copy()
     view = _np_view(expect, shape, strides, offset) if shape else None
     if shape:
-        np.lib.stride_tricks.as_strided(expect[offset:], shape, [s * 4 for s in strides], writeable=True)[...] = new.reshape(shape)
+        np.lib.stride_tricks.as_strided(
+            expect[offset:], shape, [s * 4 for s in strides], writeable=True
+        )[...] = new.reshape(shape)
     else:
         expect[offset] = new[0]
     del view
     np.testing.assert_array_equal(_get(device, src, (size,)), expect)
     device.mod.scalar_setitem(n, 7.0, src, shape, strides, offset)
     if shape:
-        np.lib.stride_tricks.as_strided(expect[offset:], shape, [s * 4 for s in strides], writeable=True)[...] = 7.0
+        np.lib.stride_tricks.as_strided(
+            expect[offset:], shape, [s * 4 for s in strides], writeable=True
+        )[...] = 7.0
     else:
         expect[offset] = 7.0
     np.testing.assert_array_equal(_get(device, src, (size,)), expect)
@@ -118,7 +128,9 @@ def test_binary_kernels(device, name: str, size: int) -> None:
     b[::3] = a[::3]  # ties for eq / ge / maximum
     out = device.mod.Array(size)
     getattr(device.mod, name)(_put(device, a), _put(device, b), out)
-    np.testing.assert_allclose(_get(device, out, (size,)), BINARY[name](a, b).astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(
+        _get(device, out, (size,)), BINARY[name](a, b).astype(np.float32), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("size", [1, 17, 4099, 300_001])
@@ -135,23 +147,36 @@ def test_scalar_kernels(device, name: str, size: int) -> None:
 @pytest.mark.parametrize("size", [1, 17, 4099, 300_001])
 @pytest.mark.parametrize("name", list(UNARY))
 def test_unary_kernels(device, name: str, size: int) -> None:
-    a = RNG.uniform(0.1, 4.0, size).astype(np.float32) * (1 if name == "ewise_log" else RNG.choice([-1, 1], size))
+    a = RNG.uniform(0.1, 4.0, size).astype(np.float32) * (
+        1 if name == "ewise_log" else RNG.choice([-1, 1], size)
+    )
     out = device.mod.Array(size)
     getattr(device.mod, name)(_put(device, a), out)
     np.testing.assert_allclose(_get(device, out, (size,)), UNARY[name](a), rtol=2e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize(
-    "m,n,p", [(1, 1, 1), (2, 3, 4), (7, 1, 5), (16, 16, 16), (33, 65, 17), (128, 64, 96), (1, 300, 1), (257, 129, 255)]
-)  # fmt: skip
+MATMUL_SHAPES = [
+    (1, 1, 1), (2, 3, 4), (7, 1, 5), (16, 16, 16), (33, 65, 17), (128, 64, 96), (1, 300, 1),
+    (257, 129, 255),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("m,n,p", MATMUL_SHAPES)
 def test_matmul(device, m: int, n: int, p: int) -> None:
-    a, b = RNG.standard_normal((m, n)).astype(np.float32), RNG.standard_normal((n, p)).astype(np.float32)
+    a, b = (
+        RNG.standard_normal((m, n)).astype(np.float32),
+        RNG.standard_normal((n, p)).astype(np.float32),
+    )
     out = device.mod.Array(m * p)
     device.mod.matmul(_put(device, a), _put(device, b), out, m, n, p)
-    np.testing.assert_allclose(_get(device, out, (m, p)), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        _get(device, out, (m, p)), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4
+    )
 
 
-@pytest.mark.parametrize("outer,reduce_size", [(1, 1), (1, 1000), (7, 13), (1000, 3), (3, 100_000), (4096, 64)])
+@pytest.mark.parametrize(
+    "outer,reduce_size", [(1, 1), (1, 1000), (7, 13), (1000, 3), (3, 100_000), (4096, 64)]
+)
 def test_reductions(device, outer: int, reduce_size: int) -> None:
     a = RNG.standard_normal((outer, reduce_size)).astype(np.float32)
     for name, ref in (("reduce_sum", np.sum), ("reduce_max", np.max)):
@@ -167,24 +192,36 @@ def test_optional_capabilities(device) -> None:
     caps = contract.capabilities(device.mod)
     assert set(caps) <= set(contract.OPTIONAL)
     if "ewise_power" in caps:
-        a, b = RNG.uniform(0.5, 2, 100).astype(np.float32), RNG.uniform(-2, 2, 100).astype(np.float32)
+        a, b = (
+            RNG.uniform(0.5, 2, 100).astype(np.float32),
+            RNG.uniform(-2, 2, 100).astype(np.float32),
+        )
         out = device.mod.Array(100)
         device.mod.ewise_power(_put(device, a), _put(device, b), out)
         np.testing.assert_allclose(_get(device, out, (100,)), a**b, rtol=1e-5)
     if "bmm" in caps:
-        a, b = RNG.standard_normal((3, 5, 7)).astype(np.float32), RNG.standard_normal((3, 7, 2)).astype(np.float32)
+        a, b = (
+            RNG.standard_normal((3, 5, 7)).astype(np.float32),
+            RNG.standard_normal((3, 7, 2)).astype(np.float32),
+        )
         out = device.mod.Array(30)
         device.mod.bmm(_put(device, a), _put(device, b), out, 3, 5, 7, 2)
         np.testing.assert_allclose(_get(device, out, (3, 5, 2)), a @ b, rtol=1e-4, atol=1e-4)
     if "conv2d" in caps:
         from needle.testing.optable import reference_conv
 
-        for (n, h, w, cin, cout, k, stride, pad) in [(2, 9, 7, 3, 5, 3, 1, 1), (1, 8, 8, 4, 2, 3, 2, 0), (3, 5, 5, 2, 3, 1, 1, 2)]:
+        for n, h, w, cin, cout, k, stride, pad in [
+            (2, 9, 7, 3, 5, 3, 1, 1),
+            (1, 8, 8, 4, 2, 3, 2, 0),
+            (3, 5, 5, 2, 3, 1, 1, 2),
+        ]:
             x = RNG.standard_normal((n, h, w, cin)).astype(np.float32)
             wt = RNG.standard_normal((k, k, cin, cout)).astype(np.float32)
             want = reference_conv(x, wt, stride, pad)
             out = device.mod.Array(want.size)
-            device.mod.conv2d(_put(device, x), _put(device, wt), out, n, h, w, cin, cout, k, stride, pad)
+            device.mod.conv2d(
+                _put(device, x), _put(device, wt), out, n, h, w, cin, cout, k, stride, pad
+            )
             np.testing.assert_allclose(_get(device, out, want.shape), want, rtol=1e-4, atol=1e-4)
 
 

@@ -49,7 +49,9 @@ def test_setitem_matches_numpy(device, case, scalar: bool) -> None:
     shape, index = case
     nd, values = _arange(shape, device)
     target = values[index]
-    new = 99.0 if scalar else -np.arange(np.size(target), dtype=np.float32).reshape(np.shape(target))
+    new = (
+        99.0 if scalar else -np.arange(np.size(target), dtype=np.float32).reshape(np.shape(target))
+    )
     nd[index] = new if scalar else NDArray(new, device=device)
     values[index] = new
     np.testing.assert_array_equal(nd.numpy(), values)
@@ -64,7 +66,9 @@ def test_permute_broadcast_flip_compact(device, shape, rnd) -> None:
     flip_axes = tuple(a for a in axes if rnd.random() < 0.5)
     np.testing.assert_array_equal(nd.flip(flip_axes).numpy(), np.flip(values, flip_axes))
     target = (2,) + shape
-    np.testing.assert_array_equal(nd.broadcast_to(target).compact().numpy(), np.broadcast_to(values, target))
+    np.testing.assert_array_equal(
+        nd.broadcast_to(target).compact().numpy(), np.broadcast_to(values, target)
+    )
     assert nd.permute(axes).compact().is_compact()
 
 
@@ -74,9 +78,13 @@ def test_reshape_and_reductions(device, shape) -> None:
     np.testing.assert_array_equal(nd.reshape((-1,)).numpy(), values.reshape(-1))
     for axis in range(len(shape)):
         np.testing.assert_allclose(nd.sum(axis=axis).numpy(), values.sum(axis=axis))
-        np.testing.assert_allclose(nd.sum(axis=axis, keepdims=True).numpy(), values.sum(axis=axis, keepdims=True))
+        np.testing.assert_allclose(
+            nd.sum(axis=axis, keepdims=True).numpy(), values.sum(axis=axis, keepdims=True)
+        )
         if shape[axis]:
-            np.testing.assert_array_equal(nd.max(axis=axis, keepdims=True).numpy(), values.max(axis=axis, keepdims=True))
+            np.testing.assert_array_equal(
+                nd.max(axis=axis, keepdims=True).numpy(), values.max(axis=axis, keepdims=True)
+            )
     np.testing.assert_allclose(nd.sum().numpy(), values.sum())
 
 
@@ -86,7 +94,9 @@ def test_as_strided_pad_and_errors(device) -> None:
     np.testing.assert_array_equal(view.numpy(), values[:3, 1:4])
     with pytest.raises(ValueError, match="outside"):
         nd.as_strided((5, 5), (5, 1))
-    np.testing.assert_array_equal(nd.pad(((1, 2), (0, 1))).numpy(), np.pad(values, ((1, 2), (0, 1))))
+    np.testing.assert_array_equal(
+        nd.pad(((1, 2), (0, 1))).numpy(), np.pad(values, ((1, 2), (0, 1)))
+    )
     with pytest.raises(ValueError, match="shape"):
         nd[1:3] = NDArray(np.ones((3, 5)), device=device)
     with pytest.raises(IndexError):
