@@ -475,6 +475,11 @@ class Tensor(Value):
 
         return ops.Transpose(axes)(self)
 
+    def __getitem__(self, idxs: Any) -> Tensor:
+        from . import ops
+
+        return ops.getitem(self, idxs)
+
     def permute(self, *axes: Any) -> Tensor:
         from . import ops
 

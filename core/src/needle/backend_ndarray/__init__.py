@@ -9,7 +9,21 @@ from ..devices import (
     default_device,
     device,
 )
-from .ndarray import NDArray, array, broadcast_shapes, empty, full
+from .ndarray import (
+    NDArray,
+    array,
+    broadcast_shapes,
+    broadcast_to,
+    empty,
+    exp,
+    flip,
+    full,
+    log,
+    maximum,
+    reshape,
+    summation,
+    tanh,
+)
 
 __all__ = [
     "NDArray",
@@ -17,6 +31,14 @@ __all__ = [
     "empty",
     "full",
     "broadcast_shapes",
+    "broadcast_to",
+    "reshape",
+    "maximum",
+    "log",
+    "exp",
+    "tanh",
+    "summation",
+    "flip",
     "BackendDevice",
     "device",
     "cpu",

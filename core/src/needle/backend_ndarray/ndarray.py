@@ -19,7 +19,10 @@ from ..devices import BackendDevice, default_device
 from ..devices import device as _lookup_device
 from . import strides as st
 
-__all__ = ["NDArray", "array", "empty", "full", "broadcast_shapes"]
+__all__ = [
+    "NDArray", "array", "empty", "full", "broadcast_shapes", "broadcast_to", "reshape",
+    "maximum", "log", "exp", "tanh", "summation", "flip",
+]  # fmt: skip
 
 broadcast_shapes = st.broadcast_shapes
 
@@ -475,3 +478,38 @@ def full(
     if out.size:
         out._device.mod.fill(out._handle, float(fill_value))
     return out
+
+
+# The course's module-level array API (``array_api.exp(a)``, ...), one line each.
+def broadcast_to(array: NDArray, new_shape: Sequence[int]) -> NDArray:
+    return array.broadcast_to(new_shape)
+
+
+def reshape(array: NDArray, new_shape: Sequence[int]) -> NDArray:
+    return array.reshape(new_shape)
+
+
+def maximum(a: NDArray, b: NDArray | float) -> NDArray:
+    return a.maximum(b)
+
+
+def log(a: NDArray) -> NDArray:
+    return a.log()
+
+
+def exp(a: NDArray) -> NDArray:
+    return a.exp()
+
+
+def tanh(a: NDArray) -> NDArray:
+    return a.tanh()
+
+
+def summation(
+    a: NDArray, axis: int | Sequence[int] | None = None, keepdims: bool = False
+) -> NDArray:
+    return a.sum(axis=axis, keepdims=keepdims)
+
+
+def flip(a: NDArray, axes: int | Sequence[int] | None = None) -> NDArray:
+    return a.flip(axes)
