@@ -123,7 +123,7 @@ def _check_same_device(op: Op, inputs: Sequence[Value]) -> None:
 class Value:
     """A node of the computational graph."""
 
-    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "__weakref__")
+    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "__weakref__")
 
     op: Op | None
     inputs: tuple[Value, ...]
@@ -151,6 +151,7 @@ class Value:
         self.inputs = tuple(inputs)
         self.cached_data = cached_data
         self.requires_grad = requires_grad
+        self.grad = None
 
     @classmethod
     def make_const(cls, data: Any, *, requires_grad: bool = False) -> Value:
@@ -171,6 +172,7 @@ class Value:
         if len(inputs) > 1:
             _check_same_device(op, inputs)
         value = cls.__new__(cls)
+        value.grad = None
         value.cached_data = op.compute(*[x.cached_data for x in inputs])
         if _grad_enabled and any(x.requires_grad for x in inputs):
             value.op, value.inputs, value.requires_grad = op, tuple(inputs), True
@@ -182,7 +184,7 @@ class Value:
 class TensorTuple(Value):
     """A tuple of tensors that flows through the graph as one value (stack/split)."""
 
-    __slots__ = ("grad",)
+    __slots__ = ()
 
     def __len__(self) -> int:
         return len(self.cached_data)
@@ -237,7 +239,7 @@ class Tensor(Value):
         requires_grad: whether gradients flow to this tensor.
     """
 
-    __slots__ = ("grad",)
+    __slots__ = ()
     __array_priority__ = 1000  # numpy defers `ndarray + Tensor` to our reflected ops
 
     def __init__(
@@ -260,17 +262,6 @@ class Tensor(Value):
         else:
             data = _to_ndarray(array, device, dtype)
         self._init(None, (), cached_data=data, requires_grad=requires_grad)
-        self.grad = None
-
-    def _init(self, op, inputs, *, cached_data=None, requires_grad=None) -> None:  # noqa: ANN001
-        super()._init(op, inputs, cached_data=cached_data, requires_grad=requires_grad)
-        self.grad = None
-
-    @classmethod
-    def make_from_op(cls, op: Op, inputs: Sequence[Value]) -> Tensor:
-        tensor = super().make_from_op(op, inputs)
-        tensor.grad = None
-        return tensor
 
     @staticmethod
     def from_numpy(array: Any, dtype: Any = None) -> Tensor:
