@@ -1,0 +1,353 @@
+"""The plugin manager with throwaway plugins: failures are recorded and isolated, env controls work.
+
+Entry points are simulated by writing ``*.dist-info`` folders into a directory on
+sys.path (the ``fake_dist`` fixture); other plugins are registered by hand.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+
+import needle as ndl
+import pytest
+from needle import contract
+from needle.plugins import BackendSpec, hookimpl, hookspecs
+from needle.plugins.manager import PluginError
+
+BROKEN_SOURCE = 'raise ImportError("libneedle_broken.so: cannot open shared object file")\n'
+
+PLUGIN_SOURCE = """\
+from needle.plugins import BackendSpec, hookimpl
+
+
+@hookimpl
+def needle_backends():
+    return [BackendSpec(name={name!r}, module={kernels!r}, contract_version={version})]
+"""
+
+
+def _plugin_source(name: str, kernels: str, version: int = contract.CONTRACT_VERSION) -> str:
+    return PLUGIN_SOURCE.format(name=name, kernels=kernels, version=version)
+
+
+def _works(name: str) -> None:
+    """Device ``name`` computes a sum correctly."""
+    t = ndl.Tensor([1.0, 2.0, 3.0], device=name)
+    assert (t + t).sum().numpy() == pytest.approx(12.0), f"device {name} computes wrong sums"
+
+
+# ---------------------------------------------------------------------- broken plugins
+
+
+@pytest.fixture
+def broken(fake_dist):
+    """An installed distribution needle-broken whose entry point fails to import."""
+    return fake_dist(
+        "needle-broken", {"broken": "needle_tests_broken"}, {"needle_tests_broken": BROKEN_SOURCE}
+    )
+
+
+def test_plugin_that_fails_to_import_is_recorded(fresh_plugins, broken, device) -> None:
+    record = fresh_plugins.plugins()["broken"]
+    assert record.status == "failed"
+    assert record.phase == "import"
+    assert record.distribution == "needle-broken" and record.version == "0.1"
+    assert "ImportError" in record.cause and "libneedle_broken.so" in record.cause, record.cause
+    _works(device.name)  # every other backend keeps working
+    ndl.default_device()
+
+
+def test_plugin_that_fails_to_import_raises_in_strict_mode(
+    fresh_plugins, broken, monkeypatch
+) -> None:
+    monkeypatch.setenv("NEEDLE_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match=r"'broken' \(needle-broken\).*import.*libneedle_broken"):
+        fresh_plugins.plugins()
+
+
+def test_plugin_whose_hook_raises_is_recorded(fresh_plugins) -> None:
+    class Faulty:
+        @hookimpl
+        def needle_backends(self):
+            raise RuntimeError("cannot enumerate devices")
+
+    record = fresh_plugins.register(Faulty(), name="faulty", distribution="needle-faulty")
+    assert (record.status, record.phase) == ("failed", "needle_backends")
+    assert "RuntimeError: cannot enumerate devices" in record.cause
+
+
+def test_plugin_returning_something_else_than_a_spec_is_recorded(fresh_plugins) -> None:
+    class Wrong:
+        @hookimpl
+        def needle_backends(self):
+            return [{"name": "dictdev"}]
+
+    record = fresh_plugins.register(Wrong(), name="wrong")
+    assert record.status == "failed" and "not a BackendSpec" in record.cause
+    assert "dictdev" not in fresh_plugins.backends()
+
+
+def test_backend_whose_kernels_fail_to_import(fresh_plugins, backends, device) -> None:
+    record = backends.register("nokernels", "needle_tests_no_such_kernels", priority=10**6)
+    with pytest.raises(ndl.DeviceUnavailableError, match="needle_tests_no_such_kernels") as err:
+        ndl.device("nokernels")
+    assert "ModuleNotFoundError" in str(err.value)
+    assert fresh_plugins.backend("nokernels").status == "failed"
+    assert (record.status, record.phase) == ("failed", "kernels")
+    assert ndl.default_device().name != "nokernels"
+    _works(device.name)
+
+
+def test_two_plugins_providing_one_device_name(fresh_plugins, backends, device) -> None:
+    backends.register("twin", backends.clone(device.mod, "twin"))
+
+    class Second:
+        @hookimpl
+        def needle_backends(self):
+            return [BackendSpec("twin", "needle_tests_twin_kernels", contract.CONTRACT_VERSION)]
+
+    second = fresh_plugins.register(Second(), name="second")
+    assert second.status == "failed"
+    assert "'twin' is already provided by plugin 'test-twin'" in second.cause, second.cause
+    _works("twin")  # the first one keeps the name
+
+
+# ---------------------------------------------------------------------- contract version
+
+
+def test_backend_for_another_contract_version_is_skipped(
+    fresh_plugins, backends, monkeypatch
+) -> None:
+    monkeypatch.setenv("NEEDLE_STRICT_PLUGINS", "1")  # a skip is not a failure, even here
+    future = contract.CONTRACT_VERSION + 1
+    backends.register(
+        "future",
+        "needle_tests_never_imported",
+        contract_version=future,
+        distribution="needle-future",
+    )
+    record = fresh_plugins.backend("future")
+    assert record.status == "skipped"
+    assert f"v{future}" in record.reason and f"v{contract.CONTRACT_VERSION}" in record.reason
+    assert "needle-future" in record.reason, record.reason
+    with pytest.raises(ndl.DeviceUnavailableError) as err:
+        ndl.device("future")
+    assert record.reason in str(err.value)
+    assert "needle_tests_never_imported" not in sys.modules, (
+        "a skipped backend's kernels were imported"
+    )
+    assert "future" not in [d.name for d in ndl.all_devices()]
+
+
+# ---------------------------------------------------------------------- environment
+
+
+@pytest.fixture
+def extra(fake_dist, backends, device):
+    """An installed distribution needle-extra whose plugin declares device ``extra``."""
+    kernels = backends.clone(device.mod, "extra").__name__
+    fake_dist(
+        "needle-extra",
+        {"extra": "needle_tests_extra_plugin"},
+        {"needle_tests_extra_plugin": _plugin_source("extra", kernels)},
+    )
+    return "needle_tests_extra_plugin"
+
+
+def test_entry_point_plugin_loads_and_its_device_works(fresh_plugins, extra) -> None:
+    record = fresh_plugins.plugins()["extra"]
+    assert (record.status, record.distribution, record.value) == ("loaded", "needle-extra", extra)
+    _works("extra")
+
+
+@pytest.mark.parametrize("name", ["extra", "needle-extra"], ids=["entry point", "distribution"])
+def test_disabled_plugin_is_blocked(fresh_plugins, extra, monkeypatch, name) -> None:
+    monkeypatch.setenv("NEEDLE_DISABLE_PLUGINS", f"someother, {name}")
+    record = fresh_plugins.plugins()["extra"]
+    assert record.status == "blocked" and "NEEDLE_DISABLE_PLUGINS" in record.cause
+    assert extra not in sys.modules, "a blocked plugin was imported"
+    with pytest.raises(ndl.UnknownDeviceError):
+        ndl.device("extra")
+
+
+@pytest.mark.parametrize("name", ["alpha", "needle-alpha"], ids=["entry point", "distribution"])
+def test_allowlist_loads_only_the_named_plugins(
+    fresh_plugins, fake_dist, backends, device, monkeypatch, name
+) -> None:
+    for dev in ("alpha", "beta"):
+        kernels = backends.clone(device.mod, dev).__name__
+        fake_dist(
+            f"needle-{dev}",
+            {dev: f"needle_tests_{dev}_plugin"},
+            {f"needle_tests_{dev}_plugin": _plugin_source(dev, kernels)},
+        )
+    monkeypatch.setenv("NEEDLE_PLUGINS", name)
+    plugins = fresh_plugins.plugins()
+    assert plugins["alpha"].status == "loaded"
+    for other, record in plugins.items():
+        if other != "alpha":
+            assert record.status == "blocked", f"{other} was not blocked by NEEDLE_PLUGINS={name}"
+            assert "NEEDLE_PLUGINS" in record.cause
+    assert "needle_tests_beta_plugin" not in sys.modules
+    assert sorted(fresh_plugins.backends()) == ["alpha"]
+    _works("alpha")
+
+
+def test_autoload_off_loads_no_entry_points(
+    fresh_plugins, extra, backends, device, monkeypatch
+) -> None:
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
+    assert fresh_plugins.plugins() == {} and fresh_plugins.backends() == {}
+    assert extra not in sys.modules
+    with pytest.raises(ndl.DeviceUnavailableError, match="no usable needle backend"):
+        ndl.default_device()
+    with pytest.raises(ndl.UnknownDeviceError, match="known devices: none"):
+        ndl.device(device.name)
+    fresh_plugins.reset()
+    backends.register(
+        "byhand", backends.clone(device.mod, "byhand")
+    )  # hand registration still works
+    assert list(fresh_plugins.plugins()) == ["test-byhand"]
+    assert ndl.default_device().name == "byhand"
+    _works("byhand")
+
+
+# ---------------------------------------------------------------------- backend contract
+
+
+def test_contract_error_names_every_missing_function(device) -> None:
+    from types import SimpleNamespace
+
+    names = {n: getattr(device.mod, n) for n in contract.REQUIRED}
+    for n in ("ewise_add", "matmul", "reduce_max"):
+        del names[n]
+    names["fill"] = lambda out: None
+    names["__device_name__"] = 3
+    with pytest.raises(contract.ContractError) as err:
+        contract.check_backend(SimpleNamespace(**names), "halfdone")
+    message = str(err.value)
+    for problem in (
+        "'halfdone'",
+        f"v{contract.CONTRACT_VERSION}",
+        "missing ewise_add",
+        "missing matmul",
+        "missing reduce_max",
+        "fill takes 1 positional arguments, the contract says 2",
+        "__device_name__ is int",
+    ):
+        assert problem in message, f"{problem!r} not in: {message}"
+
+
+def test_backend_missing_functions_fails_to_load(
+    fresh_plugins, backends, device, monkeypatch
+) -> None:
+    missing = ("ewise_add", "matmul", "reduce_max")
+    record = backends.register("halfdone", backends.clone(device.mod, "halfdone", drop=missing))
+    with pytest.raises(ndl.DeviceUnavailableError) as err:
+        ndl.device("halfdone")
+    for name in missing:
+        assert f"missing {name}" in str(err.value), str(err.value)
+    assert (record.status, record.phase) == ("failed", "contract check")
+    assert fresh_plugins.backend("halfdone").status == "failed"
+
+    monkeypatch.setenv("NEEDLE_STRICT_PLUGINS", "1")
+    fresh_plugins.reset()
+    backends.register("halfdone", backends.clone(device.mod, "halfdone", drop=missing))
+    with pytest.raises(PluginError, match="missing ewise_add.*missing matmul.*missing reduce_max"):
+        ndl.device("halfdone")
+
+
+def test_every_registered_backend_meets_the_contract(device) -> None:
+    contract.check_backend(device.mod, device.name)
+    assert set(device.capabilities) <= set(contract.OPTIONAL)
+
+
+# ---------------------------------------------------------------------- unavailable backends
+
+
+def test_unavailable_backend(fresh_plugins, backends, device) -> None:
+    mod = backends.clone(device.mod, "ghost", unavailable_reason=lambda: "no GPU here (test)")
+    backends.register("ghost", mod, priority=10**6)  # would win the default if it could run
+    with pytest.raises(
+        ndl.DeviceUnavailableError, match=r"'ghost' is unavailable: no GPU here \(test\)"
+    ):
+        ndl.device("ghost")
+    assert fresh_plugins.backend("ghost").status == "unavailable"
+    assert ndl.default_device().name != "ghost"
+    assert "ghost" not in [d.name for d in ndl.all_devices()]
+    assert fresh_plugins.plugins()["test-ghost"].status == "loaded", "unavailable is not a failure"
+
+
+@pytest.mark.parametrize(
+    "probe,status",
+    [(lambda: None, "loaded"), (lambda: "", "loaded"), (lambda: 1 / 0, "unavailable")],
+    ids=["None", "empty", "raises"],
+)
+def test_unavailable_reason_probe(fresh_plugins, backends, device, probe, status) -> None:
+    backends.register("probed", backends.clone(device.mod, "probed", unavailable_reason=probe))
+    record = fresh_plugins.load_backend("probed")
+    assert record.status == status, record.reason
+    if status == "unavailable":
+        assert "availability check failed: ZeroDivisionError" in record.reason
+
+
+def test_unknown_device_lists_the_known_ones(fresh_plugins, device) -> None:
+    with pytest.raises(ndl.UnknownDeviceError) as err:
+        ndl.device("nosuchdev")
+    assert isinstance(err.value, ValueError)
+    for name in fresh_plugins.backends():
+        assert name in str(err.value), f"known device {name} not listed: {err.value}"
+
+
+@pytest.mark.parametrize(
+    "name,dist", [("cuda", "needle-cuda"), ("cpu", "needle-cpu"), ("numpy", "needle-numpy")]
+)
+def test_unknown_project_device_says_what_to_install(
+    fresh_plugins, backends, device, monkeypatch, name, dist
+) -> None:
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")  # so that none of ours is installed
+    backends.register("other", backends.clone(device.mod, "other"))
+    with pytest.raises(ndl.UnknownDeviceError) as err:
+        ndl.device(name)
+    assert f"pip install {dist}" in str(err.value) and "known devices: other" in str(err.value)
+    if name == "cuda":
+        with pytest.raises(ndl.UnknownDeviceError, match="pip install needle-cuda"):
+            ndl.cuda()
+
+
+# ---------------------------------------------------------------------- extensions and hooks
+
+
+def test_extension_hooks_merge_and_refuse_duplicates(fresh_plugins) -> None:
+    class Opt:
+        pass
+
+    class First:
+        @hookimpl
+        def needle_optimizers(self):
+            return {"NeedleTestOpt": Opt}
+
+    class Second:
+        @hookimpl
+        def needle_optimizers(self):
+            return {"NeedleTestOpt": type("Opt", (), {})}
+
+    fresh_plugins.register(First(), name="first")
+    assert fresh_plugins.extensions("optimizers")["NeedleTestOpt"] is Opt
+    fresh_plugins.register(Second(), name="second")
+    with pytest.raises(
+        PluginError, match="'NeedleTestOpt'.*'first'.*'second'|'NeedleTestOpt'.*'second'.*'first'"
+    ):
+        fresh_plugins.extensions("optimizers")
+    with pytest.raises(ValueError, match="unknown extension kind 'layers'"):
+        fresh_plugins.extensions("layers")
+
+
+def test_every_hookspec_is_documented() -> None:
+    specs = [n for n in hookspecs.__all__ if n.startswith("needle_")]
+    assert "needle_backends" in specs
+    for name in specs:
+        fn = getattr(hookspecs, name)
+        assert inspect.getdoc(fn), f"hookspec {name} has no docstring"
+        assert hasattr(fn, "needle_spec"), f"{name} is listed but not marked @hookspec"
