@@ -121,11 +121,10 @@ class Pool {
 
   template <class F>
   void run(int nt, F& fn) {  // fn(t, nt) for t in [0, nt)
+    if (nt <= 1 || in_job) return serial(nt, fn);  // nested: this thread is already a worker
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (!busy.owns_lock() || nt <= 1) {
-      for (int t = 0; t < nt; ++t) fn(t, nt);
-      return;
-    }
+    if (!busy.owns_lock()) return serial(nt, fn);  // another Python thread has the pool
+    in_job = true;
     ctx_ = &fn;
     call_ = [](void* ctx, int t, int nt) { (*static_cast<F*>(ctx))(t, nt); };
     active_ = nt;
@@ -139,10 +138,17 @@ class Pool {
     for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
       if (spins < 100000) cpu_relax();
       else std::this_thread::yield();
+    in_job = false;
   }
 
  private:
+  template <class F>
+  static void serial(int nt, F& fn) {
+    for (int t = 0; t < nt; ++t) fn(t, nt);
+  }
+
   void work(int t) {
+    in_job = true;
     uint64_t seen = 0;
     for (;;) {
       uint64_t g;
@@ -162,6 +168,7 @@ class Pool {
     }
   }
 
+  static thread_local bool in_job;
   const int n_;
   std::mutex busy_, m_;
   std::condition_variable cv_;
@@ -173,6 +180,7 @@ class Pool {
   int active_ = 0;
 };
 
+thread_local bool Pool::in_job = false;
 int g_threads = default_threads();
 Pool* g_pool = nullptr;  // never destroyed: workers may still sleep at interpreter exit
 pid_t g_pool_pid = 0;
@@ -190,7 +198,8 @@ Pool& pool() {
 // Below this many elements a kernel runs on the calling thread with the GIL held.
 constexpr int64_t kParallel = 1 << 15;
 
-// f(begin, end) over [0, n) in nt chunks aligned to 16 elements (one cache line).
+// f(begin, end) over [0, n) in nt chunks; long ranges are cut at multiples of 16 elements
+// (a cache line of floats) so no two threads write one line.
 template <class F>
 void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
   int64_t work, nt = g_threads;
@@ -198,7 +207,8 @@ void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
   nt = std::min(nt, n);
   if (nt <= 1) return f(int64_t(0), n);
   auto body = [&](int t, int count) {
-    auto cut = [&](int i) { return i == count ? n : (n * i / count) & ~int64_t(15); };
+    const int64_t mask = n >= 1024 * count ? ~int64_t(15) : ~int64_t(0);
+    auto cut = [&](int i) { return i == count ? n : (n * i / count) & mask; };
     int64_t b = cut(t), e = cut(t + 1);
     if (b < e) f(b, e);
   };
@@ -574,12 +584,27 @@ void check_blas_dims(std::initializer_list<int64_t> dims) {
   }
 }
 
-// c (m, p) = a (m, n) @ b (n, p), all row-major; lda = n, ldb = ldc = p.
+// c (m, p) = a (m, n) @ b (n, p), all compact row-major. OpenBLAS runs single-threaded
+// (set at import); a big product is cut into row blocks (column blocks when p > m), one per
+// thread of our pool, so one pool serves every kernel and no second one spins against it.
 void sgemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t p) {
   if (m == 0 || p == 0) return;
   if (n == 0) return void(std::fill_n(c, m * p, 0.f));
-  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(p), int(n), 1.f, a,
-                    int(n), b, int(p), 0.f, c, int(p));
+  auto block = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(r1 - r0), int(c1 - c0),
+                      int(n), 1.f, a + r0 * n, int(n), b + c0, int(p), 0.f, c + r0 * p + c0,
+                      int(p));
+  };
+  const int64_t nt = std::min<int64_t>(g_threads, m * n * p / (1 << 18));
+  if (nt <= 1) return block(0, m, 0, p);
+  const bool rows = m >= p;
+  const int64_t len = rows ? m : p;
+  auto body = [&](int t, int count) {  // cuts at multiples of 16 (the kernels' unrolling)
+    auto cut = [&](int i) { return i == count ? len : (len * i / count) & ~int64_t(15); };
+    int64_t s = cut(t), e = cut(t + 1);
+    if (s < e) rows ? block(s, e, 0, p) : block(0, m, s, e);
+  };
+  pool().run(int(nt), body);
 }
 
 void matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
@@ -609,18 +634,17 @@ void bmm(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m, i
   float* z = out.data();
   const int64_t work = checked_mul(m * p, n);
   MaybeRelease gil(checked_mul(work, batch));
-  if (work >= 64 * 64 * 64) {  // big products: OpenBLAS threads each one
+  if (batch < 2 * g_threads) {  // few products: each one uses all the threads
     for (int64_t i = 0; i < batch; ++i) sgemm(x + i * m * n, y + i * n * p, z + i * m * p, m, n, p);
     return;
   }
-  // Small products run single-threaded inside OpenBLAS; spread the batch over our threads.
-  parallel_for(batch, work, [&](int64_t s, int64_t e) {
+  parallel_for(batch, work, [&](int64_t s, int64_t e) {  // many: the batch across the threads
     for (int64_t i = s; i < e; ++i) sgemm(x + i * m * n, y + i * n * p, z + i * m * p, m, n, p);
   });
 }
 
 // NHWC input (n, h, w, cin), weight (k, k, cin, cout), zero padding: im2col rows of
-// k*k*cin values, a chunk of rows at a time, each chunk one GEMM into the output.
+// k*k*cin values, then GEMM of those rows with the (k*k*cin, cout) weight into the output.
 void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, int64_t w,
             int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t padding) {
   if (n < 0 || h < 0 || w < 0 || cin < 0 || cout < 0 || k < 1 || stride < 1 || padding < 0)
@@ -640,32 +664,41 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
   float* z = out.data();
   MaybeRelease gil(checked_mul(out.size(), kk));
   if (k == 1 && stride == 1 && padding == 0) return sgemm(x, f, z, rows, cin, cout);
-  const int64_t chunk = std::max<int64_t>(64, std::min<int64_t>(rows, (int64_t(1) << 22) / kk));
-  std::vector<float> cols(size_t(std::min(chunk, rows) * kk));
-  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-    const int64_t nr = std::min(chunk, rows - r0);
-    parallel_for(nr, kk, [&](int64_t s, int64_t e) {
-      for (int64_t r = s; r < e; ++r) {
-        const int64_t g = r0 + r, b = g / (ho * wo), oy = g / wo % ho, ox = g % wo;
-        float* dst = cols.data() + r * kk;
-        for (int64_t ky = 0; ky < k; ++ky) {
-          const int64_t iy = oy * stride - padding + ky;
-          for (int64_t kx = 0; kx < k; ++kx, dst += cin) {
-            const int64_t ix = ox * stride - padding + kx;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) std::fill_n(dst, cin, 0.f);
-            else std::memcpy(dst, x + ((b * h + iy) * w + ix) * cin, size_t(cin) * sizeof(float));
-          }
+  auto im2col = [&](int64_t r0, int64_t r1, float* dst) {  // rows [r0, r1) of the patches
+    for (int64_t g = r0; g < r1; ++g) {
+      const int64_t b = g / (ho * wo), oy = g / wo % ho, ox = g % wo;
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t iy = oy * stride - padding + ky;
+        for (int64_t kx = 0; kx < k; ++kx, dst += cin) {
+          const int64_t ix = ox * stride - padding + kx;
+          if (iy < 0 || iy >= h || ix < 0 || ix >= w) std::fill_n(dst, cin, 0.f);
+          else std::memcpy(dst, x + ((b * h + iy) * w + ix) * cin, size_t(cin) * sizeof(float));
         }
       }
+    }
+  };
+  // Tiles of patch rows small enough to stay in L2 between im2col and their GEMM.
+  const int64_t tile = std::clamp<int64_t>((1 << 16) / kk, 16, 4096);
+  const int64_t tiles = (rows + tile - 1) / tile;
+  if (tiles >= 2 * g_threads) {  // each thread: im2col a tile, multiply it, next tile
+    parallel_for(tiles, tile * kk * cout, [&](int64_t s, int64_t e) {
+      std::vector<float> cols(size_t(tile * kk));
+      for (int64_t t = s; t < e; ++t) {
+        const int64_t r0 = t * tile, r1 = std::min(rows, r0 + tile);
+        im2col(r0, r1, cols.data());
+        sgemm(cols.data(), f, z + r0 * cout, r1 - r0, kk, cout);
+      }
     });
-    sgemm(cols.data(), f, z + r0 * cout, nr, kk, cout);
+    return;
   }
+  std::vector<float> cols(size_t(rows * kk));  // few rows: whole im2col, one threaded GEMM
+  parallel_for(rows, kk, [&](int64_t s, int64_t e) { im2col(s, e, cols.data() + s * kk); });
+  sgemm(cols.data(), f, z, rows, kk, cout);
 }
 
 void set_num_threads(int n) {
   if (n < 1) fail("set_num_threads needs n >= 1, got " + std::to_string(n));
   g_threads = n;
-  scipy_openblas_set_num_threads(n);
 }
 
 }  // namespace
@@ -674,7 +707,7 @@ PYBIND11_MODULE(_ext, m) {
   m.doc() = "needle-cpu: the needle backend contract in C++ (see needle.contract)";
   m.attr("__device_name__") = "cpu";
   m.attr("__isa__") = K.name;
-  scipy_openblas_set_num_threads(g_threads);
+  scipy_openblas_set_num_threads(1);  // our pool does the threading (see sgemm)
 
   py::class_<Array>(m, "Array", "A 64-byte aligned buffer of float32 on the host.")
       .def(py::init<int64_t>(), py::arg("size"))
@@ -720,6 +753,6 @@ PYBIND11_MODULE(_ext, m) {
   m.def("reduce_max", &reduce<false>, arg("a"), arg("out"), arg("reduce_size"));
 
   m.def("set_num_threads", &set_num_threads, arg("n"),
-        "Threads for every kernel (this backend's pool and OpenBLAS).");
+        "Threads for every kernel of this backend.");
   m.def("get_num_threads", [] { return g_threads; });
 }

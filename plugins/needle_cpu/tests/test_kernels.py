@@ -1,0 +1,259 @@
+"""needle-cpu's own kernel tests, against numpy: the paths the conformance suite does not reach
+(threaded sizes, transposes, odd strides, long reductions, both instruction sets, bad calls)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ext = pytest.importorskip("needle_cpu._ext")
+RNG = np.random.default_rng(1)
+
+
+def put(values: np.ndarray):
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    handle = ext.Array(values.size)
+    ext.from_numpy(values, handle)
+    return handle
+
+
+def get(handle, shape) -> np.ndarray:
+    shape = tuple(shape)
+    strides = tuple(int(np.prod(shape[i + 1 :])) for i in range(len(shape)))
+    return ext.to_numpy(handle, shape, strides, 0)
+
+
+def np_view(buf: np.ndarray, shape, strides, offset) -> np.ndarray:
+    return np.lib.stride_tricks.as_strided(buf[offset:], shape, [4 * s for s in strides])
+
+
+def random_view(ndim: int, rng: np.random.Generator):
+    """A random (shape, strides, offset) view of a buffer, with flips, broadcasts and gaps."""
+    shape = tuple(int(d) for d in rng.integers(0, 6, ndim))
+    strides, acc = [0] * ndim, 1
+    for dim in rng.permutation(ndim):  # a dense layout in a random dim order, with gaps
+        strides[dim] = acc * int(rng.choice([1, 1, -1]))
+        acc *= shape[dim] + int(rng.integers(0, 2))
+    strides = [0 if rng.random() < 0.15 else s for s in strides]
+    lo = -sum((d - 1) * s for d, s in zip(shape, strides) if s < 0 and d > 0)
+    hi = sum((d - 1) * s for d, s in zip(shape, strides) if s > 0 and d > 0)
+    offset = lo + int(rng.integers(0, 3))
+    return shape, tuple(strides), offset, offset + hi + 1 + int(rng.integers(0, 3))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_views_compact_setitem(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape, strides, offset, size = random_view(int(rng.integers(0, 5)), rng)
+    values = rng.standard_normal(size).astype(np.float32)
+    n = int(np.prod(shape))
+    out = ext.Array(n)
+    ext.compact(put(values), out, shape, strides, offset)
+    want = np.array(np_view(values, shape, strides, offset)).reshape(-1)
+    np.testing.assert_array_equal(get(out, (n,)), want)
+    if 0 in strides:
+        return
+    buf, new, expect = put(values), rng.standard_normal(n).astype(np.float32), values.copy()
+    ext.ewise_setitem(put(new), buf, shape, strides, offset)
+    view = np.lib.stride_tricks.as_strided(
+        expect[offset:], shape, [4 * s for s in strides], writeable=True
+    )
+    view[...] = new.reshape(shape)
+    np.testing.assert_array_equal(get(buf, (size,)), expect)
+    ext.scalar_setitem(n, -3.5, buf, shape, strides, offset)
+    view[...] = -3.5
+    np.testing.assert_array_equal(get(buf, (size,)), expect)
+
+
+@pytest.mark.parametrize(
+    "shape,axes",
+    [((300, 500), (1, 0)), ((7, 64, 33), (2, 1, 0)), ((3, 40, 50, 6), (0, 2, 1, 3)),
+     ((17, 1000), (1, 0)), ((2, 128, 96), (0, 2, 1))],
+)  # fmt: skip
+def test_big_transposes_both_ways(shape, axes) -> None:
+    a = RNG.standard_normal(shape).astype(np.float32)
+    t = a.transpose(axes)
+    strides = tuple(s // 4 for s in t.strides)
+    out = ext.Array(a.size)
+    ext.compact(put(a), out, t.shape, strides, 0)
+    np.testing.assert_array_equal(get(out, t.shape), t)
+    buf = put(np.zeros_like(a))
+    ext.ewise_setitem(put(np.ascontiguousarray(t)), buf, t.shape, strides, 0)
+    np.testing.assert_array_equal(get(buf, a.shape), a)
+
+
+def test_flip_and_broadcast_of_big_arrays() -> None:
+    a = RNG.standard_normal((513, 700)).astype(np.float32)
+    out = ext.Array(a.size)
+    ext.compact(put(a), out, a.shape, (-700, -1), a.size - 1)
+    np.testing.assert_array_equal(get(out, a.shape), a[::-1, ::-1])
+    col = RNG.standard_normal(513).astype(np.float32)
+    ext.compact(put(col), out, (513, 700), (1, 0), 0)
+    np.testing.assert_array_equal(get(out, (513, 700)), np.broadcast_to(col[:, None], (513, 700)))
+
+
+def test_to_numpy_is_a_new_array_and_from_numpy_copies() -> None:
+    src = np.arange(12, dtype=np.float32)
+    h = put(src)
+    src[:] = 0  # from_numpy copied
+    got = ext.to_numpy(h, (3, 4), (4, 1), 0)
+    assert got.flags.owndata and got.flags.c_contiguous
+    got[:] = -1
+    np.testing.assert_array_equal(get(h, (12,)), np.arange(12))
+    ext.from_numpy(np.arange(12, dtype=np.float64).reshape(3, 4), h)  # converted, not refused
+    np.testing.assert_array_equal(get(h, (12,)), np.arange(12))
+
+
+@pytest.mark.parametrize("size", [0, 5, 1 << 20])
+def test_elementwise_big_and_empty(size: int) -> None:
+    a = RNG.uniform(-3, 3, size).astype(np.float32)
+    b = RNG.uniform(0.5, 2, size).astype(np.float32)
+    ha, hb, out = put(a), put(b), ext.Array(size)
+    for name, ref in [("ewise_add", np.add), ("ewise_mul", np.multiply), ("ewise_div", np.divide),
+                      ("ewise_maximum", np.maximum), ("ewise_ge", np.greater_equal)]:  # fmt: skip
+        getattr(ext, name)(ha, hb, out)
+        np.testing.assert_array_equal(get(out, (size,)), ref(a, b).astype(np.float32), name)
+    for name, ref, x in [("ewise_exp", np.exp, a), ("ewise_tanh", np.tanh, a),
+                         ("ewise_log", np.log, b)]:  # fmt: skip
+        getattr(ext, name)(put(x), out)
+        np.testing.assert_allclose(get(out, (size,)), ref(x), rtol=2e-6, atol=1e-7, err_msg=name)
+    for val in (2.0, 0.5, -1.0, 3.0, 1.0, 0.0):
+        ext.scalar_power(hb, val, out)
+        np.testing.assert_allclose(get(out, (size,)), np.power(b, np.float32(val)), rtol=2e-6)
+    ext.ewise_power(hb, ha, out)
+    np.testing.assert_allclose(get(out, (size,)), np.power(b, a), rtol=2e-6)
+
+
+def test_special_values() -> None:
+    x = np.array([0.0, -0.0, 1e-42, -1.0, np.inf, -np.inf, np.nan, 88.5, 89.0, -90.0, -200.0,
+                  20.0, -20.0, 1e-8, 3.4e38], np.float32)  # fmt: skip
+    out = ext.Array(x.size)
+    with np.errstate(all="ignore"):
+        for name, ref in (("ewise_exp", np.exp), ("ewise_log", np.log), ("ewise_tanh", np.tanh)):
+            getattr(ext, name)(put(x), out)
+            np.testing.assert_allclose(get(out, x.shape), ref(x), rtol=2e-6, atol=1e-37,
+                                       err_msg=name)  # fmt: skip
+    ext.ewise_maximum(put(x), put(np.zeros_like(x)), out)
+    np.testing.assert_array_equal(get(out, x.shape), np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("outer,size", [(1, 1 << 24), (2, 5_000_001), (4096, 4096), (100_000, 3)])
+def test_reductions_long_and_many(outer: int, size: int) -> None:
+    a = RNG.standard_normal((outer, size)).astype(np.float32)
+    ha, out = put(a), ext.Array(outer)
+    ext.reduce_sum(ha, out, size)
+    np.testing.assert_allclose(get(out, (outer,)), a.sum(1, dtype=np.float64), rtol=1e-5, atol=1e-2)
+    ext.reduce_max(ha, out, size)
+    np.testing.assert_array_equal(get(out, (outer,)), a.max(1))
+
+
+@pytest.mark.parametrize("m,n,p", [(0, 3, 4), (3, 0, 4), (1, 2000, 3), (600, 300, 5), (5, 300, 700),
+                                   (512, 512, 512)])  # fmt: skip
+def test_matmul_threaded_shapes(m: int, n: int, p: int) -> None:
+    a, b = (
+        RNG.standard_normal((m, n)).astype(np.float32),
+        RNG.standard_normal((n, p)).astype(np.float32),
+    )
+    out = ext.Array(m * p)
+    ext.matmul(put(a), put(b), out, m, n, p)
+    np.testing.assert_allclose(get(out, (m, p)), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("batch,m,n,p", [(1, 200, 300, 100), (64, 8, 16, 8), (3, 0, 2, 2)])
+def test_bmm(batch: int, m: int, n: int, p: int) -> None:
+    a = RNG.standard_normal((batch, m, n)).astype(np.float32)
+    b = RNG.standard_normal((batch, n, p)).astype(np.float32)
+    out = ext.Array(batch * m * p)
+    ext.bmm(put(a), put(b), out, batch, m, n, p)
+    np.testing.assert_allclose(get(out, (batch, m, p)), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).astype(np.float64)
+    k = w.shape[0]
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    return np.tensordot(win, w, axes=([4, 5, 3], [0, 1, 2]))
+
+
+@pytest.mark.parametrize(
+    "n,h,w,cin,cout,k,stride,pad",
+    [(32, 32, 32, 3, 64, 3, 1, 1), (2, 17, 9, 16, 24, 5, 2, 2), (4, 8, 8, 32, 8, 1, 1, 0),
+     (1, 3, 3, 2, 2, 3, 1, 0), (2, 6, 6, 3, 7, 1, 2, 1), (3, 4, 5, 1, 1, 4, 3, 3)],
+)  # fmt: skip
+def test_conv2d(n, h, w, cin, cout, k, stride, pad) -> None:
+    x = RNG.standard_normal((n, h, w, cin)).astype(np.float32)
+    wt = RNG.standard_normal((k, k, cin, cout)).astype(np.float32)
+    want = conv_reference(x, wt, stride, pad)
+    out = ext.Array(want.size)
+    ext.conv2d(put(x), put(wt), out, n, h, w, cin, cout, k, stride, pad)
+    np.testing.assert_allclose(get(out, want.shape), want, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_calls_raise() -> None:
+    a, small = put(np.ones(10)), ext.Array(3)
+    with pytest.raises(ValueError, match="sizes differ"):
+        ext.ewise_mul(a, a, small)
+    with pytest.raises(ValueError, match="outside"):
+        ext.to_numpy(a, (2, 2), (-1, 1), 0)
+    with pytest.raises(ValueError, match="outside"):
+        ext.ewise_setitem(small, a, (3,), (5,), 0)
+    with pytest.raises(ValueError, match="negative"):
+        ext.compact(a, small, (-1, 3), (1, 1), 0)
+    with pytest.raises(ValueError):
+        ext.compact(a, small, (3,), (1, 1), 0)
+    with pytest.raises(ValueError):
+        ext.scalar_setitem(4, 1.0, a, (3,), (1,), 0)
+    with pytest.raises(ValueError):
+        ext.Array(-5)
+    with pytest.raises(ValueError):
+        ext.reduce_max(a, small, 0)
+    with pytest.raises(ValueError):
+        ext.matmul(a, a, small, -1, 2, 3)
+    with pytest.raises(ValueError):
+        ext.conv2d(a, a, small, 1, 2, 2, 1, 1, 5, 1, 0)
+    with pytest.raises(TypeError):
+        ext.ewise_add(a, np.ones(10, np.float32), a)  # not a handle of this device
+
+
+def test_freed_handle_raises_and_memory_is_released() -> None:
+    a = put(np.ones(4))
+    a.free()
+    a.free()  # twice is fine
+    for call in (lambda: ext.fill(a, 1.0), a.ptr, lambda: ext.to_numpy(a, (4,), (1,), 0)):
+        with pytest.raises(ValueError, match="freed"):
+            call()
+    for _ in range(50):  # 50 x 400 MB would not fit if the holder leaked
+        ext.fill(ext.Array(100_000_000), 1.0)
+
+
+def test_alignment_and_threads() -> None:
+    assert all(ext.Array(n).ptr() % 64 == 0 for n in (1, 3, 1000))
+    assert ext.__device_name__ == "cpu" and ext.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("env", [{"NEEDLE_CPU_BASELINE": "1"}, {"NEEDLE_NUM_THREADS": "3"}])
+def test_baseline_isa_and_thread_count_in_a_subprocess(env) -> None:
+    code = (
+        "import numpy as np, needle_cpu._ext as e;"
+        "x = np.linspace(-5, 5, 100_003, dtype=np.float32);"
+        "h = e.Array(x.size); e.from_numpy(x, h); o = e.Array(x.size);"
+        "e.ewise_exp(h, o); r = e.to_numpy(o, (x.size,), (1,), 0);"
+        "assert np.allclose(r, np.exp(x), rtol=2e-6), 'exp';"
+        "e.ewise_tanh(h, o); assert np.allclose(e.to_numpy(o, (x.size,), (1,), 0), np.tanh(x), "
+        "rtol=2e-6, atol=1e-7), 'tanh'; s = e.Array(1); e.reduce_sum(h, s, x.size);"
+        "assert abs(e.to_numpy(s, (), (), 0) - x.sum(dtype=np.float64)) < 1e-2;"
+        "print(e.__isa__, e.get_num_threads())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    isa, threads = result.stdout.split()
+    if "NEEDLE_CPU_BASELINE" in env:
+        assert isa == "isa_base"
+    else:
+        assert threads == "3"
