@@ -1,0 +1,474 @@
+"""Module, Parameter and the basic layers: Linear, activations, normalization, dropout, loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import init, ops
+from ..autograd import Tensor, no_grad
+from ..devices import BackendDevice
+
+__all__ = [
+    "Parameter",
+    "Module",
+    "Identity",
+    "Linear",
+    "Flatten",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "Sequential",
+    "SoftmaxLoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm1d",
+    "Dropout",
+    "Residual",
+]
+
+DeviceLike = BackendDevice | str | None
+
+
+class Parameter(Tensor):
+    """A tensor that is a trainable parameter of a :class:`Module`."""
+
+    __slots__ = ()
+
+
+def _walk(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """``(name, item)`` for every Parameter and Module inside ``value``, in definition order.
+
+    Modules are yielded themselves (not entered); lists, tuples and dicts are
+    entered with their index or key as the name part.
+    """
+    if isinstance(value, (Parameter, Module)):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{prefix}.{index}" if prefix else str(index))
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Parameters and child modules are found in the instance's attributes (also
+    inside lists, tuples and dicts), in definition order. Running statistics
+    and other non-trainable state are *buffers*: plain Tensors registered with
+    :meth:`register_buffer`; they appear in :meth:`state_dict` but not in
+    :meth:`parameters`.
+    """
+
+    training: bool = True
+
+    def __init__(self) -> None:
+        self.training = True
+
+    # ------------------------------------------------------------------ structure
+
+    def _members(self) -> Iterator[tuple[str, Any]]:
+        for name, value in vars(self).items():
+            if name.startswith("_buffer"):
+                continue
+            yield from _walk(value, name)
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """``(name, module)`` for each direct child module."""
+        for name, value in self._members():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self) -> list[Module]:
+        """The direct child modules."""
+        return [m for _, m in self.named_children()]
+
+    def _children(self) -> list[Module]:
+        """Every module below this one (course name), depth first."""
+        out: list[Module] = []
+        for child in self.children():
+            out.append(child)
+            out.extend(child._children())
+        return out
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(dotted name, parameter)`` in definition order, each parameter once."""
+        seen: set[int] = set()
+        for name, param in self._named_parameters_all(prefix):
+            if id(param) not in seen:
+                seen.add(id(param))
+                yield name, param
+
+    def _named_parameters_all(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        for name, value in self._members():
+            full = f"{prefix}{name}"
+            if isinstance(value, Parameter):
+                yield full, value
+            else:
+                yield from value._named_parameters_all(full + ".")
+
+    def parameters(self) -> list[Parameter]:
+        """Every parameter, in definition order, each once (shared ones are not repeated)."""
+        return [p for _, p in self.named_parameters()]
+
+    def register_buffer(self, name: str, tensor: Tensor) -> None:
+        """Keep ``tensor`` as attribute ``name``: state saved in :meth:`state_dict`, not trained."""
+        names = self.__dict__.setdefault("_buffer_names", [])
+        if name not in names:
+            names.append(name)
+        setattr(self, name, tensor)
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """``(dotted name, tensor)`` for every buffer of this module and its children."""
+        for name in self.__dict__.get("_buffer_names", ()):
+            yield f"{prefix}{name}", getattr(self, name)
+        for name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}{name}.")
+
+    # ------------------------------------------------------------------ modes and calls
+
+    def train(self, mode: bool = True) -> Module:
+        """Put this module and all below it in training mode (``mode=False``: eval)."""
+        for module in (self, *self._children()):
+            module.training = mode
+        return self
+
+    def eval(self) -> Module:
+        """Put this module and all below it in evaluation mode."""
+        return self.train(False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """``{dotted name: tensor}`` for every parameter and buffer (detached, no copy)."""
+        state: dict[str, Tensor] = {}
+        for name, param in self.named_parameters():
+            state[name] = param.detach()
+        for name, buf in self.named_buffers():
+            state[name] = buf.detach()
+        return state
+
+    def load_state_dict(self, state: Any, strict: bool = True) -> None:
+        """Copy ``state`` (a :meth:`state_dict`, or a loaded checkpoint) into this module.
+
+        Everything is validated before anything is assigned: on an error the
+        module is unchanged.
+
+        Args:
+            state: ``{name: Tensor | NDArray | numpy array}``.
+            strict: require exactly this module's keys.
+
+        Raises:
+            KeyError: a key is missing or unexpected (``strict``); the message names it.
+            ValueError: a value's shape differs from the module's; the message names the
+                key and both shapes.
+        """
+        from ..checkpoint import as_tensor
+
+        own = dict(self.named_parameters())
+        buffers = dict(self.named_buffers())
+        targets = {**own, **buffers}
+        if strict:
+            missing = [k for k in targets if k not in state]
+            unexpected = [k for k in state if k not in targets]
+            if missing or unexpected:
+                raise KeyError(
+                    f"state does not match {type(self).__name__}: missing keys {missing}, "
+                    f"unexpected keys {unexpected}"
+                )
+        updates: list[tuple[str, Tensor]] = []
+        for name, target in targets.items():
+            if name not in state:
+                continue
+            value = as_tensor(state[name], target.device, name)
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"state key {name!r} has shape {tuple(value.shape)}, the module expects "
+                    f"{tuple(target.shape)}"
+                )
+            updates.append((name, value))
+        for name, value in updates:
+            if name in own:
+                own[name].data = value
+            else:
+                owner, attr = self._owner_of(name)
+                setattr(owner, attr, value)
+
+    def _owner_of(self, dotted: str) -> tuple[Module, str]:
+        path, _, attr = dotted.rpartition(".")
+        owner: Any = self
+        for part in path.split(".") if path else ():
+            if isinstance(owner, Sequential) and part.isdigit():
+                owner = owner.modules[int(part)]
+            elif isinstance(owner, (list, tuple)):
+                owner = owner[int(part)]
+            elif isinstance(owner, dict):
+                owner = owner[part]
+            else:
+                owner = getattr(owner, part)
+        return owner, attr
+
+    def save(self, path: str) -> None:
+        """Write :meth:`state_dict` to ``path`` (see :func:`needle.save`)."""
+        from ..checkpoint import save
+
+        save(self.state_dict(), path)
+
+    def load(self, path: str) -> Module:
+        """Read a checkpoint written by :meth:`save` into this module, on its own devices."""
+        from ..checkpoint import load
+
+        self.load_state_dict(load(path))
+        return self
+
+    def __repr__(self) -> str:
+        children = [f"  ({name}): {child!r}".replace("\n", "\n  ")
+                    for name, child in self.named_children()]  # fmt: skip
+        if not children:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(\n" + "\n".join(children) + "\n)"
+
+
+def _param(tensor: Tensor) -> Parameter:
+    return Parameter(tensor, requires_grad=True)
+
+
+def _row(vector: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A ``(C,)`` or ``(1, C)`` tensor broadcast along the last axis of ``shape``."""
+    return vector.reshape((1,) * (len(shape) - 1) + (shape[-1],)).broadcast_to(shape)
+
+
+class Identity(Module):
+    """Returns its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Linear(Module):
+    """``y = x @ weight + bias``, weight ``(in_features, out_features)``, bias ``(1, out)``.
+
+    The weight is drawn by ``kaiming_uniform(in_features, out_features)`` and then
+    the bias by ``kaiming_uniform(out_features, 1)`` reshaped to ``(1, out_features)``.
+    Inputs may have leading batch axes: ``(..., in_features)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: DeviceLike = None,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = _param(
+            init.kaiming_uniform(in_features, out_features, device=device, dtype=dtype)
+        )
+        self.bias = None
+        if bias:
+            b = init.kaiming_uniform(out_features, 1, device=device, dtype=dtype)
+            self.bias = _param(b.reshape((1, out_features)))
+
+    def forward(self, X: Tensor) -> Tensor:
+        if X.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}) got input of shape {X.shape}"
+            )
+        out = X @ self.weight
+        if self.bias is not None:
+            out = out + _row(self.bias, out.shape)
+        return out
+
+
+class Flatten(Module):
+    """``(N, d1, d2, ...)`` to ``(N, d1 * d2 * ...)``."""
+
+    def forward(self, X: Tensor) -> Tensor:
+        size = 1
+        for d in X.shape[1:]:
+            size *= d
+        return X.reshape((X.shape[0], size))
+
+
+class ReLU(Module):
+    """``max(x, 0)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.relu(x)
+
+
+class Tanh(Module):
+    """``tanh(x)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.tanh(x)
+
+
+class Sigmoid(Module):
+    """``1 / (1 + exp(-x))``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.sigmoid(x)
+
+
+class Sequential(Module):
+    """Applies its modules in order."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        self.modules = modules
+
+    def __getitem__(self, index: int) -> Module:
+        return self.modules[index]
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.modules)
+
+    def _members(self) -> Iterator[tuple[str, Any]]:
+        # Children are named by position ("0.weight"), as in PyTorch.
+        for name, value in vars(self).items():
+            if name == "modules":
+                yield from _walk(value, "")
+            elif not name.startswith("_buffer"):
+                yield from _walk(value, name)
+
+    def forward(self, x: Any) -> Any:
+        for module in self.modules:
+            x = module(x)
+        return x
+
+
+class SoftmaxLoss(Module):
+    """Mean softmax cross-entropy of logits ``(N, k)`` against integer labels ``y`` ``(N,)``."""
+
+    def forward(self, logits: Tensor, y: Tensor) -> Tensor:
+        n, k = logits.shape
+        y_one_hot = init.one_hot(k, y, device=logits.device)
+        true_logit = (logits * y_one_hot).sum((1,))
+        return (ops.logsumexp(logits, (1,)) - true_logit).sum() / n
+
+
+class BatchNorm1d(Module):
+    """Batch normalization over axis 0 of ``(N, dim)`` inputs.
+
+    Training uses the batch statistics and updates the running ones,
+    ``running = (1 - momentum) * running + momentum * batch`` with the biased
+    batch variance; evaluation uses the running statistics. The running
+    statistics are buffers, updated without a graph.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        device: DeviceLike = None,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = _param(init.ones(dim, device=device, dtype=dtype))
+        self.bias = _param(init.zeros(dim, device=device, dtype=dtype))
+        self.register_buffer("running_mean", init.zeros(dim, device=device, dtype=dtype))
+        self.register_buffer("running_var", init.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{type(self).__name__}({self.dim}) got input of shape {x.shape}")
+        n = x.shape[0]
+        if self.training:
+            mean = x.sum((0,)) / n
+            centered = x - _row(mean, x.shape)
+            var = (centered**2).sum((0,)) / n
+            with no_grad():
+                m = self.momentum
+                self.running_mean = self.running_mean * (1 - m) + mean.detach() * m
+                self.running_var = self.running_var * (1 - m) + var.detach() * m
+        else:
+            centered = x - _row(self.running_mean, x.shape)
+            var = self.running_var
+        normed = centered / _row((var + self.eps) ** 0.5, x.shape)
+        return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalization per channel of ``(N, C, H, W)`` inputs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"BatchNorm2d expects (N, C, H, W) input, got shape {x.shape}")
+        n, c, h, w = x.shape
+        flat = x.transpose((1, 2)).transpose((2, 3)).reshape((n * h * w, c))
+        out = super().forward(flat).reshape((n, h, w, c))
+        return out.transpose((2, 3)).transpose((1, 2))
+
+
+class LayerNorm1d(Module):
+    """Layer normalization over the last axis (size ``dim``), with weight and bias."""
+
+    def __init__(
+        self, dim: int, eps: float = 1e-5, device: DeviceLike = None, dtype: str = "float32"
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = _param(init.ones(dim, device=device, dtype=dtype))
+        self.bias = _param(init.zeros(dim, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"LayerNorm1d({self.dim}) got input of shape {x.shape}")
+        axis = x.ndim - 1
+        kept = x.shape[:-1] + (1,)
+        mean = (x.sum((axis,)) / self.dim).reshape(kept).broadcast_to(x.shape)
+        centered = x - mean
+        var = ((centered**2).sum((axis,)) / self.dim).reshape(kept).broadcast_to(x.shape)
+        normed = centered / (var + self.eps) ** 0.5
+        return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+
+
+class Dropout(Module):
+    """In training, zero each entry with probability ``p`` and scale the rest by ``1/(1-p)``.
+
+    One ``init.randb`` draw (keep where ``rand <= 1 - p``) per training forward;
+    evaluation returns the input unchanged.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        mask = init.randb(*x.shape, p=1 - self.p, device=x.device)
+        return x * mask / (1 - self.p)
+
+
+class Residual(Module):
+    """``fn(x) + x``."""
+
+    def __init__(self, fn: Module | Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x) + x

@@ -1,0 +1,239 @@
+"""Optimizers (SGD, Adam) and gradient-norm clipping.
+
+Every update works on detached data inside :func:`needle.no_grad`, so a step
+never extends the graph, and the parameters' gradients are left untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from ..autograd import Tensor, no_grad
+from ..nn.modules_basic import Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
+
+
+def clip_grad_norm(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6) -> float:
+    """Scale all gradients in place so their joint 2-norm is at most ``max_norm``.
+
+    Args:
+        params: the tensors whose ``.grad`` to clip (those without a gradient are skipped).
+        max_norm: the largest allowed total norm.
+        eps: added to the norm in the scale ``max_norm / (norm + eps)``.
+
+    Returns:
+        The total norm before clipping.
+    """
+    grads = [p for p in params if p.grad is not None]
+    total = 0.0
+    with no_grad():
+        for p in grads:
+            total += float((p.grad.detach() ** 2).sum().numpy())
+        norm = math.sqrt(total)
+        if norm > max_norm:
+            scale = max_norm / (norm + eps)
+            for p in grads:
+                p.grad = p.grad.detach() * scale
+    return norm
+
+
+class Optimizer:
+    """Base class: holds the parameters; subclasses implement :meth:`step`.
+
+    Args:
+        params: the parameters to update (e.g. ``model.parameters()``).
+    """
+
+    #: Hyperparameters saved by :meth:`state_dict` (subclasses extend it).
+    hyperparameters: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Parameter]) -> None:
+        self.params: list[Parameter] = list(params)
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient."""
+        raise NotImplementedError
+
+    def reset_grad(self) -> None:
+        """Forget every parameter's gradient."""
+        for p in self.params:
+            p.grad = None
+
+    zero_grad = reset_grad
+
+    def clip_grad_norm(self, max_norm: float = 0.25) -> float:
+        """Clip this optimizer's parameters' gradients; see :func:`clip_grad_norm`."""
+        return clip_grad_norm(self.params, max_norm)
+
+    # ------------------------------------------------------------------ state
+
+    def _slots(self) -> dict[str, dict[Parameter, Tensor]]:
+        """``{slot name: {param: tensor}}``: the per-parameter state (momentum, moments)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyperparameters, step counters and per-parameter state, by parameter index.
+
+        ``{"type": name, "hyper": {...}, "state": {"0": {"u": Tensor}, ...}}``,
+        data only, ready for :func:`needle.save`.
+        """
+        state: dict[str, dict[str, Tensor]] = {}
+        for slot, table in self._slots().items():
+            for index, p in enumerate(self.params):
+                if p in table:
+                    state.setdefault(str(index), {})[slot] = table[p].detach()
+        hyper = {name: getattr(self, name) for name in self.hyperparameters}
+        return {"type": type(self).__name__, "hyper": hyper, "state": state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; validated before anything changes.
+
+        Raises:
+            ValueError: wrong optimizer type, an index past the parameter list, an
+                unknown slot, or a shape that differs from its parameter's.
+        """
+        from ..checkpoint import as_tensor
+
+        kind = state.get("type")
+        if kind != type(self).__name__:
+            raise ValueError(f"state is for optimizer {kind!r}, not {type(self).__name__}")
+        slots = self._slots()
+        updates: list[tuple[dict[Parameter, Tensor], Parameter, Tensor]] = []
+        for index, entries in (state.get("state") or {}).items():
+            i = int(index)
+            if not 0 <= i < len(self.params):
+                raise ValueError(f"state names parameter {i}, the optimizer has {len(self.params)}")
+            p = self.params[i]
+            for slot, value in entries.items():
+                if slot not in slots:
+                    raise ValueError(f"unknown optimizer state {slot!r} for parameter {i}")
+                tensor = as_tensor(value, p.device, f"state/{index}/{slot}")
+                if tuple(tensor.shape) != tuple(p.shape):
+                    raise ValueError(
+                        f"optimizer state {slot!r} of parameter {i} has shape "
+                        f"{tuple(tensor.shape)}, the parameter {tuple(p.shape)}"
+                    )
+                updates.append((slots[slot], p, tensor))
+        hyper = dict(state.get("hyper") or {})
+        unknown = set(hyper) - set(self.hyperparameters)
+        if unknown:
+            raise ValueError(f"unknown hyperparameters {sorted(unknown)}")
+        for table in slots.values():
+            table.clear()
+        for table, p, tensor in updates:
+            table[p] = tensor
+        for name, value in hyper.items():
+            setattr(self, name, value)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with dampened momentum and L2 weight decay.
+
+    ``u = momentum * u + (1 - momentum) * (grad + weight_decay * w)``;
+    ``w = w - lr * u`` (``u`` starts at zero).
+
+    Args:
+        params: the parameters.
+        lr: learning rate.
+        momentum: momentum factor ``b`` in ``[0, 1)``.
+        weight_decay: L2 penalty added to the gradient.
+    """
+
+    hyperparameters = ("lr", "momentum", "weight_decay")
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params)
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.u: dict[Parameter, Tensor] = {}
+
+    def _slots(self) -> dict[str, dict[Parameter, Tensor]]:
+        return {"u": self.u}
+
+    def step(self) -> None:
+        with no_grad():
+            for p in self.params:
+                if p.grad is None:
+                    continue
+                w = p.detach()
+                grad = p.grad.detach()
+                if self.weight_decay:
+                    grad = grad + w * self.weight_decay
+                u = self.u.get(p)
+                u = (
+                    grad * (1 - self.momentum)
+                    if u is None
+                    else (u * self.momentum + grad * (1 - self.momentum))
+                )
+                self.u[p] = u
+                p.data = w - u * self.lr
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; L2 weight decay is added to the gradient.
+
+    ``g = grad + weight_decay * w``; ``m = b1 m + (1 - b1) g``;
+    ``v = b2 v + (1 - b2) g^2``; ``w = w - lr * m_hat / (sqrt(v_hat) + eps)`` with
+    ``m_hat = m / (1 - b1^t)`` and ``v_hat = v / (1 - b2^t)``.
+
+    Args:
+        params: the parameters.
+        lr: learning rate.
+        beta1: decay of the first moment.
+        beta2: decay of the second moment.
+        eps: added to the denominator.
+        weight_decay: L2 penalty added to the gradient.
+    """
+
+    hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay", "t")
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 0.01,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params)
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.t = 0
+        self.m: dict[Parameter, Tensor] = {}
+        self.v: dict[Parameter, Tensor] = {}
+
+    def _slots(self) -> dict[str, dict[Parameter, Tensor]]:
+        return {"m": self.m, "v": self.v}
+
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        with no_grad():
+            for p in self.params:
+                if p.grad is None:
+                    continue
+                w = p.detach()
+                grad = p.grad.detach()
+                if self.weight_decay:
+                    grad = grad + w * self.weight_decay
+                m, v = self.m.get(p), self.v.get(p)
+                m = grad * (1 - b1) if m is None else m * b1 + grad * (1 - b1)
+                v = grad**2 * (1 - b2) if v is None else v * b2 + grad**2 * (1 - b2)
+                self.m[p], self.v[p] = m, v
+                m_hat = m / (1 - b1**self.t)
+                v_hat = v / (1 - b2**self.t)
+                p.data = w - m_hat * self.lr / (v_hat**0.5 + self.eps)
