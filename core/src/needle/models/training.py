@@ -1,0 +1,261 @@
+"""Training and evaluation loops for classification and language modelling (course hw2/hw4).
+
+Each loop shows a tqdm progress bar when stderr is a terminal and tqdm is installed, and
+stays quiet otherwise; ``progress=True/False`` overrides the choice.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .. import nn, optim
+from ..autograd import Tensor, TensorTuple, no_grad
+from ..data import get_batch
+
+__all__ = [
+    "epoch",
+    "train",
+    "evaluate",
+    "epoch_general_ptb",
+    "train_ptb",
+    "evaluate_ptb",
+    "progress_bar",
+]
+
+
+def progress_bar(
+    iterable: Iterable[Any], total: int | None = None, desc: str = "", enabled: bool | None = None
+) -> Iterator[Any]:
+    """``iterable`` wrapped in a tqdm bar on a terminal (``enabled=None``), else unchanged."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            enabled = False
+    if not enabled:
+        yield from iterable
+        return
+    with tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True) as bar:
+        yield from bar
+
+
+def _loss_module(loss_fn: Any) -> Any:
+    if loss_fn is None:
+        return nn.SoftmaxLoss()
+    return loss_fn() if isinstance(loss_fn, type) else loss_fn
+
+
+def _check_opt(loss_fn: Any, opt: Any) -> None:
+    if isinstance(loss_fn, optim.Optimizer):
+        raise TypeError(
+            "the third argument is the loss function; pass the optimizer as opt=... "
+            "(course hw2 wrote epoch(dataloader, model, opt))"
+        )
+    if opt is not None and not isinstance(opt, optim.Optimizer):
+        raise TypeError(f"opt must be a needle.optim.Optimizer, got {type(opt).__name__}")
+
+
+def _step(opt: Any, loss: Tensor, clip: float | None = None) -> None:
+    opt.reset_grad()
+    loss.backward()
+    if clip is not None:
+        opt.clip_grad_norm(clip)
+    opt.step()
+
+
+def epoch(
+    dataloader: Iterable[tuple[Tensor, Tensor]],
+    model: nn.Module,
+    loss_fn: Any = None,
+    opt: optim.Optimizer | None = None,
+    *,
+    progress: bool | None = None,
+    desc: str = "",
+) -> tuple[float, float]:
+    """One pass over ``dataloader``: trains when ``opt`` is given, else evaluates.
+
+    Args:
+        dataloader: yields ``(X, y)`` batches, ``y`` integer class labels.
+        model: maps ``X`` to logits ``(batch, classes)``; put in train or eval mode here.
+        loss_fn: a loss Module (or its class); ``nn.SoftmaxLoss`` when None.
+        opt: the optimizer; None evaluates without building a graph.
+        progress: show a progress bar (None: only on a terminal).
+        desc: the bar's label.
+
+    Returns:
+        ``(accuracy, mean loss)`` over all samples.
+    """
+    _check_opt(loss_fn, opt)
+    loss_fn = _loss_module(loss_fn)
+    training = opt is not None
+    model.train() if training else model.eval()
+    correct, total_loss, count = 0, 0.0, 0
+    total = len(dataloader) if hasattr(dataloader, "__len__") else None
+    for X, y in progress_bar(dataloader, total, desc, progress):
+        if training:
+            logits = model(X)
+            loss = loss_fn(logits, y)
+            _step(opt, loss)
+        else:
+            with no_grad():
+                logits = model(X)
+                loss = loss_fn(logits, y)
+        n = y.shape[0]
+        correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
+        total_loss += float(loss.numpy()) * n
+        count += n
+    if count == 0:
+        raise ValueError("epoch: the dataloader yielded no batches")
+    return correct / count, total_loss / count
+
+
+def train(
+    model: nn.Module,
+    dataloader: Iterable[tuple[Tensor, Tensor]],
+    n_epochs: int = 1,
+    optimizer: type = optim.Adam,
+    lr: float = 0.001,
+    weight_decay: float = 0.001,
+    loss_fn: Any = nn.SoftmaxLoss,
+    *,
+    progress: bool | None = None,
+) -> tuple[float, float]:
+    """Train a classifier for ``n_epochs`` (course ``train_cifar10``).
+
+    Returns:
+        ``(accuracy, mean loss)`` of the last training epoch.
+    """
+    opt = optimizer(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = _loss_module(loss_fn)
+    result = (0.0, 0.0)
+    for i in range(n_epochs):
+        result = epoch(dataloader, model, loss_fn, opt, progress=progress, desc=f"epoch {i + 1}")
+    return result
+
+
+def evaluate(
+    model: nn.Module,
+    dataloader: Iterable[tuple[Tensor, Tensor]],
+    loss_fn: Any = nn.SoftmaxLoss,
+    *,
+    progress: bool | None = None,
+) -> tuple[float, float]:
+    """``(accuracy, mean loss)`` of a classifier on ``dataloader`` (course ``evaluate_cifar10``)."""
+    return epoch(dataloader, model, loss_fn, None, progress=progress, desc="eval")
+
+
+def _detach(h: Any) -> Any:
+    if h is None:
+        return None
+    if isinstance(h, (Tensor, TensorTuple)):
+        return h.detach()
+    return type(h)(_detach(x) for x in h)
+
+
+def epoch_general_ptb(
+    data: np.ndarray,
+    model: nn.Module,
+    seq_len: int = 40,
+    loss_fn: Any = None,
+    opt: optim.Optimizer | None = None,
+    clip: float | None = None,
+    device: Any = None,
+    dtype: str = "float32",
+    *,
+    progress: bool | None = None,
+    desc: str = "",
+) -> tuple[float, float]:
+    """One pass of truncated back-propagation through time over batchified word ids.
+
+    The hidden state is carried from one window of ``seq_len`` rows to the next and
+    detached between them.
+
+    Args:
+        data: ids from :func:`needle.data.batchify`, shape ``(nbatch, batch_size)``.
+        model: a :class:`~needle.models.LanguageModel` (``model(x, h) -> (logits, h)``).
+        seq_len: the window length (bptt).
+        loss_fn: a loss Module (or its class); ``nn.SoftmaxLoss`` when None.
+        opt: the optimizer; None evaluates.
+        clip: clip the global gradient norm to this value before each step.
+        device: where batches go.
+        dtype: their dtype.
+        progress: show a progress bar (None: only on a terminal).
+        desc: the bar's label.
+
+    Returns:
+        ``(accuracy, mean loss)`` per predicted word.
+    """
+    _check_opt(loss_fn, opt)
+    loss_fn = _loss_module(loss_fn)
+    training = opt is not None
+    model.train() if training else model.eval()
+    nbatch = data.shape[0]
+    starts = range(0, nbatch - 1, seq_len)
+    correct, total_loss, count, h = 0, 0.0, 0, None
+    for i in progress_bar(starts, len(starts), desc, progress):
+        X, y = get_batch(data, i, seq_len, device=device, dtype=dtype)
+        if training:
+            logits, h = model(X, h)
+            loss = loss_fn(logits, y)
+            _step(opt, loss, clip)
+        else:
+            with no_grad():
+                logits, h = model(X, h)
+                loss = loss_fn(logits, y)
+        h = _detach(h)
+        n = y.shape[0]
+        correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
+        total_loss += float(loss.numpy()) * n
+        count += n
+    if count == 0:
+        raise ValueError(f"epoch_general_ptb: {nbatch} rows leave no (input, target) window")
+    return correct / count, total_loss / count
+
+
+def train_ptb(
+    model: nn.Module,
+    data: np.ndarray,
+    seq_len: int = 40,
+    n_epochs: int = 1,
+    optimizer: type = optim.SGD,
+    lr: float = 4.0,
+    weight_decay: float = 0.0,
+    loss_fn: Any = nn.SoftmaxLoss,
+    clip: float | None = None,
+    device: Any = None,
+    dtype: str = "float32",
+    *,
+    progress: bool | None = None,
+) -> tuple[float, float]:
+    """Train a language model for ``n_epochs``; ``(accuracy, mean loss)`` of the last epoch."""
+    opt = optimizer(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = _loss_module(loss_fn)
+    result = (0.0, 0.0)
+    for i in range(n_epochs):
+        result = epoch_general_ptb(
+            data, model, seq_len, loss_fn, opt, clip, device, dtype,
+            progress=progress, desc=f"epoch {i + 1}",
+        )  # fmt: skip
+    return result
+
+
+def evaluate_ptb(
+    model: nn.Module,
+    data: np.ndarray,
+    seq_len: int = 40,
+    loss_fn: Any = nn.SoftmaxLoss,
+    device: Any = None,
+    dtype: str = "float32",
+    *,
+    progress: bool | None = None,
+) -> tuple[float, float]:
+    """``(accuracy, mean loss)`` of a language model on batchified ids."""
+    return epoch_general_ptb(
+        data, model, seq_len, loss_fn, None, None, device, dtype, progress=progress, desc="eval"
+    )
