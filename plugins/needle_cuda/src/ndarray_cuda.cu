@@ -236,9 +236,37 @@ __global__ void scalar_setitem_kernel(float val, float* out, Strided v, I n) {
   NEEDLE_GRID_STRIDE(I, i, n) { out[strided_index(v, i)] = val; }
 }
 
+// A transposed read, out (rows x cols, dense) = a[offset + r + c * col_stride]: through a 32x32
+// shared tile, both the reads (along r) and the writes (along c) are coalesced.
+constexpr int kTile = 32;
+__global__ void transpose_kernel(const float* a, float* out, index_t rows, index_t cols,
+                                 index_t offset, index_t col_stride) {
+  __shared__ float tile[kTile][kTile + 1];  // +1: reading a column hits 32 different banks
+  const index_t r0 = static_cast<index_t>(blockIdx.y) * kTile;
+  const index_t c0 = static_cast<index_t>(blockIdx.x) * kTile;
+  for (int j = threadIdx.y; j < kTile; j += blockDim.y) {  // tile[j][x] = element (r0+x, c0+j)
+    const index_t r = r0 + threadIdx.x, c = c0 + j;
+    if (r < rows && c < cols) tile[j][threadIdx.x] = a[offset + r + c * col_stride];
+  }
+  __syncthreads();
+  for (int j = threadIdx.y; j < kTile; j += blockDim.y) {  // element (r0+j, c0+x)
+    const index_t r = r0 + j, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) out[r * cols + c] = tile[threadIdx.x][j];
+  }
+}
+
 // out[i] = a[view(i)] for the whole view (out is dense, view.numel elements).
 void launch_compact(const float* a, float* out, const View& v) {
   if (v.numel == 0) return;
+  const index_t row_tiles = (v.s.shape[0] + kTile - 1) / kTile;
+  if (v.s.ndim == 2 && v.s.strides[0] == 1 && row_tiles <= 65535) {  // a transpose
+    const dim3 grid(static_cast<unsigned>((v.s.shape[1] + kTile - 1) / kTile),
+                    static_cast<unsigned>(row_tiles));
+    transpose_kernel<<<grid, dim3(kTile, 8)>>>(a, out, v.s.shape[0], v.s.shape[1], v.s.offset,
+                                               v.s.strides[1]);
+    check_launch("transpose_kernel");
+    return;
+  }
   if (v.small) {
     compact_kernel<int><<<grid_for(v.numel), kThreads>>>(a, out, v.s, static_cast<int>(v.numel));
   } else {
@@ -618,14 +646,13 @@ py::object unavailable_reason() {
   cudaRuntimeGetVersion(&runtime);
   auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
   const std::string built = "needle-cuda uses CUDA runtime " + version(runtime);
-  if (driver == 0) {
-    cudaGetLastError();
-    return py::str("no CUDA driver (libcuda.so could not be loaded): " + built);
-  }
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
     cudaGetLastError();
+    if (driver == 0)  // the runtime found no libcuda.so it could load
+      return py::str("no CUDA driver (libcuda.so not found or not loadable; " + describe(err) +
+                     "); " + built);
     if (err == cudaErrorInsufficientDriver)
       return py::str("CUDA driver " + version(driver) + " is older than the runtime: " + built +
                      " (" + describe(err) + "); update the driver");

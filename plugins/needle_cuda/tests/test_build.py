@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,7 +203,8 @@ def test_reduce_max_all_negative_and_nan():
     "shape,strides,offset",
     [((4, 3), (1, 4), 0), ((2, 3, 4), (12, 4, 1), 0), ((3, 4), (-4, -1), 11), ((5, 4), (0, 1), 2),
      ((2, 1, 3, 1, 2), (6, 99, 2, 7, 1), 0), ((2,) * 12, tuple(2**i for i in range(12)), 0),
-     ((), (), 7), ((3, 0, 2), (0, 0, 0), 0)],
+     ((), (), 7), ((3, 0, 2), (0, 0, 0), 0), ((33, 65), (1, 40), 5), ((50, 70), (1, 60), 0),
+     ((64, 64), (1, 64), 0), ((3, 40, 5), (1, 15, 3), 0)],
 )  # fmt: skip
 def test_strided_views(shape, strides, offset):
     base = np.arange(5000, dtype=np.float32)
@@ -238,3 +240,24 @@ def test_bad_views_raise():
         _ext.to_numpy(h, (2,) * 17, (0, 1) * 8 + (0,), 0)
     with pytest.raises(ValueError, match="view has"):
         _ext.compact(h, _ext.Array(4), (5,), (1,), 0)
+
+
+@pytest.mark.skipif(not shutil.which("c++"), reason="no C++ compiler")
+def test_matmul_kernel_index_math_on_cpu(tmp_path):
+    """The real matmul kernel run on CPU threads (tests/emulate): tiling and bounds, no GPU."""
+    here = Path(__file__).parent / "emulate"
+    exe = tmp_path / "matmul_emulator"
+    build = [
+        shutil.which("c++"),
+        "-std=c++20",
+        "-O1",
+        "-pthread",
+        str(here / "matmul_emulator.cpp"),
+    ]
+    compiled = subprocess.run([*build, "-o", str(exe)], capture_output=True, text=True)
+    if compiled.returncode != 0 and "barrier" in compiled.stderr:
+        pytest.skip("the C++ compiler lacks <barrier> (C++20)")
+    assert compiled.returncode == 0, compiled.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 failures" in run.stdout
