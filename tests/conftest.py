@@ -23,7 +23,6 @@ NEEDLE_ENV = (
     "NEEDLE_DEVICE",
     "NEEDLE_STRICT_PLUGINS",
 )
-TINY_SRC = Path(__file__).parent / "third_party" / "tiny_backend" / "src"
 
 
 class SpecPlugin:
