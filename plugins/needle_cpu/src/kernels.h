@@ -18,7 +18,7 @@ NDL_INLINE vf vload(const float* p) {  // unaligned load
   return v;
 }
 NDL_INLINE void vstore(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-NDL_INLINE vf splat(float x) { return vf{} + x; }
+NDL_INLINE vf splat(float x) { return vf{x, x, x, x, x, x, x, x}; }
 NDL_INLINE vf as_f(vi v) { return reinterpret_cast<vf>(v); }  // bit casts
 NDL_INLINE vi as_i(vf v) { return reinterpret_cast<vi>(v); }
 NDL_INLINE vf select(vi mask, vf a, vf b) { return as_f((mask & as_i(a)) | (~mask & as_i(b))); }
@@ -223,4 +223,49 @@ static void copy2d(const float* src, float* dst, int64_t n0, int64_t n1, int64_t
         for (int64_t j = j0; j < e1; ++j) dst[i * d0 + j * d1] = src[i * s0 + j * s1];
     }
   }
+}
+
+// C (R x 8V) = A (R x K, row stride lda) @ B (K x 8V slice, row stride ldb): R*V vector
+// accumulators stay in registers through the whole K loop (6 x 2 fills the 16 AVX registers).
+template <int R, int V>
+NDL_INLINE void gemm_tile(const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                          int64_t ldc, int64_t K) {
+  vf acc[R][V] = {};
+  for (int64_t k = 0; k < K; ++k) {
+    vf b[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) b[v] = vload(B + k * ldb + v * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      vf a = splat(A[r * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
+}
+
+template <int R>
+NDL_INLINE void gemm_rows(const float* A, int64_t lda, const float* B, float* C, int64_t K,
+                          int64_t N) {
+  int64_t j = 0;
+  for (; j + 2 * W <= N; j += 2 * W) gemm_tile<R, 2>(A, lda, B + j, N, C + j, N, K);
+  for (; j + W <= N; j += W) gemm_tile<R, 1>(A, lda, B + j, N, C + j, N, K);
+  for (; j < N; ++j)  // the last N % 8 columns
+    for (int r = 0; r < R; ++r) {
+      float s = 0.f;
+      for (int64_t k = 0; k < K; ++k) s += A[r * lda + k] * B[k * N + j];
+      C[r * N + j] = s;
+    }
+}
+
+// C (M x N) = A (M x K) @ B (K x N), all compact, for small K (B's column slices stay in L1):
+// the GEMM after im2col of a convolution with few input channels, where OpenBLAS's packing
+// costs more than the product.
+static void gemm_small_k(const float* A, const float* B, float* C, int64_t M, int64_t K,
+                         int64_t N) {
+  int64_t i = 0;
+  for (; i + 6 <= M; i += 6) gemm_rows<6>(A + i * K, K, B, C + i * N, K, N);
+  for (; i < M; ++i) gemm_rows<1>(A + i * K, K, B, C + i * N, K, N);
 }

@@ -69,10 +69,14 @@ struct Kernels {
   float (*sum_block)(const float*, int64_t);
   float (*max_block)(const float*, int64_t);
   void (*copy2d)(const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+  void (*gemm_small_k)(const float*, const float*, float*, int64_t, int64_t, int64_t);
 };
 
 #define NDL_TABLE(ns) \
-  Kernels { #ns, ns::binary, ns::scalar, ns::unary, ns::sum_block, ns::max_block, ns::copy2d }
+  Kernels {                                                                      \
+    #ns, ns::binary, ns::scalar, ns::unary, ns::sum_block, ns::max_block, ns::copy2d, \
+        ns::gemm_small_k                                                           \
+  }
 
 Kernels pick_kernels() {
 #ifdef NDL_HAVE_AVX2
@@ -664,19 +668,36 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
   float* z = out.data();
   MaybeRelease gil(checked_mul(out.size(), kk));
   if (k == 1 && stride == 1 && padding == 0) return sgemm(x, f, z, rows, cin, cout);
+  const int64_t row = k * cin;  // one kernel row of a patch: contiguous in the input
   auto im2col = [&](int64_t r0, int64_t r1, float* dst) {  // rows [r0, r1) of the patches
     for (int64_t g = r0; g < r1; ++g) {
-      const int64_t b = g / (ho * wo), oy = g / wo % ho, ox = g % wo;
-      for (int64_t ky = 0; ky < k; ++ky) {
+      const int64_t b = g / (ho * wo), oy = g / wo % ho, ox = g % wo, ix0 = ox * stride - padding;
+      for (int64_t ky = 0; ky < k; ++ky, dst += row) {
         const int64_t iy = oy * stride - padding + ky;
-        for (int64_t kx = 0; kx < k; ++kx, dst += cin) {
-          const int64_t ix = ox * stride - padding + kx;
-          if (iy < 0 || iy >= h || ix < 0 || ix >= w) std::fill_n(dst, cin, 0.f);
-          else std::memcpy(dst, x + ((b * h + iy) * w + ix) * cin, size_t(cin) * sizeof(float));
-        }
+        const float* src = x + ((b * h + iy) * w + ix0) * cin;
+        if (iy < 0 || iy >= h) std::fill_n(dst, row, 0.f);
+        else if (ix0 >= 0 && ix0 + k <= w) std::memcpy(dst, src, size_t(row) * sizeof(float));
+        else
+          for (int64_t kx = 0; kx < k; ++kx) {
+            const bool inside = ix0 + kx >= 0 && ix0 + kx < w;
+            for (int64_t c = 0; c < cin; ++c) dst[kx * cin + c] = inside ? src[kx * cin + c] : 0.f;
+          }
       }
     }
   };
+  // Few input channels: tiles of patches that stay in L1 for our own small-K GEMM.
+  if (kk <= 256) {
+    const int64_t tile = std::max<int64_t>(6, (1 << 13) / kk / 6 * 6);
+    parallel_for((rows + tile - 1) / tile, tile * kk * cout, [&](int64_t s, int64_t e) {
+      std::vector<float> cols(size_t(tile * kk));
+      for (int64_t t = s; t < e; ++t) {
+        const int64_t r0 = t * tile, r1 = std::min(rows, r0 + tile);
+        im2col(r0, r1, cols.data());
+        K.gemm_small_k(cols.data(), f, z + r0 * cout, r1 - r0, kk, cout);
+      }
+    });
+    return;
+  }
   // Tiles of patch rows small enough to stay in L2 between im2col and their GEMM.
   const int64_t tile = std::clamp<int64_t>((1 << 16) / kk, 16, 4096);
   const int64_t tiles = (rows + tile - 1) / tile;
