@@ -6,6 +6,7 @@ sys.path (the ``fake_dist`` fixture); other plugins are registered by hand.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 
@@ -366,10 +367,49 @@ def test_extension_hooks_merge_and_refuse_duplicates(fresh_plugins) -> None:
         fresh_plugins.extensions("layers")
 
 
-def test_every_hookspec_is_documented() -> None:
+EXTENSION_HOOKS = [  # (kind, hook, where it appears, a built-in that takes the same road)
+    ("nn_modules", "needle_nn_modules", "needle.nn", "Linear"),
+    ("optimizers", "needle_optimizers", "needle.optim", "SGD"),
+    ("datasets", "needle_datasets", "needle.data", "MNISTDataset"),
+    ("transforms", "needle_transforms", "needle.data", "RandomCrop"),
+]
+
+
+@pytest.mark.parametrize(
+    "kind,hook,module,builtin", EXTENSION_HOOKS, ids=[h[1] for h in EXTENSION_HOOKS]
+)
+def test_extension_hook_adds_a_name_to_its_module(
+    fresh_plugins, kind, hook, module, builtin
+) -> None:
+    namespace = importlib.import_module(module)
+    assert getattr(namespace, builtin) is fresh_plugins.extensions(kind)[builtin], (
+        f"built-in {builtin} does not come through {hook}"
+    )
+    thing = type("NeedleTestThing", (), {})
+    plugin = type("Plugin", (), {hook: hookimpl(lambda self: {"NeedleTestThing": thing})})()
+    fresh_plugins.register(plugin, name=f"test-{hook}")
+    assert fresh_plugins.extensions(kind)["NeedleTestThing"] is thing
+    assert namespace.NeedleTestThing is thing, f"{module}.NeedleTestThing"
+    fresh_plugins.reset()
+    with pytest.raises(AttributeError, match="NeedleTestThing"):
+        namespace.NeedleTestThing
+
+
+def test_extension_from_an_entry_point_plugin(fresh_plugins, fake_dist) -> None:
+    source = (
+        "from needle.plugins import hookimpl\n\n\n"
+        "class Lion:\n    pass\n\n\n"
+        "@hookimpl\ndef needle_optimizers():\n    return {'NeedleTestLion': Lion}\n"
+    )
+    fake_dist("needle-lion", {"lion": "needle_tests_lion"}, {"needle_tests_lion": source})
+    assert ndl.optim.NeedleTestLion.__module__ == "needle_tests_lion"
+
+
+def test_every_hookspec_is_documented_and_tested() -> None:
     specs = [n for n in hookspecs.__all__ if n.startswith("needle_")]
-    assert "needle_backends" in specs
     for name in specs:
         fn = getattr(hookspecs, name)
         assert inspect.getdoc(fn), f"hookspec {name} has no docstring"
         assert hasattr(fn, "needle_spec"), f"{name} is listed but not marked @hookspec"
+    tested = {"needle_backends", *(h[1] for h in EXTENSION_HOOKS)}
+    assert set(specs) == tested, f"hooks without a test here: {set(specs) - tested}"
