@@ -98,7 +98,7 @@ def save(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
         entry = {"kind": kind}
         if array is not None:
             entry["entry"] = f"a{i}"
-            arrays[f"a{i}"] = np.ascontiguousarray(array)
+            arrays[f"a{i}"] = np.asarray(array, order="C")  # keeps 0-d arrays 0-d
         index[key] = entry
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "keys": index}
     arrays[FORMAT_KEY] = np.asarray(json.dumps(header))
