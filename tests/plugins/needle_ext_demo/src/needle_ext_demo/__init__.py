@@ -1,0 +1,1 @@
+"""A demo needle extension plugin (see ``plugin.py``)."""
