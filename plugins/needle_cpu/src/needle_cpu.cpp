@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -138,17 +139,32 @@ class Pool {
       gen_.fetch_add(1, std::memory_order_acq_rel);
       if (sleepers_) cv_.notify_all();
     }
-    fn(0, nt);
+    guarded(fn, 0, nt);
     for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
       if (spins < 100000) cpu_relax();
       else std::this_thread::yield();
     in_job = false;
+    if (error_) {  // a worker's exception (bad_alloc, say) surfaces in the caller
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
   }
 
  private:
   template <class F>
   static void serial(int nt, F& fn) {
     for (int t = 0; t < nt; ++t) fn(t, nt);
+  }
+
+  template <class F, class... Args>
+  void guarded(F& fn, Args... args) {
+    try {
+      fn(args...);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(m_);
+      if (!error_) error_ = std::current_exception();
+    }
   }
 
   void work(int t) {
@@ -167,7 +183,7 @@ class Pool {
         --sleepers_;
       }
       seen = g;
-      if (t < active_) call_(ctx_, t, active_);
+      if (t < active_) guarded(call_, ctx_, t, active_);
       pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
@@ -182,6 +198,7 @@ class Pool {
   void (*call_)(void*, int, int) = nullptr;
   void* ctx_ = nullptr;
   int active_ = 0;
+  std::exception_ptr error_;
 };
 
 thread_local bool Pool::in_job = false;

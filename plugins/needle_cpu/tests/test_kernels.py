@@ -226,8 +226,17 @@ def test_freed_handle_raises_and_memory_is_released() -> None:
     for call in (lambda: ext.fill(a, 1.0), a.ptr, lambda: ext.to_numpy(a, (4,), (1,), 0)):
         with pytest.raises(ValueError, match="freed"):
             call()
-    for _ in range(50):  # 50 x 400 MB would not fit if the holder leaked
-        ext.fill(ext.Array(100_000_000), 1.0)
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    if not os.path.exists("/proc/self/statm"):
+        return
+    before = rss()
+    for _ in range(10):  # 10 x 200 MB, each touched: a leak would show in the resident size
+        ext.fill(ext.Array(50_000_000), 1.0)
+    assert rss() - before < 400e6
 
 
 def test_alignment_and_threads() -> None:
