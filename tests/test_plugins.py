@@ -67,11 +67,6 @@ def test_plugin_that_fails_to_import_raises_in_strict_mode(
         fresh_plugins.plugins()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: after a strict-mode failure the scan counts as done, so later entry "
-    "points are never loaded and their devices look unknown",
-)
 def test_strict_failure_leaves_no_half_scanned_registry(
     fresh_plugins, fake_dist, backends, device, monkeypatch
 ) -> None:

@@ -184,9 +184,10 @@ def device(name: str | BackendDevice) -> BackendDevice:
             raise _unknown(name)
         record = manager.load_backend(name)
         if record.status != "loaded":
-            raise DeviceUnavailableError(
-                f"needle device {name!r} is {record.status}: {record.reason}"
+            state = {"skipped": "was skipped", "failed": "failed to load"}.get(
+                record.status, "is unavailable"
             )
+            raise DeviceUnavailableError(f"needle device {name!r} {state}: {record.reason}")
         dev = BackendDevice(name, record.module, record.capabilities)
         _devices[name] = dev
         return dev

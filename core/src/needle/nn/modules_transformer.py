@@ -48,7 +48,7 @@ class MultiHeadAttention(Module):
 
     def create_causal_mask(self, i: int, j: int, device: BackendDevice) -> Tensor:
         """A ``(1, 1, i, j)`` additive mask: ``-max_float`` above the shifted diagonal."""
-        upper = np.triu(np.ones((1, 1, i, j), dtype=np.float32), j - i + 1)
+        upper = np.triu(np.ones((1, 1, i, j), dtype=np.float32), j - i + 2)
         return Tensor(-np.finfo(np.float32).max * upper, device=device, requires_grad=False)
 
     def softmax(self, logit: Tensor) -> Tensor:

@@ -97,12 +97,33 @@ def _env_list(name: str) -> set[str] | None:
     return {x.strip() for x in raw.split(",") if x.strip()} if raw else None
 
 
+_strict_override: list[bool] = []
+
+
+def set_strict(strict: bool | None) -> None:
+    """Override ``NEEDLE_STRICT_PLUGINS`` (None: follow the environment again).
+
+    The command line turns strictness off: it reports broken plugins, it never raises them.
+    """
+    _strict_override[:] = [] if strict is None else [strict]
+
+
 def _strict() -> bool:
+    if _strict_override:
+        return _strict_override[0]
     return os.environ.get("NEEDLE_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _failure_message(records: list[PluginRecord]) -> str:
+    return "; ".join(
+        f"plugin {r.name!r} ({r.distribution or 'no distribution'}) failed during {r.phase}: "
+        f"{r.cause}"
+        for r in records
+    )
 
 
 class _State:
@@ -117,15 +138,18 @@ class _State:
         self.builtins_registered = False
         self.extension_cache: dict[str, dict[str, Any]] = {}
         self.lock = threading.RLock()
+        self.scanning = False
+        self.scan_failures: list[PluginRecord] = []
 
     def fail(self, record: PluginRecord, phase: str, exc: BaseException | str) -> None:
+        """Record a plugin failure; in strict mode raise it (after the scan, if scanning)."""
         record.status, record.phase = "failed", phase
         record.cause = exc if isinstance(exc, str) else _describe(exc)
-        if _strict():
-            raise PluginError(
-                f"plugin {record.name!r} ({record.distribution or 'no distribution'}) failed "
-                f"during {phase}: {record.cause}"
-            ) from (exc if isinstance(exc, BaseException) else None)
+        self.plugins.setdefault(record.name, record)
+        if self.scanning:  # strict mode raises once every entry point has been tried
+            self.scan_failures.append(record)
+        elif _strict():
+            raise PluginError(_failure_message([record]))
 
     def scan(self) -> None:
         with self.lock:
@@ -134,33 +158,42 @@ class _State:
             self.scanned = True
             if os.environ.get("NEEDLE_PLUGIN_AUTOLOAD", "1").strip() in ("0", "false", "no"):
                 return
-            allow, deny = _env_list("NEEDLE_PLUGINS"), _env_list("NEEDLE_DISABLE_PLUGINS")
-            for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-                dist = ep.dist.name if ep.dist is not None else ""
-                record = PluginRecord(
-                    name=ep.name,
-                    distribution=dist,
-                    version=ep.dist.version if ep.dist is not None else "",
-                    value=ep.value,
-                )
-                self.plugins[ep.name] = record
-                names = {ep.name, dist}
-                if deny and names & deny:
-                    record.status, record.phase = "blocked", "load"
-                    record.cause = "disabled by NEEDLE_DISABLE_PLUGINS"
-                    continue
-                if allow is not None and not names & allow:
-                    record.status, record.phase = "blocked", "load"
-                    record.cause = "not in NEEDLE_PLUGINS"
-                    continue
-                try:
-                    plugin = ep.load()
-                except BaseException as exc:  # noqa: BLE001 - a broken plugin may raise anything
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    self.fail(record, "import", exc)
-                    continue
-                self.add(plugin, record)
+            self.scanning = True
+            try:
+                self._scan_entry_points()
+            finally:
+                self.scanning = False
+            if self.scan_failures and _strict():
+                raise PluginError(_failure_message(self.scan_failures))
+
+    def _scan_entry_points(self) -> None:
+        allow, deny = _env_list("NEEDLE_PLUGINS"), _env_list("NEEDLE_DISABLE_PLUGINS")
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else ""
+            record = PluginRecord(
+                name=ep.name,
+                distribution=dist,
+                version=ep.dist.version if ep.dist is not None else "",
+                value=ep.value,
+            )
+            self.plugins[ep.name] = record
+            names = {ep.name, dist}
+            if deny and names & deny:
+                record.status, record.phase = "blocked", "load"
+                record.cause = "disabled by NEEDLE_DISABLE_PLUGINS"
+                continue
+            if allow is not None and not names & allow:
+                record.status, record.phase = "blocked", "load"
+                record.cause = "not in NEEDLE_PLUGINS"
+                continue
+            try:
+                plugin = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a broken plugin may raise anything
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self.fail(record, "import", exc)
+                continue
+            self.add(plugin, record)
 
     def add(self, plugin: Any, record: PluginRecord) -> None:
         """Register ``plugin`` with pluggy and collect the backends it declares."""
