@@ -183,3 +183,23 @@ def test_bad_values_are_refused(tmp_path):
     with pytest.raises(TypeError, match="object array"):
         ndl.save({"o": np.array([None])}, tmp_path / "x.ckpt")
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_special_values_survive_bit_exact(device, tmp_path):
+    np.random.seed(0)
+    model = nn.Linear(2, 3, device=device)
+    weight = np.array([[-0.0, np.inf, -np.inf], [np.nan, 1e-40, -3.5]], dtype=np.float32)
+    model.weight.data = ndl.Tensor(weight, device=device)
+    model.save(str(tmp_path / "special.ckpt"))
+    other = nn.Linear(2, 3, device=device).load(str(tmp_path / "special.ckpt"))
+    assert other.weight.numpy().tobytes() == model.weight.numpy().tobytes()
+
+
+def test_load_state_dict_copies(device):
+    np.random.seed(0)
+    source = nn.Linear(2, 2, device=device)
+    target = nn.Linear(2, 2, device=device)
+    target.load_state_dict(source.state_dict())
+    before = target.weight.numpy()
+    source.weight.cached_data[0, 0] = 123.0  # an in-place write into the source's buffer
+    np.testing.assert_array_equal(target.weight.numpy(), before)

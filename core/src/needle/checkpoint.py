@@ -213,18 +213,19 @@ def _insert(out: dict[str, Any], parts: list[str], value: Any) -> None:
 
 
 def as_tensor(value: Any, device: BackendDevice, key: str) -> Tensor:
-    """``value`` (Tensor, NDArray or numpy array) as a float32 Tensor on ``device``.
+    """A new float32 Tensor on ``device`` holding a bit-exact copy of ``value``.
+
+    ``value`` is a Tensor, NDArray or numeric numpy array. The copy goes through
+    the host, so it never aliases the source's buffer and keeps every bit
+    (``-0.0``, NaN payloads, subnormals).
 
     Raises:
         CheckpointError: ``value`` is not array data; the message names ``key``.
     """
     if isinstance(value, Tensor):
-        data = value.realize_cached_data()
-        if data.device != device:
-            data = data.to(device)
-        return Tensor.make_const(data)
+        value = value.realize_cached_data()
     if isinstance(value, NDArray):
-        return Tensor.make_const(value if value.device == device else value.to(device))
+        value = value.numpy()
     if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
         return Tensor.make_const(NDArray.from_numpy(value.astype(np.float32), device))
     raise CheckpointError(f"state key {key!r} holds a {type(value).__name__}, not array data")

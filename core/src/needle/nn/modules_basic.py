@@ -226,7 +226,8 @@ class Module:
         """Read a checkpoint written by :meth:`save` into this module, on its own devices."""
         from ..checkpoint import load
 
-        self.load_state_dict(load(path))
+        params = self.parameters()
+        self.load_state_dict(load(path, device=params[0].device if params else None))
         return self
 
     def __repr__(self) -> str:

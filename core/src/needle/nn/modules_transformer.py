@@ -48,8 +48,12 @@ class MultiHeadAttention(Module):
 
     def create_causal_mask(self, i: int, j: int, device: BackendDevice) -> Tensor:
         """A ``(1, 1, i, j)`` additive mask: ``-max_float`` above the shifted diagonal."""
-        upper = np.triu(np.ones((1, 1, i, j), dtype=np.float32), j - i + 2)
+        upper = np.triu(np.ones((1, 1, i, j), dtype=np.float32), j - i + 1)
         return Tensor(-np.finfo(np.float32).max * upper, device=device, requires_grad=False)
+
+    def matmul(self, a: Tensor, b_transpose: Tensor) -> Tensor:
+        """``a @ b_transpose^T`` over the last two axes (batch axes broadcast)."""
+        return a @ b_transpose.transpose()
 
     def softmax(self, logit: Tensor) -> Tensor:
         """Softmax over the last axis, computed stably."""
@@ -60,7 +64,7 @@ class MultiHeadAttention(Module):
         _, _, kv_len, k_dim = k.shape
         if not q_dim == k_dim == v.shape[-1]:
             raise ValueError(f"q, k, v head sizes differ: {q.shape}, {k.shape}, {v.shape}")
-        scores = (q @ k.transpose()) / math.sqrt(q_dim)
+        scores = self.matmul(q, k) / math.sqrt(q_dim)
         if self.causal:
             mask = self.create_causal_mask(q_len, kv_len, q.device)
             scores = scores + mask.broadcast_to(scores.shape)
