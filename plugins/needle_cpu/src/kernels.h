@@ -197,6 +197,30 @@ static float max_block(const float* a, int64_t n) {
   return m;
 }
 
+#if defined(__clang__) || __GNUC__ >= 12
+#define NDL_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define NDL_SHUF(a, b, ...) __builtin_shuffle(a, b, vi{__VA_ARGS__})
+#endif
+
+// r[k] <- column k of the 8 x 8 matrix whose rows are r[0..7] (unpack, shuffle, swap halves).
+NDL_INLINE void transpose8(vf* r) {
+  vf t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = NDL_SHUF(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = NDL_SHUF(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      u[i + 2 * j] = NDL_SHUF(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * j + 1] = NDL_SHUF(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int q = 0; q < 4; ++q) {
+    r[q] = NDL_SHUF(u[q], u[q + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[q + 4] = NDL_SHUF(u[q], u[q + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
 // Copy an n0 x n1 strided block in 32 x 32 tiles, so both sides stay in cache (transposes).
 static void copy2d(const float* src, float* dst, int64_t n0, int64_t n1, int64_t s0, int64_t s1,
                    int64_t d0, int64_t d1) {
@@ -210,11 +234,8 @@ static void copy2d(const float* src, float* dst, int64_t n0, int64_t n1, int64_t
           for (int64_t i = i0; i < e0; i += W) {  // 8 x 8 through registers
             vf r[W];
             for (int k = 0; k < W; ++k) r[k] = vload(src + i + (j + k) * s1);
-            for (int q = 0; q < W; ++q) {
-              vf c;
-              for (int k = 0; k < W; ++k) c[k] = r[k][q];
-              vstore(dst + (i + q) * d0 + j, c);
-            }
+            transpose8(r);
+            for (int q = 0; q < W; ++q) vstore(dst + (i + q) * d0 + j, r[q]);
           }
         }
         continue;
