@@ -14,7 +14,7 @@ from typing import Any
 import needle as ndl
 import numpy as np
 import pytest
-from needle import init, nn
+from needle import nn
 
 # ---------------------------------------------------------------------- the checker
 
@@ -181,16 +181,15 @@ def _mha(q, k, v, causal):
     return probs @ v, probs
 
 
-def _attention(p, q, pre, heads, dim_head, causal):
-    b, t, _ = q.shape
-
-    def project(name):
-        normed = _layernorm(q, p[f"{pre}prenorm_{name}.weight"], p[f"{pre}prenorm_{name}.bias"])
+def _attention(p, q, pre, heads, dim_head, causal, k=None, v=None):
+    def project(name, x):
+        normed = _layernorm(x, p[f"{pre}prenorm_{name}.weight"], p[f"{pre}prenorm_{name}.bias"])
         x = normed @ p[f"{pre}{name}_projection.weight"]
-        return x.reshape(b, t, heads, dim_head).transpose(0, 2, 1, 3)
+        return x.reshape(x.shape[0], x.shape[1], heads, dim_head).transpose(0, 2, 1, 3)
 
-    out, _ = _mha(project("q"), project("k"), project("v"), causal)
-    out = out.transpose(0, 2, 1, 3).reshape(b, t, heads * dim_head)
+    k, v = (q if k is None else k), (q if v is None else v)
+    out, _ = _mha(project("q", q), project("k", k), project("v", v), causal)
+    out = out.transpose(0, 2, 1, 3).reshape(q.shape[0], q.shape[1], heads * dim_head)
     return out @ p[f"{pre}out_projection.weight"]
 
 
@@ -538,6 +537,17 @@ def test_attention_layer(device):
     m = nn.AttentionLayer(4, 2, 3, causal=True, device=device)
     _randomize_norms(m)
     check_module(m, device, [_x(2, 3, 4)], lambda p, x: _attention(p, x, "", 2, 3, True))
+    # Cross-attention: other feature sizes for k, v and the output, a shorter key sequence.
+    m = nn.AttentionLayer(
+        4, 2, 3, k_features=5, v_features=6, out_features=7, causal=False, device=device
+    )
+    _randomize_norms(m)
+    check_module(
+        m,
+        device,
+        [_x(2, 3, 4), _x(2, 2, 5, seed=1), _x(2, 2, 6, seed=2)],
+        lambda p, q, k, v: _attention(p, q, "", 2, 3, False, k, v),
+    )
 
 
 def _randomize_norms(module):
@@ -589,110 +599,3 @@ def test_transformer_dropout_in_train_and_eval(device):
     m.train()
     c = m(x)[0].numpy()
     assert not np.allclose(a, c), "dropout did nothing in training mode"
-
-
-# ---------------------------------------------------------------------- Module mechanics
-
-
-class _Net(nn.Module):
-    def __init__(self, device):
-        super().__init__()
-        self.first = nn.Linear(2, 3, device=device)
-        self.blocks = [nn.BatchNorm1d(3, device=device), nn.Linear(3, 3, device=device)]
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(3, 1, device=device))
-        self.extra = {"scale": nn.Parameter(init.ones(1, device=device))}
-
-    def forward(self, x):
-        x = self.blocks[1](self.blocks[0](self.first(x)))
-        return self.head(x) * self.extra["scale"].broadcast_to((x.shape[0], 1))
-
-
-def test_parameters_in_definition_order(device):
-    net = _Net(device)
-    names = [n for n, _ in net.named_parameters()]
-    assert names == [
-        "first.weight",
-        "first.bias",
-        "blocks.0.weight",
-        "blocks.0.bias",
-        "blocks.1.weight",
-        "blocks.1.bias",
-        "head.1.weight",
-        "head.1.bias",
-        "extra.scale",
-    ]
-    assert net.parameters()[0] is net.first.weight
-    assert [type(c).__name__ for c in net.children()] == [
-        "Linear",
-        "BatchNorm1d",
-        "Linear",
-        "Sequential",
-    ]
-
-
-def test_shared_parameter_listed_once():
-    shared = nn.Linear(2, 2, device="numpy")
-    seq = nn.Sequential(shared, nn.ReLU(), shared)
-    assert len(seq.parameters()) == 2
-
-
-def test_train_eval_reaches_every_module(device):
-    net = _Net(device)
-    net.eval()
-    assert not any(m.training for m in (net, net.first, net.blocks[0], net.head, net.head[1]))
-    net.train()
-    assert all(m.training for m in (net, net.first, net.blocks[0], net.head, net.head[1]))
-
-
-def test_state_dict_round_trip(device):
-    np.random.seed(0)
-    net = _Net(device)
-    net(ndl.Tensor(_x(4, 2), device=device))  # move the running stats
-    state = net.state_dict()
-    assert "blocks.0.running_mean" in state and "blocks.0.running_var" in state
-    np.random.seed(1)
-    other = _Net(device)
-    assert not np.allclose(other.first.weight.numpy(), net.first.weight.numpy())
-    other.load_state_dict(state)
-    for (name, a), b in zip(net.state_dict().items(), other.state_dict().values()):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
-    x = ndl.Tensor(_x(4, 2, seed=3), device=device)
-    net.eval()
-    other.eval()
-    np.testing.assert_array_equal(net(x).numpy(), other(x).numpy())
-    assert other.first.weight.requires_grad and isinstance(other.first.weight, nn.Parameter)
-
-
-def test_load_state_dict_validates_before_assigning(device):
-    net = _Net(device)
-    before = {k: v.numpy() for k, v in net.state_dict().items()}
-    bad = {k: v.numpy() + 1 for k, v in net.state_dict().items()}
-    bad["head.1.weight"] = np.zeros((4, 1), np.float32)
-    with pytest.raises(ValueError, match=r"head\.1\.weight.*\(4, 1\).*\(3, 1\)"):
-        net.load_state_dict(bad)
-    missing = {k: v for k, v in bad.items() if k != "first.bias"}
-    with pytest.raises(KeyError, match="first.bias"):
-        net.load_state_dict(missing)
-    for k, v in net.state_dict().items():
-        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=f"{k} changed")
-
-
-def test_running_stats_keep_no_graph(device):
-    m = nn.BatchNorm1d(2, device=device)
-    x = ndl.Tensor(_x(3, 2), device=device, requires_grad=True)
-    for _ in range(3):
-        m(x)
-    assert m.running_mean.op is None and m.running_var.inputs == ()
-
-
-def test_module_call_errors(device):
-    with pytest.raises(ValueError, match=r"Linear\(3, 2\)"):
-        nn.Linear(3, 2, device=device)(ndl.Tensor(_x(2, 4), device=device))
-    with pytest.raises(NotImplementedError):
-        nn.Module()(1)
-
-
-def test_unknown_attribute_is_a_short_attribute_error():
-    with pytest.raises(AttributeError, match="NoSuchModule") as info:
-        nn.NoSuchModule  # noqa: B018
-    assert len(str(info.value)) < 300
