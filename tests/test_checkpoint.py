@@ -9,6 +9,9 @@ from pathlib import Path
 import needle as ndl
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from needle import checkpoint, nn, optim
 
 
@@ -203,3 +206,30 @@ def test_load_state_dict_copies(device):
     before = target.weight.numpy()
     source.weight.cached_data[0, 0] = 123.0  # an in-place write into the source's buffer
     np.testing.assert_array_equal(target.weight.numpy(), before)
+
+
+_float32_arrays = hnp.arrays(
+    np.float32,
+    hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4),
+    elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+)
+
+
+@given(
+    st.dictionaries(
+        st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1),
+        _float32_arrays,
+        max_size=4,
+    )
+)
+def test_any_float32_state_round_trips_bit_exact(tmp_path_factory, state):
+    path = tmp_path_factory.mktemp("prop") / "state.ckpt"
+    tensors = {k: ndl.Tensor(v, device="numpy") for k, v in state.items()}
+    ndl.save({"t": tensors, "a": state}, path)
+    back = ndl.load(path, device="numpy")
+    assert set(back["t"]) == set(state) and set(back["a"]) == set(state)
+    for key, value in state.items():
+        assert back["t"][key].shape == value.shape, key
+        assert back["t"][key].numpy().tobytes() == value.tobytes(), key
+        assert back["a"][key].dtype == np.float32
+        assert back["a"][key].tobytes() == value.tobytes(), key
