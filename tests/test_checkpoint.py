@@ -9,7 +9,7 @@ from pathlib import Path
 import needle as ndl
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from needle import checkpoint, nn, optim
@@ -215,6 +215,7 @@ _float32_arrays = hnp.arrays(
 )
 
 
+@settings(max_examples=25)
 @given(
     st.dictionaries(
         st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1),
