@@ -9,7 +9,7 @@
 # (on PATH, $CUDACXX or /usr/local/cuda/bin). Settings (environment):
 #   NEEDLE_CUDA_ARCHS   architectures to compile (default 90: Hopper only, to build fast)
 #   PYTHON              interpreter (default python3)
-#   TEST_TIMEOUT, BENCH_TIMEOUT   seconds (default 300 and 180)
+#   BUILD_TIMEOUT, TEST_TIMEOUT, BENCH_TIMEOUT   seconds (default 240, 240, 120: < 8 min in all)
 # Fallbacks, so a missing build tool cannot waste the GPU run: scikit-build-core needs cmake
 # >= 3.24 (system or the `cmake` pip package) and uses ninja only if present; without cmake the
 # extension is compiled by nvcc directly. Without hatchling (core's build backend) the pure-Python
@@ -26,7 +26,8 @@ WORK=$(mktemp -d /tmp/needle_gpu_work.XXXX)
 PY=${PYTHON:-python3}
 export NEEDLE_CUDA_ARCHS=${NEEDLE_CUDA_ARCHS:-90}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-export NEEDLE_STRICT_PLUGINS=1 PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# offline pip; a distribution's own python (PEP 668) still takes the installs
+export NEEDLE_STRICT_PLUGINS=1 PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1
 SUMMARY=$LOGS/summary.txt
 : >"$SUMMARY"
 FAILED=0
@@ -110,8 +111,9 @@ except ImportError:
 PYEOF
 )
 if [ "$cmake_ok" = 1 ]; then
-  "$PY" -m pip install --no-build-isolation --no-deps -v ./plugins/needle_cuda \
-    -C "cmake.define.NEEDLE_CUDA_ARCHS=$NEEDLE_CUDA_ARCHS" >"$LOGS/build_cuda.log" 2>&1
+  timeout "${BUILD_TIMEOUT:-240}" "$PY" -m pip install --no-build-isolation --no-deps -v \
+    ./plugins/needle_cuda -C "cmake.define.NEEDLE_CUDA_ARCHS=$NEEDLE_CUDA_ARCHS" \
+    >"$LOGS/build_cuda.log" 2>&1
   result "build+install needle-cuda (scikit-build-core + CMake)" $?
 else
   # No cmake >= 3.24: the same compile CMake would run, by nvcc directly.
@@ -127,8 +129,8 @@ else
   suffix=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
   {
     # shellcheck disable=SC2046  # the include flags are meant to split
-    nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -cudart static -lineinfo \
-      "${gencode[@]}" -DNEEDLE_CUDA_ARCHS="\"${NEEDLE_CUDA_ARCHS//;/,}\"" \
+    timeout "${BUILD_TIMEOUT:-240}" nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden \
+      -cudart static -lineinfo "${gencode[@]}" -DNEEDLE_CUDA_ARCHS="\"${NEEDLE_CUDA_ARCHS//;/,}\"" \
       $("$PY" -m pybind11 --includes) plugins/needle_cuda/src/ndarray_cuda.cu \
       -o "$WORK/_ext$suffix" &&
       export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}" &&
@@ -153,13 +155,13 @@ if ! has_module hypothesis; then
     note "hypothesis is not installed: leaving out $f"
   done
 fi
-timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest tests "$conformance" plugins/needle_cuda/tests \
+timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest tests "$conformance" plugins/needle_cuda/tests \
   --backend cuda -q -rfEs "${ignore[@]}" --junitxml="$LOGS/junit.xml" 2>&1 | tee "$LOGS/tests.log"
 result "test suite --backend cuda" "${PIPESTATUS[0]}"
 grep -E "(passed|failed|error|skipped)" "$LOGS/tests.log" | tail -1 >>"$SUMMARY"
 
 # ------------------------------------------------------------------------------ benchmark
-timeout "${BENCH_TIMEOUT:-180}" "$PY" benchmarks/bench_gpu.py --json "$LOGS/bench_gpu.json" \
+timeout "${BENCH_TIMEOUT:-120}" "$PY" benchmarks/bench_gpu.py --json "$LOGS/bench_gpu.json" \
   2>&1 | tee "$LOGS/bench_gpu.log"
 result "benchmarks/bench_gpu.py" "${PIPESTATUS[0]}"
 grep -E "^(matmul|add|sum|transpose|all goals|below goal)" "$LOGS/bench_gpu.log" >>"$SUMMARY"

@@ -58,7 +58,9 @@ void check(cudaError_t err, const std::string& what) {
   throw CudaError(msg);
 }
 
-void check_launch(const char* kernel) { check(cudaGetLastError(), std::string("launching ") + kernel); }
+void check_launch(const char* kernel) {
+  check(cudaGetLastError(), std::string("launching ") + kernel);
+}
 
 int sm_count() {
   static int count = 0;  // one device (the current one) per process
@@ -85,7 +87,8 @@ float* scratch(index_t count) {
     if (buffer != nullptr) check(cudaFree(buffer), "cudaFree (scratch)");
     buffer = nullptr;
     capacity = 0;
-    check(cudaMalloc(reinterpret_cast<void**>(&buffer), count * sizeof(float)), "cudaMalloc (scratch)");
+    check(cudaMalloc(reinterpret_cast<void**>(&buffer), count * sizeof(float)),
+          "cudaMalloc (scratch)");
     capacity = count;
   }
   return buffer;
@@ -120,8 +123,9 @@ std::string dims_text(const Dims& d) {
 View make_view(const char* fn, index_t buf_size, const Dims& shape, const Dims& strides,
                int64_t offset) {
   auto bad = [&](const std::string& why) {
-    return std::invalid_argument(std::string(fn) + ": view (shape=" + dims_text(shape) + ", strides=" +
-                           dims_text(strides) + ", offset=" + std::to_string(offset) + ") " + why);
+    return std::invalid_argument(std::string(fn) + ": view (shape=" + dims_text(shape) +
+                                 ", strides=" + dims_text(strides) +
+                                 ", offset=" + std::to_string(offset) + ") " + why);
   };
   if (shape.size() != strides.size()) throw bad("has shape and strides of different lengths");
   __int128 numel = 1, lo = offset, hi = offset;
@@ -174,7 +178,7 @@ __device__ __forceinline__ I strided_index(const Strided& v, I linear) {
   return index;
 }
 
-#define NEEDLE_GRID_STRIDE(I, i, n)                                                 \
+#define NEEDLE_GRID_STRIDE(I, i, n)                                          \
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<I>(blockDim.x) * gridDim.x)
 
@@ -225,7 +229,8 @@ void launch_compact(const float* a, float* out, const View& v) {
     return;
   }
   if (v.small) {
-    launch(compact_kernel<int>, grid_for(v.numel), kThreads, a, out, v.s, static_cast<int>(v.numel));
+    launch(compact_kernel<int>, grid_for(v.numel), kThreads, a, out, v.s,
+           static_cast<int>(v.numel));
   } else {
     launch(compact_kernel<index_t>, grid_for(v.numel), kThreads, a, out, v.s, v.numel);
   }
@@ -258,24 +263,47 @@ void launch_scalar_setitem(float val, float* out, const View& v) {
 
 // ------------------------------------------------------------------------ elementwise ops
 
-struct Add { __device__ float operator()(float x, float y) const { return x + y; } };
-struct Mul { __device__ float operator()(float x, float y) const { return x * y; } };
-struct Div { __device__ float operator()(float x, float y) const { return x / y; } };
-struct Pow { __device__ float operator()(float x, float y) const { return powf(x, y); } };
+struct Add {
+  __device__ float operator()(float x, float y) const { return x + y; }
+};
+struct Mul {
+  __device__ float operator()(float x, float y) const { return x * y; }
+};
+struct Div {
+  __device__ float operator()(float x, float y) const { return x / y; }
+};
+struct Pow {
+  __device__ float operator()(float x, float y) const { return powf(x, y); }
+};
 // numpy's maximum: NaN in either operand gives NaN.
-struct Max { __device__ float operator()(float x, float y) const { return (x > y || x != x) ? x : y; } };
-struct Eq { __device__ float operator()(float x, float y) const { return x == y ? 1.f : 0.f; } };
-struct Ge { __device__ float operator()(float x, float y) const { return x >= y ? 1.f : 0.f; } };
-struct Log { __device__ float operator()(float x) const { return logf(x); } };
-struct Exp { __device__ float operator()(float x) const { return expf(x); } };
-struct Tanh { __device__ float operator()(float x) const { return tanhf(x); } };
+struct Max {
+  __device__ float operator()(float x, float y) const { return (x > y || x != x) ? x : y; }
+};
+struct Eq {
+  __device__ float operator()(float x, float y) const { return x == y ? 1.f : 0.f; }
+};
+struct Ge {
+  __device__ float operator()(float x, float y) const { return x >= y ? 1.f : 0.f; }
+};
+struct Log {
+  __device__ float operator()(float x) const { return logf(x); }
+};
+struct Exp {
+  __device__ float operator()(float x) const { return expf(x); }
+};
+struct Tanh {
+  __device__ float operator()(float x) const { return tanhf(x); }
+};
 template <typename Op>
 struct WithScalar {  // x -> op(x, val)
   Op op;
   float val;
   __device__ float operator()(float x) const { return op(x, val); }
 };
-struct Constant { float val; __device__ float operator()(float) const { return val; } };
+struct Constant {
+  float val;
+  __device__ float operator()(float) const { return val; }
+};
 
 // Buffers from cudaMalloc are 256-byte aligned, so the bulk goes through float4; out may be a.
 template <typename Op>
@@ -369,8 +397,8 @@ __global__ void reduce_warp_kernel(const float* in, float* out, index_t rows, in
   Op op;
   const int lane = threadIdx.x & 31;
   const index_t warps = static_cast<index_t>(gridDim.x) * (blockDim.x / 32);
-  for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-       row < rows; row += warps) {
+  for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows;
+       row += warps) {
     float acc = Op::identity();
     if (kVec) {
       const float4* x = reinterpret_cast<const float4*>(in + row * size);
@@ -419,7 +447,8 @@ template <typename Op>
 void reduce_rows(const float* in, float* out, index_t rows, index_t size) {
   if (size == 1) {
     if (in != out)
-      check(cudaMemcpy(out, in, rows * sizeof(float), cudaMemcpyDeviceToDevice), "cudaMemcpy (reduce)");
+      check(cudaMemcpy(out, in, rows * sizeof(float), cudaMemcpyDeviceToDevice),
+            "cudaMemcpy (reduce)");
     return;
   }
   const bool vec = size % 4 == 0;
@@ -427,21 +456,26 @@ void reduce_rows(const float* in, float* out, index_t rows, index_t size) {
     launch(reduce_thread_kernel<Op>, grid_for(rows), kThreads, in, out, rows, size);
   } else if (size <= 2048) {
     const unsigned grid = grid_for(rows * 32);
-    if (vec) launch(reduce_warp_kernel<Op, true>, grid, kThreads, in, out, rows, size);
-    else launch(reduce_warp_kernel<Op, false>, grid, kThreads, in, out, rows, size);
+    if (vec)
+      launch(reduce_warp_kernel<Op, true>, grid, kThreads, in, out, rows, size);
+    else
+      launch(reduce_warp_kernel<Op, false>, grid, kThreads, in, out, rows, size);
   } else {
     // Few rows: split each into chunks of >= 4096 elements so about 8 blocks run per SM, then
     // reduce the chunk results (rows x chunks) in a second pass.
     const index_t target = 8LL * sm_count();
     index_t chunks = 1;
     if (rows < target)  // at most 2048 chunks, so the second pass never splits again
-      chunks = std::max<index_t>(1, std::min({(target + rows - 1) / rows, size / 4096, index_t{2048}}));
+      chunks =
+          std::max<index_t>(1, std::min({(target + rows - 1) / rows, size / 4096, index_t{2048}}));
     const index_t chunk = ((size + chunks - 1) / chunks + 3) / 4 * 4;
     chunks = (size + chunk - 1) / chunk;
     float* dest = chunks == 1 ? out : scratch(rows * chunks);
     const unsigned grid = static_cast<unsigned>(std::min<index_t>(rows * chunks, kMaxInt));
-    if (vec) launch(reduce_block_kernel<Op, true>, grid, kThreads, in, dest, rows, size, chunk, chunks);
-    else launch(reduce_block_kernel<Op, false>, grid, kThreads, in, dest, rows, size, chunk, chunks);
+    if (vec)
+      launch(reduce_block_kernel<Op, true>, grid, kThreads, in, dest, rows, size, chunk, chunks);
+    else
+      launch(reduce_block_kernel<Op, false>, grid, kThreads, in, dest, rows, size, chunk, chunks);
     check_launch("reduce_block_kernel");
     if (chunks > 1) reduce_rows<Op>(dest, out, rows, chunks);
     return;
@@ -454,17 +488,20 @@ void reduce_rows(const float* in, float* out, index_t rows, index_t size) {
 // c = a @ b for `batch` stacked compact (m, n) @ (n, p) products; sizes already checked.
 void launch_matmul(const float* a, const float* b, float* c, index_t batch, int m, int n, int p) {
   if (batch == 0 || m == 0 || p == 0) return;
-  const index_t tiles = static_cast<index_t>((m + mm::BM - 1) / mm::BM) * ((p + mm::BN - 1) / mm::BN);
+  const index_t tiles =
+      static_cast<index_t>((m + mm::BM - 1) / mm::BM) * ((p + mm::BN - 1) / mm::BN);
   if (tiles > kMaxInt) throw std::invalid_argument("matmul: matrices too large");
-  const bool vec = n % 4 == 0 && p % 4 == 0;  // 16-byte rows: float4 loads and stores
+  const bool vec = n % 4 == 0 && p % 4 == 0;                // 16-byte rows: float4 loads and stores
   for (index_t first = 0; first < batch; first += 65535) {  // gridDim.z limit
     const unsigned count = static_cast<unsigned>(std::min<index_t>(65535, batch - first));
     const dim3 grid(static_cast<unsigned>(tiles), 1, count);
     const float* pa = a + first * m * n;
     const float* pb = b + first * n * p;
     float* pc = c + first * m * p;
-    if (vec) launch(mm::matmul_kernel<true>, grid, mm::THREADS, pa, pb, pc, m, n, p);
-    else launch(mm::matmul_kernel<false>, grid, mm::THREADS, pa, pb, pc, m, n, p);
+    if (vec)
+      launch(mm::matmul_kernel<true>, grid, mm::THREADS, pa, pb, pc, m, n, p);
+    else
+      launch(mm::matmul_kernel<false>, grid, mm::THREADS, pa, pb, pc, m, n, p);
     check_launch("matmul_kernel");
   }
 }

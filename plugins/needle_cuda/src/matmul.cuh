@@ -15,12 +15,12 @@
 namespace needle_cuda {
 namespace mm {
 
-constexpr int BM = 128;      // rows of C per block
-constexpr int BN = 128;      // columns of C per block
-constexpr int BK = 16;       // depth of one step
-constexpr int THREADS = 256; // 16 x 16 threads, 8 x 8 outputs each
-constexpr int APAD = 4;      // keeps transposed A stores at most 2-way conflicted, rows 16B-aligned
-constexpr int GROUP_M = 8;   // tile rows per group in the block order, for L2 reuse of B
+constexpr int BM = 128;       // rows of C per block
+constexpr int BN = 128;       // columns of C per block
+constexpr int BK = 16;        // depth of one step
+constexpr int THREADS = 256;  // 16 x 16 threads, 8 x 8 outputs each
+constexpr int APAD = 4;     // keeps transposed A stores at most 2-way conflicted, rows 16B-aligned
+constexpr int GROUP_M = 8;  // tile rows per group in the block order, for L2 reuse of B
 
 // This thread's share of the next A tile (two float4: a row and four consecutive k), zero
 // outside the matrix. kVec: n % 4 == 0, so a float4 is either wholly inside or wholly outside.
@@ -91,8 +91,8 @@ __device__ __forceinline__ void store_tiles(float (*As)[BM + APAD], float (*Bs)[
 // index times the matrix sizes. kVec requires n % 4 == 0 and p % 4 == 0 (16-byte rows).
 template <bool kVec>
 __global__ void __launch_bounds__(THREADS, 2)
-    matmul_kernel(const float* __restrict__ A, const float* __restrict__ B,
-                  float* __restrict__ C, int m, int n, int p) {
+    matmul_kernel(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+                  int m, int n, int p) {
   __shared__ __align__(16) float As[2][BK][BM + APAD];
   __shared__ __align__(16) float Bs[2][BK][BN];
 

@@ -2,11 +2,10 @@
 // kernels, bound with pybind11 as needle_cuda._ext. Handles are float32 buffers from cudaMalloc;
 // strides and offsets count elements. Every CUDA call is checked and a failure becomes a Python
 // exception carrying CUDA's message. Importing the module never touches the device.
+#include <cuda_runtime.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-
-#include <cuda_runtime.h>
 
 #include <cstdint>
 #include <sstream>
@@ -28,8 +27,9 @@ class CudaArray {
       throw py::value_error("Array size " + std::to_string(size) + " is too large");
     if (size == 0) return;
     const size_t bytes = static_cast<size_t>(size) * sizeof(float);
-    check(cudaMalloc(reinterpret_cast<void**>(&ptr_), bytes),
-          "cudaMalloc of " + std::to_string(bytes) + " bytes (Array(" + std::to_string(size) + "))");
+    check(
+        cudaMalloc(reinterpret_cast<void**>(&ptr_), bytes),
+        "cudaMalloc of " + std::to_string(bytes) + " bytes (Array(" + std::to_string(size) + "))");
   }
   ~CudaArray() {
     if (ptr_ != nullptr) cudaFree(ptr_);  // errors ignored: nothing can be raised here
@@ -102,8 +102,8 @@ void ewise_setitem(const CudaArray& a, CudaArray& out, const Dims& shape, const 
   launch_ewise_setitem(src, out.data(), v);
 }
 
-void scalar_setitem(int64_t size, float val, CudaArray& out, const Dims& shape,
-                    const Dims& strides, int64_t offset) {
+void scalar_setitem(int64_t size, float val, CudaArray& out, const Dims& shape, const Dims& strides,
+                    int64_t offset) {
   const View v = make_view("scalar_setitem", out.size(), shape, strides, offset);
   if (size != v.numel)
     throw py::value_error("scalar_setitem: size " + std::to_string(size) +
@@ -233,7 +233,9 @@ py::object unavailable_reason() {
   int driver = 0, runtime = 0;
   cudaDriverGetVersion(&driver);  // 0 when no driver is installed
   cudaRuntimeGetVersion(&runtime);
-  auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  auto version = [](int v) {
+    return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+  };
   const std::string built = "needle-cuda uses CUDA runtime " + version(runtime);
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
@@ -258,7 +260,8 @@ py::object unavailable_reason() {
     return py::str("cannot query CUDA device: " + describe(err));
   }
   const std::string cc = std::to_string(prop.major) + "." + std::to_string(prop.minor);
-  const std::string name = "device " + std::to_string(dev) + " (" + prop.name + ", compute capability " + cc + ")";
+  const std::string name =
+      "device " + std::to_string(dev) + " (" + prop.name + ", compute capability " + cc + ")";
   cudaFuncAttributes attr{};
   err = cudaFuncGetAttributes(&attr, probe_kernel);
   if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction ||
@@ -266,7 +269,8 @@ py::object unavailable_reason() {
     cudaGetLastError();
     return py::str(name + " is not covered by the architectures this needle-cuda was built for (" +
                    NEEDLE_CUDA_ARCHS + "): reinstall with -C cmake.define.NEEDLE_CUDA_ARCHS=" +
-                   std::to_string(prop.major) + std::to_string(prop.minor) + " (" + describe(err) + ")");
+                   std::to_string(prop.major) + std::to_string(prop.minor) + " (" + describe(err) +
+                   ")");
   }
   // Run a kernel once: catches everything else (compute-prohibited mode, JIT failures).
   int* flag = nullptr;
@@ -280,8 +284,9 @@ py::object unavailable_reason() {
   }
   if (err != cudaSuccess || seen != 42) {
     cudaGetLastError();
-    return py::str(name + " cannot run needle-cuda's kernels: " +
-                   (err != cudaSuccess ? describe(err) : std::string("probe kernel gave a wrong result")));
+    return py::str(
+        name + " cannot run needle-cuda's kernels: " +
+        (err != cudaSuccess ? describe(err) : std::string("probe kernel gave a wrong result")));
   }
   return py::none();
 }
@@ -306,9 +311,11 @@ PYBIND11_MODULE(_ext, m) {
 
   m.def("unavailable_reason", &unavailable_reason,
         "None when a usable GPU is present, else a short reason.");
-  m.def("synchronize", [] { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); },
-        "Wait for every queued kernel (for timing).");
-  m.def("to_numpy", &nc::to_numpy, py::arg("a"), py::arg("shape"), py::arg("strides"), py::arg("offset"));
+  m.def(
+      "synchronize", [] { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); },
+      "Wait for every queued kernel (for timing).");
+  m.def("to_numpy", &nc::to_numpy, py::arg("a"), py::arg("shape"), py::arg("strides"),
+        py::arg("offset"));
   m.def("from_numpy", &nc::from_numpy, py::arg("arr"), py::arg("out"));
   m.def("fill", &nc::fill, py::arg("out"), py::arg("val"));
   m.def("compact", &nc::compact, py::arg("a"), py::arg("out"), py::arg("shape"), py::arg("strides"),
@@ -318,17 +325,20 @@ PYBIND11_MODULE(_ext, m) {
   m.def("scalar_setitem", &nc::scalar_setitem, py::arg("size"), py::arg("val"), py::arg("out"),
         py::arg("shape"), py::arg("strides"), py::arg("offset"));
 
-#define NEEDLE_EWISE(name, Op)                                                          \
-  m.def(#name, [](const CudaArray& a, const CudaArray& b, CudaArray& out) {             \
-    ewise<Op>(#name, a, b, out);                                                        \
-  }, py::arg("a"), py::arg("b"), py::arg("out"))
-#define NEEDLE_SCALAR(name, Op)                                                         \
-  m.def(#name, [](const CudaArray& a, float val, CudaArray& out) {                      \
-    scalar<Op>(#name, a, val, out);                                                     \
-  }, py::arg("a"), py::arg("val"), py::arg("out"))
-#define NEEDLE_UNARY(name, Op)                                                          \
-  m.def(#name, [](const CudaArray& a, CudaArray& out) { unary(#name, a, out, Op{}); }, \
-        py::arg("a"), py::arg("out"))
+#define NEEDLE_EWISE(name, Op)                                                                     \
+  m.def(                                                                                           \
+      #name,                                                                                       \
+      [](const CudaArray& a, const CudaArray& b, CudaArray& out) { ewise<Op>(#name, a, b, out); }, \
+      py::arg("a"), py::arg("b"), py::arg("out"))
+#define NEEDLE_SCALAR(name, Op)                                                              \
+  m.def(                                                                                     \
+      #name,                                                                                 \
+      [](const CudaArray& a, float val, CudaArray& out) { scalar<Op>(#name, a, val, out); }, \
+      py::arg("a"), py::arg("val"), py::arg("out"))
+#define NEEDLE_UNARY(name, Op)                                                                     \
+  m.def(                                                                                           \
+      #name, [](const CudaArray& a, CudaArray& out) { unary(#name, a, out, Op{}); }, py::arg("a"), \
+      py::arg("out"))
 
   NEEDLE_EWISE(ewise_add, Add);
   NEEDLE_EWISE(ewise_mul, Mul);
@@ -348,17 +358,28 @@ PYBIND11_MODULE(_ext, m) {
   NEEDLE_UNARY(ewise_exp, Exp);
   NEEDLE_UNARY(ewise_tanh, Tanh);
 
-  m.def("matmul", [](const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t m_, int64_t n,
-                     int64_t p) { gemm("matmul", a, b, out, 1, m_, n, p); },
-        py::arg("a"), py::arg("b"), py::arg("out"), py::arg("m"), py::arg("n"), py::arg("p"));
-  m.def("bmm", [](const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch, int64_t m_,
-                  int64_t n, int64_t p) { gemm("bmm", a, b, out, batch, m_, n, p); },
-        py::arg("a"), py::arg("b"), py::arg("out"), py::arg("batch"), py::arg("m"), py::arg("n"),
-        py::arg("p"));
-  m.def("reduce_sum", [](const CudaArray& a, CudaArray& out, int64_t reduce_size) {
-    reduce<SumOp>("reduce_sum", a, out, reduce_size);
-  }, py::arg("a"), py::arg("out"), py::arg("reduce_size"));
-  m.def("reduce_max", [](const CudaArray& a, CudaArray& out, int64_t reduce_size) {
-    reduce<MaxOp>("reduce_max", a, out, reduce_size);
-  }, py::arg("a"), py::arg("out"), py::arg("reduce_size"));
+  m.def(
+      "matmul",
+      [](const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t m_, int64_t n, int64_t p) {
+        gemm("matmul", a, b, out, 1, m_, n, p);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("m"), py::arg("n"), py::arg("p"));
+  m.def(
+      "bmm",
+      [](const CudaArray& a, const CudaArray& b, CudaArray& out, int64_t batch, int64_t m_,
+         int64_t n, int64_t p) { gemm("bmm", a, b, out, batch, m_, n, p); },
+      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("batch"), py::arg("m"), py::arg("n"),
+      py::arg("p"));
+  m.def(
+      "reduce_sum",
+      [](const CudaArray& a, CudaArray& out, int64_t reduce_size) {
+        reduce<SumOp>("reduce_sum", a, out, reduce_size);
+      },
+      py::arg("a"), py::arg("out"), py::arg("reduce_size"));
+  m.def(
+      "reduce_max",
+      [](const CudaArray& a, CudaArray& out, int64_t reduce_size) {
+        reduce<MaxOp>("reduce_max", a, out, reduce_size);
+      },
+      py::arg("a"), py::arg("out"), py::arg("reduce_size"));
 }

@@ -25,13 +25,17 @@
 #define __shared__ static  // blocks run one at a time: a static is the running block's memory
 #define __align__(n) __attribute__((aligned(n)))
 
-struct float4 { float x, y, z, w; };
+struct float4 {
+  float x, y, z, w;
+};
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 struct dim3 {
   unsigned x, y, z;
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
-struct uint3 { unsigned x = 0, y = 0, z = 0; };
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
 thread_local uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 using std::min;
@@ -58,13 +62,22 @@ enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
 inline const char* cudaGetErrorName(cudaError_t) { return "cudaError"; }
 inline const char* cudaGetErrorString(cudaError_t) { return "emulated error"; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
-inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 2; return cudaSuccess; }
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
+  *v = 2;
+  return cudaSuccess;
+}
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
   *p = std::malloc(bytes);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
   std::memmove(d, s, n);
   return cudaSuccess;
@@ -133,10 +146,13 @@ void check_matmul(int batch, int m, int n, int p) {
         for (int k = 0; k < n; ++k)
           ref += double(a[(size_t(z) * m + i) * n + k]) * b[(size_t(z) * n + k) * p + j];
         const double got = c[(size_t(z) * m + i) * p + j];
-        worst = std::isnan(got) ? INFINITY : std::max(worst, std::fabs(got - ref) / (1 + std::fabs(ref)));
+        worst = std::isnan(got) ? INFINITY
+                                : std::max(worst, std::fabs(got - ref) / (1 + std::fabs(ref)));
       }
-  report(worst < 1e-4, "matmul batch=" + std::to_string(batch) + " m=" + std::to_string(m) +
-                           " n=" + std::to_string(n) + " p=" + std::to_string(p), worst);
+  report(worst < 1e-4,
+         "matmul batch=" + std::to_string(batch) + " m=" + std::to_string(m) +
+             " n=" + std::to_string(n) + " p=" + std::to_string(p),
+         worst);
 }
 
 void check_reduce(index_t rows, index_t size) {
@@ -154,10 +170,15 @@ void check_reduce(index_t rows, index_t size) {
       ref += a[r * size + j];
       ref_max = std::max(ref_max, a[r * size + j]);
     }
-    worst = std::isnan(sum[r]) ? INFINITY : std::max(worst, std::fabs(sum[r] - ref) / (1 + std::sqrt(double(size))));
+    worst = std::isnan(sum[r])
+                ? INFINITY
+                : std::max(worst, std::fabs(sum[r] - ref) / (1 + std::sqrt(double(size))));
     max_ok = max_ok && max[r] == ref_max;
   }
-  report(worst < 1e-5 && max_ok, "reduce rows=" + std::to_string(rows) + " size=" + std::to_string(size) + (max_ok ? "" : " (max wrong)"), worst);
+  report(worst < 1e-5 && max_ok,
+         "reduce rows=" + std::to_string(rows) + " size=" + std::to_string(size) +
+             (max_ok ? "" : " (max wrong)"),
+         worst);
 }
 
 // The view of base through (shape, strides, offset), by plain loops.
@@ -197,7 +218,9 @@ void check_views(const Dims& shape, const Dims& strides, int64_t offset) {
   for (auto d : shape) text += std::to_string(d) + ",";
   text += ") strides=(";
   for (auto s : strides) text += std::to_string(s) + ",";
-  report(ok, text + ") offset=" + std::to_string(offset) + " merged ndim=" + std::to_string(v.s.ndim), 0);
+  report(ok,
+         text + ") offset=" + std::to_string(offset) + " merged ndim=" + std::to_string(v.s.ndim),
+         0);
 }
 
 void check_ewise(index_t n) {
@@ -212,27 +235,28 @@ void check_ewise(index_t n) {
 
 int main() {
   std::setvbuf(stdout, nullptr, _IONBF, 0);
-  const int mm_cases[][4] = {{1, 1, 1, 1},     {1, 3, 5, 7},      {1, 4, 4, 4},      {1, 128, 16, 128},
-                             {1, 129, 17, 130}, {1, 130, 36, 127}, {1, 257, 64, 260}, {2, 33, 20, 66},
-                             {1, 300, 0, 5},    {1, 1, 50, 1},     {1, 1100, 8, 4},   {3, 20, 48, 200},
-                             {1, 1200, 4, 300}};
+  const int mm_cases[][4] = {
+      {1, 1, 1, 1},      {1, 3, 5, 7},      {1, 4, 4, 4},     {1, 128, 16, 128}, {1, 129, 17, 130},
+      {1, 130, 36, 127}, {1, 257, 64, 260}, {2, 33, 20, 66},  {1, 300, 0, 5},    {1, 1, 50, 1},
+      {1, 1100, 8, 4},   {3, 20, 48, 200},  {1, 1200, 4, 300}};
   for (const auto& c : mm_cases) check_matmul(c[0], c[1], c[2], c[3]);
   // thread, warp (vec and not), block (one chunk, split into chunks, vec and not)
-  const index_t red_cases[][2] = {{7, 1},     {5, 3},     {300, 16},   {3, 17},   {40, 64},
-                                  {9, 2048},  {2, 2049},  {20, 3000},  {1, 4099}, {1, 40000},
+  const index_t red_cases[][2] = {{7, 1},     {5, 3},     {300, 16},  {3, 17},   {40, 64},
+                                  {9, 2048},  {2, 2049},  {20, 3000}, {1, 4099}, {1, 40000},
                                   {1, 40003}, {3, 20000}, {16, 5000}};
   for (const auto& c : red_cases) check_reduce(c[0], c[1]);
-  check_views({4, 3}, {1, 4}, 0);                  // transpose
-  check_views({33, 65}, {1, 40}, 5);               // transpose, partial tiles
-  check_views({3, 40, 5}, {1, 15, 3}, 0);          // merges to a transpose with stride 3
-  check_views({2, 3, 4}, {12, 4, 1}, 0);           // contiguous: one dimension
-  check_views({3, 4}, {-4, -1}, 11);               // flipped
-  check_views({5, 4}, {0, 1}, 2);                  // broadcast
+  check_views({4, 3}, {1, 4}, 0);          // transpose
+  check_views({33, 65}, {1, 40}, 5);       // transpose, partial tiles
+  check_views({3, 40, 5}, {1, 15, 3}, 0);  // merges to a transpose with stride 3
+  check_views({2, 3, 4}, {12, 4, 1}, 0);   // contiguous: one dimension
+  check_views({3, 4}, {-4, -1}, 11);       // flipped
+  check_views({5, 4}, {0, 1}, 2);          // broadcast
   check_views({2, 1, 3, 1, 2}, {6, 99, 2, 7, 1}, 0);
-  check_views({2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048}, 0);
+  check_views({2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2},
+              {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048}, 0);
   check_views({70, 80}, {80, 1}, 0);
-  check_views({60, 40}, {2, 120}, 3);              // generic 2-D, no unit stride
-  check_views({}, {}, 7);                          // one element
+  check_views({60, 40}, {2, 120}, 3);  // generic 2-D, no unit stride
+  check_views({}, {}, 7);              // one element
   for (index_t n : {1, 3, 4, 5, 1023, 20001}) check_ewise(n);
   std::printf("%d failures\n", failures);
   return failures != 0;
