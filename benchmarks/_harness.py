@@ -1,16 +1,17 @@
 """Shared benchmark machinery: find the contenders, time callables, print tables of ratios.
 
 A benchmark script builds, for each workload, one zero-argument callable per *contender*
-(every installed needle backend, plain numpy, PyTorch CPU when installed), times each with
-:func:`median_time` in this one process, and prints a :class:`Table`. Ratios are speeds
+(every installed needle backend, plain numpy, PyTorch CPU when installed), times them with
+:func:`compare` in this one process, and prints a :class:`Table`. ``compare`` interleaves the
+contenders round by round, so load from elsewhere on the machine hits them alike. Ratios are speeds
 relative to a reference column: ``2.0x`` means twice as fast as the reference, ``0.5x``
 half as fast. Benchmarks print; they never assert timings.
 
 Typical use::
 
     table = Table("ops", references=("torch", "numpy"))
-    for name, builders in workloads:
-        table.add(name, {c: median_time(builders[c]()) for c in contenders})
+    for name, fns in workloads:  # fns: {"cpu": callable, "numpy": callable, ...}
+        table.add(name, compare(fns))
     table.print()
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "Table",
+    "compare",
     "median_time",
     "needle_devices",
     "load_torch",
@@ -64,6 +66,42 @@ def median_time(
             sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def compare(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    warmup: int = 2,
+    min_rounds: int = 5,
+    max_rounds: int = 50,
+    min_seconds: float = 1.0,
+    sample_seconds: float = 0.02,
+) -> dict[str, float]:
+    """Median seconds per call of each of ``fns``, timed in interleaved rounds.
+
+    Each contender is warmed up, then calibrated to ``k`` calls per sample (a sample lasts
+    about ``sample_seconds``); every round takes one sample of each contender in turn.
+    Rounds continue until ``min_rounds`` and ``min_seconds`` in all (``max_rounds`` at most).
+    """
+    calls: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        calls[name] = max(1, int(sample_seconds / max(time.perf_counter() - t0, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    for rounds in range(max_rounds):
+        if rounds >= min_rounds and time.perf_counter() - start >= min_seconds:
+            break
+        for name, fn in fns.items():
+            k = calls[name]
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / k)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def needle_devices(names: Iterable[str] | None = None) -> list[Any]:
@@ -119,7 +157,9 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
         default=None,
         help="run only workloads whose name contains one of these",
     )
-    parser.add_argument("--min-seconds", type=float, default=0.5, help="timing per measurement")
+    parser.add_argument(
+        "--min-seconds", type=float, default=1.0, help="timing per workload (all contenders)"
+    )
     return parser
 
 

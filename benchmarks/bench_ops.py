@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Table, arg_parser, load_torch, machine_summary, median_time, needle_devices
+from _harness import Table, arg_parser, compare, load_torch, machine_summary, needle_devices
 
 Builder = Callable[[], Callable[[], Any]]
 RNG = np.random.default_rng(0)
@@ -173,15 +173,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.only and not any(s in name for s in args.only):
             continue
         builders = make()
-        times: dict[str, float | None] = {}
-        timed = lambda fn: median_time(fn, min_seconds=args.min_seconds)  # noqa: E731
-        for dev in devices:
-            times[dev.name] = timed(builders["needle"](dev))
+        fns = {dev.name: builders["needle"](dev) for dev in devices}
         if not args.no_numpy:
-            times["numpy"] = timed(builders["numpy"]())
+            fns["numpy"] = builders["numpy"]()
         if torch is not None:
-            times["torch"] = timed(builders["torch"](torch))
-        table.add(name, times)
+            fns["torch"] = builders["torch"](torch)
+        table.add(name, compare(fns, min_seconds=args.min_seconds))
         print(f"  {name}: done", file=sys.stderr, flush=True)
     table.print()
 

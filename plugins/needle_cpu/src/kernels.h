@@ -10,7 +10,8 @@
 typedef float vf __attribute__((vector_size(32)));
 typedef int vi __attribute__((vector_size(32)));
 #define NDL_INLINE static inline __attribute__((always_inline))
-constexpr int64_t W = 8;  // floats per vector
+constexpr int64_t W = 8;                // floats per vector
+constexpr int64_t kStream = 1 << 20;    // stream results of at least this many floats per thread
 
 NDL_INLINE vf vload(const float* p) {  // unaligned load
   vf v;
@@ -18,6 +19,16 @@ NDL_INLINE vf vload(const float* p) {  // unaligned load
   return v;
 }
 NDL_INLINE void vstore(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// Stores of results bigger than the caches bypass them (no read of the old line first):
+// a third less memory traffic. p must be 32-byte aligned; fence() before others read.
+#if NDL_ISA_AVX2  // set by the includer: the target pragma does not define __AVX__
+NDL_INLINE void vstream(float* p, vf v) { _mm256_stream_ps(p, reinterpret_cast<__m256>(v)); }
+NDL_INLINE void fence() { _mm_sfence(); }
+#else
+NDL_INLINE void vstream(float* p, vf v) { vstore(p, v); }
+NDL_INLINE void fence() {}
+#endif
 NDL_INLINE vf splat(float x) { return vf{x, x, x, x, x, x, x, x}; }
 NDL_INLINE vf as_f(vi v) { return reinterpret_cast<vf>(v); }  // bit casts
 NDL_INLINE vi as_i(vf v) { return reinterpret_cast<vi>(v); }
@@ -92,6 +103,10 @@ NDL_INLINE vf v_tanh(vf x) {
 template <class F>
 NDL_INLINE void map1(const float* __restrict a, float* __restrict out, int64_t n, F f) {
   int64_t i = 0;
+  if (n >= kStream && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
+    for (; i + W <= n; i += W) vstream(out + i, f(vload(a + i)));
+    fence();
+  }
   for (; i + 2 * W <= n; i += 2 * W) {
     vstore(out + i, f(vload(a + i)));
     vstore(out + i + W, f(vload(a + i + W)));
@@ -109,6 +124,10 @@ template <class F>
 NDL_INLINE void map2(const float* __restrict a, const float* __restrict b, float* __restrict out,
                      int64_t n, F f) {
   int64_t i = 0;
+  if (n >= kStream && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
+    for (; i + W <= n; i += W) vstream(out + i, f(vload(a + i), vload(b + i)));
+    fence();
+  }
   for (; i + 2 * W <= n; i += 2 * W) {
     vstore(out + i, f(vload(a + i), vload(b + i)));
     vstore(out + i + W, f(vload(a + i + W), vload(b + i + W)));

@@ -32,14 +32,20 @@
 #endif
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>  // for kernels.h: the intrinsics carry their own target attributes
+#endif
+
 #include <cblas.h>  // scipy-openblas32's header: every symbol carries a scipy_ prefix
 
 namespace py = pybind11;
 using Shape = std::vector<int64_t>;
 
+#define NDL_ISA_AVX2 0
 namespace isa_base {
 #include "kernels.h"
 }
+#undef NDL_ISA_AVX2
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define NDL_HAVE_AVX2 1
 #ifdef __clang__
@@ -48,9 +54,11 @@ namespace isa_base {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #endif
+#define NDL_ISA_AVX2 1
 namespace isa_avx2 {
 #include "kernels.h"
 }
+#undef NDL_ISA_AVX2
 #ifdef __clang__
 #pragma clang attribute pop
 #else
