@@ -155,7 +155,9 @@ class Value:
 
     @classmethod
     def make_const(cls, data: Any, *, requires_grad: bool = False) -> Value:
-        """A leaf holding ``data`` (an NDArray, or a tuple of them for TensorTuple)."""
+        """A leaf holding ``data`` (an NDArray, a tuple of them for TensorTuple, or a Value's)."""
+        if isinstance(data, Value):
+            data = data.realize_cached_data()
         value = cls.__new__(cls)
         value._init(None, (), cached_data=data, requires_grad=requires_grad)
         return value

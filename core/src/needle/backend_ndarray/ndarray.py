@@ -51,7 +51,7 @@ class NDArray:
         if isinstance(other, NDArray):
             dev = other._device if device is None else _as_device(device)
             if dev == other._device:
-                self._init(other + 0.0)  # a copy, never an alias
+                self._init(other._copy())  # a copy, never an alias
             else:
                 self._init(NDArray.from_numpy(other.numpy(), dev))
             return
@@ -182,16 +182,20 @@ class NDArray:
             )
         return self._compact
 
-    def compact(self) -> NDArray:
-        """This array if compact, else a dense copy of the view."""
-        if self.is_compact():
-            return self
+    def _copy(self) -> NDArray:
+        """A dense, bit-exact copy in a new buffer."""
         out = NDArray.make(self._shape, device=self._device)
         if out.size:
             self._device.mod.compact(
                 self._handle, out._handle, self._shape, self._strides, self._offset
             )
         return out
+
+    def compact(self) -> NDArray:
+        """This array if compact, else a dense copy of the view."""
+        if self.is_compact():
+            return self
+        return self._copy()
 
     def as_strided(
         self, shape: Sequence[int], strides: Sequence[int], offset: int | None = None
@@ -272,7 +276,7 @@ class NDArray:
                 ) from None
         src = other.compact()
         if src._handle is self._handle:  # overlapping source: copy first
-            src = other + 0.0
+            src = other._copy()
         mod.ewise_setitem(src._handle, self._handle, view._shape, view._strides, view._offset)
 
     def fill(self, value: float) -> None:
