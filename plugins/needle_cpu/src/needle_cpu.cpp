@@ -694,24 +694,29 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
   MaybeRelease gil(checked_mul(out.size(), kk));
   if (k == 1 && stride == 1 && padding == 0) return sgemm(x, f, z, rows, cin, cout);
   const int64_t row = k * cin;  // one kernel row of a patch: contiguous in the input
-  auto im2col = [&](int64_t r0, int64_t r1, float* dst) {  // rows [r0, r1) of the patches
+  auto im2col = [&](int64_t r0, int64_t r1, float* __restrict dst) {  // patch rows [r0, r1)
+    int64_t b = r0 / (ho * wo), oy = r0 / wo % ho, ox = r0 % wo;
     for (int64_t g = r0; g < r1; ++g) {
-      const int64_t b = g / (ho * wo), oy = g / wo % ho, ox = g % wo, ix0 = ox * stride - padding;
+      const int64_t ix0 = ox * stride - padding;
+      const bool inside_x = ix0 >= 0 && ix0 + k <= w;
       for (int64_t ky = 0; ky < k; ++ky, dst += row) {
         const int64_t iy = oy * stride - padding + ky;
-        const float* src = x + ((b * h + iy) * w + ix0) * cin;
-        if (iy < 0 || iy >= h) std::fill_n(dst, row, 0.f);
-        else if (ix0 >= 0 && ix0 + k <= w) std::memcpy(dst, src, size_t(row) * sizeof(float));
+        const float* __restrict src = x + ((b * h + iy) * w + ix0) * cin;
+        if (iy < 0 || iy >= h)  // short rows: plain loops beat memcpy calls
+          for (int64_t j = 0; j < row; ++j) dst[j] = 0.f;
+        else if (inside_x)
+          for (int64_t j = 0; j < row; ++j) dst[j] = src[j];
         else
           for (int64_t kx = 0; kx < k; ++kx) {
             const bool inside = ix0 + kx >= 0 && ix0 + kx < w;
             for (int64_t c = 0; c < cin; ++c) dst[kx * cin + c] = inside ? src[kx * cin + c] : 0.f;
           }
       }
+      if (++ox == wo) ox = 0, oy = oy + 1 == ho ? (++b, 0) : oy + 1;  // next output pixel
     }
   };
-  // Few input channels: tiles of patches that stay in L1 for our own small-K GEMM.
-  if (kk <= 256) {
+  // Few input channels (k*k*cin <= 64): tiles of patches for our own small-K GEMM.
+  if (kk <= 64) {
     const int64_t tile = std::max<int64_t>(6, (1 << 13) / kk / 6 * 6);
     parallel_for((rows + tile - 1) / tile, tile * kk * cout, [&](int64_t s, int64_t e) {
       std::vector<float> cols(size_t(tile * kk));
