@@ -32,7 +32,7 @@ NDL_INLINE void fence() {}
 NDL_INLINE vf splat(float x) { return vf{x, x, x, x, x, x, x, x}; }
 NDL_INLINE vf as_f(vi v) { return reinterpret_cast<vf>(v); }  // bit casts
 NDL_INLINE vi as_i(vf v) { return reinterpret_cast<vi>(v); }
-NDL_INLINE vf select(vi mask, vf a, vf b) { return as_f((mask & as_i(a)) | (~mask & as_i(b))); }
+NDL_INLINE vf select(vi mask, vf a, vf b) { return mask ? a : b; }  // mask lanes: 0 or -1
 
 // exp: 2^n * p(r), x = n ln2 + r, |r| <= ln2/2, Cephes' minimax polynomial (~1 ulp).
 NDL_INLINE vf v_exp(vf x) {
@@ -199,16 +199,18 @@ static float sum_block(const float* a, int64_t n) {
   return s;
 }
 
-static float max_block(const float* a, int64_t n) {
+static float max_block(const float* a, int64_t n) {  // four accumulators hide the latency
   float m = a[0];
   int64_t i = 0;
-  if (n >= 2 * W) {
-    vf m0 = vload(a), m1 = vload(a + W);
-    for (i = 2 * W; i + 2 * W <= n; i += 2 * W) {
+  if (n >= 4 * W) {
+    vf m0 = vload(a), m1 = vload(a + W), m2 = vload(a + 2 * W), m3 = vload(a + 3 * W);
+    for (i = 4 * W; i + 4 * W <= n; i += 4 * W) {
       m0 = v_max(vload(a + i), m0);
       m1 = v_max(vload(a + i + W), m1);
+      m2 = v_max(vload(a + i + 2 * W), m2);
+      m3 = v_max(vload(a + i + 3 * W), m3);
     }
-    m0 = v_max(m0, m1);
+    m0 = v_max(v_max(m0, m1), v_max(m2, m3));
     m = m0[0];
     for (int j = 1; j < W; ++j) m = (m0[j] >= m || m0[j] != m0[j]) ? m0[j] : m;
   }
