@@ -8,14 +8,97 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "kernels.cuh"
 
 namespace py = pybind11;
 
 namespace needle_cuda {
+
+// ------------------------------------------------------------------------- device memory
+
+// Freed buffers are kept for reuse, by size rounded up (512 B below 1 MiB, else 2 MiB), up to
+// NEEDLE_CUDA_CACHE_MB megabytes (default 2048; 0 turns the cache off). Why: cudaFree waits for
+// the whole device, so freeing each temporary would stall the host on every op. Reuse is safe
+// because every kernel and copy runs on the one default stream, in order. When cudaMalloc
+// runs out of memory the cache is emptied and the allocation tried once more.
+class DeviceMemory {
+ public:
+  static DeviceMemory& instance() {
+    static DeviceMemory* memory = new DeviceMemory();  // never destroyed: outlives every Array
+    return *memory;
+  }
+
+  void* allocate(size_t bytes, const std::string& what) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const size_t size = rounded(bytes);
+    auto bin = free_.find(size);
+    if (bin != free_.end() && !bin->second.empty()) {
+      void* ptr = bin->second.back();
+      bin->second.pop_back();
+      cached_ -= size;
+      return ptr;
+    }
+    void* ptr = nullptr;
+    cudaError_t err = cudaMalloc(&ptr, size);
+    if (err == cudaErrorMemoryAllocation && cached_ > 0) {
+      cudaGetLastError();
+      empty_locked();
+      err = cudaMalloc(&ptr, size);
+    }
+    check(err, what);
+    return ptr;
+  }
+
+  void release(void* ptr, size_t bytes) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const size_t size = rounded(bytes);
+    if (cached_ + size <= limit_) {
+      try {
+        free_[size].push_back(ptr);
+        cached_ += size;
+        return;
+      } catch (...) {  // no memory for the bookkeeping: free it for real
+      }
+    }
+    cudaFree(ptr);  // errors ignored: called from destructors
+  }
+
+  void empty() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    empty_locked();
+  }
+
+  size_t cached() const { return cached_; }
+
+ private:
+  DeviceMemory() {
+    const char* env = std::getenv("NEEDLE_CUDA_CACHE_MB");
+    const long long mb = env != nullptr ? std::atoll(env) : 2048;
+    limit_ = mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
+  }
+  static size_t rounded(size_t bytes) {
+    const size_t quantum = bytes < (size_t{1} << 20) ? 512 : (size_t{2} << 20);
+    return (bytes + quantum - 1) / quantum * quantum;
+  }
+  void empty_locked() {
+    for (auto& bin : free_)
+      for (void* ptr : bin.second) cudaFree(ptr);
+    free_.clear();
+    cached_ = 0;
+  }
+
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+  size_t limit_ = 0;
+};
 
 // --------------------------------------------------------------------------------- the handle
 
@@ -27,13 +110,11 @@ class CudaArray {
       throw py::value_error("Array size " + std::to_string(size) + " is too large");
     if (size == 0) return;
     const size_t bytes = static_cast<size_t>(size) * sizeof(float);
-    check(
-        cudaMalloc(reinterpret_cast<void**>(&ptr_), bytes),
-        "cudaMalloc of " + std::to_string(bytes) + " bytes (Array(" + std::to_string(size) + "))");
+    ptr_ = static_cast<float*>(DeviceMemory::instance().allocate(
+        bytes,
+        "cudaMalloc of " + std::to_string(bytes) + " bytes (Array(" + std::to_string(size) + "))"));
   }
-  ~CudaArray() {
-    if (ptr_ != nullptr) cudaFree(ptr_);  // errors ignored: nothing can be raised here
-  }
+  ~CudaArray() { release(); }
   CudaArray(const CudaArray&) = delete;
   CudaArray& operator=(const CudaArray&) = delete;
 
@@ -43,12 +124,11 @@ class CudaArray {
   }
   int64_t size() const { return size_; }
   uintptr_t address() const { return reinterpret_cast<uintptr_t>(data()); }
-  void release() {
+  void release() noexcept {  // back to the cache (see DeviceMemory)
     if (freed_) return;
     freed_ = true;
-    float* ptr = ptr_;
+    if (ptr_ != nullptr) DeviceMemory::instance().release(ptr_, size_ * sizeof(float));
     ptr_ = nullptr;
-    if (ptr != nullptr) check(cudaFree(ptr), "cudaFree");
   }
 
  private:
@@ -307,10 +387,17 @@ PYBIND11_MODULE(_ext, m) {
       .def(py::init<int64_t>(), py::arg("size"))
       .def_property_readonly("size", &CudaArray::size)
       .def("ptr", &CudaArray::address, "The device address, as an integer.")
-      .def("free", &CudaArray::release, "Free the device memory now; later use raises ValueError.");
+      .def("free", &CudaArray::release,
+           "Release the device memory now (to the cache); later use raises ValueError.");
 
   m.def("unavailable_reason", &unavailable_reason,
         "None when a usable GPU is present, else a short reason.");
+  m.def(
+      "empty_cache", [] { DeviceMemory::instance().empty(); },
+      "Return the cached free buffers to the driver (see NEEDLE_CUDA_CACHE_MB).");
+  m.def(
+      "cached_bytes", [] { return DeviceMemory::instance().cached(); },
+      "Bytes of freed buffers kept for reuse.");
   m.def(
       "synchronize", [] { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); },
       "Wait for every queued kernel (for timing).");

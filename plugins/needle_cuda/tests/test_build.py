@@ -8,6 +8,7 @@ names the kernel and the shape that broke.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,8 @@ def test_sizes_are_validated_before_touching_the_device():
         _ext.matmul(_ext.Array(0), _ext.Array(0), _ext.Array(0), -1, 0, 0)
     with pytest.raises(TypeError):
         _ext.fill(np.zeros(3, np.float32), 1.0)
+    _ext.empty_cache()  # nothing cached: touches no device
+    assert _ext.cached_bytes() == 0
 
 
 # ----------------------------------------------------------------------- kernels (GPU only)
@@ -121,6 +124,23 @@ def test_out_of_memory_is_a_python_exception():
     h.free()
     with pytest.raises(ValueError, match="freed"):
         _ext.fill(h, 1.0)
+
+
+@gpu
+def test_freed_buffers_are_reused_then_released():
+    if os.environ.get("NEEDLE_CUDA_CACHE_MB", "").strip() == "0":
+        pytest.skip("the buffer cache is turned off (NEEDLE_CUDA_CACHE_MB=0)")
+    _ext.empty_cache()
+    first = _ext.Array(1000)
+    address = first.ptr()
+    del first  # back to the cache, not to the driver
+    assert _ext.cached_bytes() == 4096  # 4000 bytes rounded up to 512
+    second = _ext.Array(1001)  # same rounded size: the same block
+    assert second.ptr() == address
+    assert _ext.cached_bytes() == 0
+    second.free()
+    _ext.empty_cache()
+    assert _ext.cached_bytes() == 0
 
 
 @gpu
