@@ -76,8 +76,10 @@ def compare(
     max_rounds: int = 50,
     min_seconds: float = 1.0,
     sample_seconds: float = 0.02,
+    stat: str = "median",
 ) -> dict[str, float]:
-    """Median seconds per call of each of ``fns``, timed in interleaved rounds.
+    """Median (or ``stat="min"``: best) seconds per call of each of ``fns``, timed in
+    interleaved rounds.
 
     Each contender is warmed up, then calibrated to ``k`` calls per sample (a sample lasts
     about ``sample_seconds``); every round takes one sample of each contender in turn.
@@ -101,7 +103,8 @@ def compare(
             for _ in range(k):
                 fn()
             samples[name].append((time.perf_counter() - t0) / k)
-    return {name: statistics.median(times) for name, times in samples.items()}
+    pick = min if stat == "min" else statistics.median
+    return {name: pick(times) for name, times in samples.items()}
 
 
 def needle_devices(names: Iterable[str] | None = None) -> list[Any]:
@@ -159,6 +162,11 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--min-seconds", type=float, default=1.0, help="timing per workload (all contenders)"
+    )
+    parser.add_argument(
+        "--best",
+        action="store_true",
+        help="report the best sample instead of the median (steadier on a shared machine)",
     )
     return parser
 

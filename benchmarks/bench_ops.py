@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     devices = needle_devices(args.backends)
     torch = None if args.no_torch else load_torch()
     print(machine_summary(torch))
-    table = Table("needle kernel benchmarks (median wall time)", references=("torch", "numpy"))
+    label = "best" if args.best else "median"
+    table = Table(f"needle kernel benchmarks ({label} wall time)", references=("torch", "numpy"))
     for name, make in WORKLOADS:
         if args.only and not any(s in name for s in args.only):
             continue
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
             fns["numpy"] = builders["numpy"]()
         if torch is not None:
             fns["torch"] = builders["torch"](torch)
-        table.add(name, compare(fns, min_seconds=args.min_seconds))
+        stat = "min" if args.best else "median"
+        table.add(name, compare(fns, min_seconds=args.min_seconds, stat=stat))
         print(f"  {name}: done", file=sys.stderr, flush=True)
     table.print()
 

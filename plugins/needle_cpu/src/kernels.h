@@ -11,7 +11,7 @@ typedef float vf __attribute__((vector_size(32)));
 typedef int vi __attribute__((vector_size(32)));
 #define NDL_INLINE static inline __attribute__((always_inline))
 constexpr int64_t W = 8;                // floats per vector
-constexpr int64_t kStream = 1 << 20;    // stream results of at least this many floats per thread
+constexpr int64_t kStream = 1 << 18;  // stream results of at least this many floats per chunk
 
 NDL_INLINE vf vload(const float* p) {  // unaligned load
   vf v;

@@ -227,19 +227,24 @@ Pool& pool() {
 // Below this many elements a kernel runs on the calling thread with the GIL held.
 constexpr int64_t kParallel = 1 << 15;
 
-// f(begin, end) over [0, n) in nt chunks; long ranges are cut at multiples of 16 elements
-// (a cache line of floats) so no two threads write one line.
+// f(begin, end) over [0, n): 8 chunks per thread, handed out through an atomic counter, so
+// a thread the OS descheduled (a busy machine) delays the call by one chunk, not by its share.
+// Long ranges are cut at multiples of 16 elements (a cache line of floats).
 template <class F>
 void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
   int64_t work, nt = g_threads;
   if (!__builtin_mul_overflow(n, work_per_item, &work)) nt = std::min(nt, work / kParallel);
   nt = std::min(nt, n);
   if (nt <= 1) return f(int64_t(0), n);
-  auto body = [&](int t, int count) {
-    const int64_t mask = n >= 1024 * count ? ~int64_t(15) : ~int64_t(0);
-    auto cut = [&](int i) { return i == count ? n : (n * i / count) & mask; };
-    int64_t b = cut(t), e = cut(t + 1);
-    if (b < e) f(b, e);
+  const int64_t chunks = std::min(n, nt * 8);
+  const int64_t mask = n >= 1024 * chunks ? ~int64_t(15) : ~int64_t(0);
+  auto cut = [&](int64_t i) { return i == chunks ? n : (n * i / chunks) & mask; };
+  std::atomic<int64_t> next{0};
+  auto body = [&](int, int) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      const int64_t b = cut(c), e = cut(c + 1);
+      if (b < e) f(b, e);
+    }
   };
   pool().run(int(nt), body);
 }
