@@ -313,6 +313,12 @@ int64_t checked_mul(int64_t a, int64_t b) {
   return r;
 }
 
+int64_t checked_add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) fail("view extent overflows int64");
+  return r;
+}
+
 // Elements of the view (shape, strides, offset) of a buffer of `size`, checked to stay inside.
 int64_t check_view(int64_t size, const Shape& shape, const Shape& strides, int64_t offset) {
   if (shape.size() != strides.size())
@@ -326,7 +332,8 @@ int64_t check_view(int64_t size, const Shape& shape, const Shape& strides, int64
   if (n == 0) return 0;
   for (size_t i = 0; i < shape.size(); ++i) {
     int64_t reach = checked_mul(shape[i] - 1, strides[i]);
-    (reach < 0 ? lo : hi) += reach;
+    int64_t& end = reach < 0 ? lo : hi;
+    end = checked_add(end, reach);
   }
   if (lo < 0 || hi >= size)
     fail("view (shape=" + str(shape) + ", strides=" + str(strides) +
@@ -633,10 +640,15 @@ void sgemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64
   if (nt <= 1) return block(0, m, 0, p);
   const bool rows = m >= p;
   const int64_t len = rows ? m : p;
-  auto body = [&](int t, int count) {  // cuts at multiples of 16 (the kernels' unrolling)
-    auto cut = [&](int i) { return i == count ? len : (len * i / count) & ~int64_t(15); };
-    int64_t s = cut(t), e = cut(t + 1);
-    if (s < e) rows ? block(s, e, 0, p) : block(0, m, s, e);
+  // One block per thread (each block packs b again), claimed through a counter: a worker
+  // that has not woken yet when the caller is done leaves its block to the caller.
+  auto cut = [&](int64_t i) { return i == nt ? len : (len * i / nt) & ~int64_t(15); };
+  std::atomic<int64_t> next{0};
+  auto body = [&](int, int) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < nt;) {
+      const int64_t s = cut(c), e = cut(c + 1);  // multiples of 16, the kernels' unrolling
+      if (s < e) rows ? block(s, e, 0, p) : block(0, m, s, e);
+    }
   };
   pool().run(int(nt), body);
 }
@@ -681,8 +693,9 @@ void bmm(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m, i
 // k*k*cin values, then GEMM of those rows with the (k*k*cin, cout) weight into the output.
 void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, int64_t w,
             int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t padding) {
-  if (n < 0 || h < 0 || w < 0 || cin < 0 || cout < 0 || k < 1 || stride < 1 || padding < 0)
-    fail("conv2d: bad arguments");
+  for (int64_t v : {n, h, w, cin, cout, k, stride, padding})
+    if (v < 0 || v > INT32_MAX) fail("conv2d: arguments must be in [0, 2^31)");
+  if (k < 1 || stride < 1) fail("conv2d: k and stride must be >= 1");
   const int64_t ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1;
   if (h + 2 * padding < k || w + 2 * padding < k)
     fail("conv2d: kernel " + std::to_string(k) + " is larger than the padded input");

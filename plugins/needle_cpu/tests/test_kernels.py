@@ -266,3 +266,13 @@ def test_baseline_isa_and_thread_count_in_a_subprocess(env) -> None:
         assert isa == "isa_base"
     else:
         assert threads == "3"
+
+
+def test_views_with_overflowing_extents_raise() -> None:
+    a, out = put(np.ones(10)), ext.Array(9)
+    with pytest.raises(ValueError):
+        ext.compact(a, out, (3, 3), (2**62, 2**62), 0)
+    with pytest.raises(ValueError):
+        ext.compact(a, out, (3, 3), (-(2**62), -(2**62)), 9)
+    with pytest.raises(ValueError):
+        ext.conv2d(a, a, out, 1, 1, 1, 1, 1, 1, 1, 2**40)
