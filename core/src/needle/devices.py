@@ -116,7 +116,11 @@ class BackendDevice:
             raise IndexError(
                 f"one_hot labels must lie in [0, {n}), got {labels.min()}..{labels.max()}"
             )
-        return self._from_host(np.eye(n, dtype=np.float32)[labels.astype(np.int64)], dtype)
+        # Scatter the ones: np.eye(n)[labels] would build an n x n matrix (400 MB at n=10,000).
+        flat = labels.astype(np.int64).reshape(-1)
+        out = np.zeros((flat.size, n), dtype=np.float32)
+        out[np.arange(flat.size), flat] = 1.0
+        return self._from_host(out.reshape(labels.shape + (n,)), dtype)
 
     def _from_host(self, arr: np.ndarray, dtype: str) -> Any:
         from .backend_ndarray import NDArray
