@@ -267,21 +267,29 @@ static void copy2d(const float* src, float* dst, int64_t n0, int64_t n1, int64_t
   }
 }
 
-// C (R x 8V) = A (R x K, row stride lda) @ B (K x 8V slice, row stride ldb): R*V vector
-// accumulators stay in registers through the whole K loop (6 x 2 fills the 16 AVX registers).
+// C (R x 8V) = A (R x K) @ B (K x 8V slice of a K x ldb matrix), where each row of A is
+// `nseg` segments of `seg` floats found through pointers (row r, segment s at a[r * nseg + s]):
+// a convolution reads its patches straight from the input that way, without im2col. R*V
+// vector accumulators stay in registers through the whole K loop (6 x 2 fills the 16 AVX
+// registers).
 template <int R, int V>
-NDL_INLINE void gemm_tile(const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-                          int64_t ldc, int64_t K) {
+NDL_INLINE void gemm_tile(const float* const* a, int64_t nseg, int64_t seg, const float* B,
+                          int64_t ldb, float* C, int64_t ldc) {
   vf acc[R][V] = {};
-  for (int64_t k = 0; k < K; ++k) {
-    vf b[V];
+  for (int64_t s = 0; s < nseg; ++s) {
+    const float* rows[R];
+    for (int r = 0; r < R; ++r) rows[r] = a[r * nseg + s];
+    const float* Bs = B + s * seg * ldb;
+    for (int64_t k = 0; k < seg; ++k) {
+      vf b[V];
 #pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) b[v] = vload(B + k * ldb + v * W);
+      for (int v = 0; v < V; ++v) b[v] = vload(Bs + k * ldb + v * W);
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      vf a = splat(A[r * lda + k]);
+      for (int r = 0; r < R; ++r) {
+        vf x = splat(rows[r][k]);
 #pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) acc[r][v] += a * b[v];
+        for (int v = 0; v < V; ++v) acc[r][v] += x * b[v];
+      }
     }
   }
   for (int r = 0; r < R; ++r)
@@ -289,25 +297,25 @@ NDL_INLINE void gemm_tile(const float* A, int64_t lda, const float* B, int64_t l
 }
 
 template <int R>
-NDL_INLINE void gemm_rows(const float* A, int64_t lda, const float* B, float* C, int64_t K,
-                          int64_t N) {
+NDL_INLINE void gemm_rows(const float* const* a, int64_t nseg, int64_t seg, const float* B,
+                          float* C, int64_t N) {
   int64_t j = 0;
-  for (; j + 2 * W <= N; j += 2 * W) gemm_tile<R, 2>(A, lda, B + j, N, C + j, N, K);
-  for (; j + W <= N; j += W) gemm_tile<R, 1>(A, lda, B + j, N, C + j, N, K);
+  for (; j + 2 * W <= N; j += 2 * W) gemm_tile<R, 2>(a, nseg, seg, B + j, N, C + j, N);
+  for (; j + W <= N; j += W) gemm_tile<R, 1>(a, nseg, seg, B + j, N, C + j, N);
   for (; j < N; ++j)  // the last N % 8 columns
     for (int r = 0; r < R; ++r) {
-      float s = 0.f;
-      for (int64_t k = 0; k < K; ++k) s += A[r * lda + k] * B[k * N + j];
-      C[r * N + j] = s;
+      float acc = 0.f;
+      for (int64_t s = 0; s < nseg; ++s)
+        for (int64_t k = 0; k < seg; ++k) acc += a[r * nseg + s][k] * B[(s * seg + k) * N + j];
+      C[r * N + j] = acc;
     }
 }
 
-// C (M x N) = A (M x K) @ B (K x N), all compact, for small K (B's column slices stay in L1):
-// the GEMM after im2col of a convolution with few input channels, where OpenBLAS's packing
-// costs more than the product.
-static void gemm_small_k(const float* A, const float* B, float* C, int64_t M, int64_t K,
-                         int64_t N) {
+// C (M x N) = A (M x nseg*seg, rows through pointers as above) @ B (nseg*seg x N), for small
+// K where B's column slices stay in L1 and OpenBLAS's packing would cost more than the product.
+static void gemm_small_k(const float* const* a, int64_t M, int64_t nseg, int64_t seg,
+                         const float* B, float* C, int64_t N) {
   int64_t i = 0;
-  for (; i + 6 <= M; i += 6) gemm_rows<6>(A + i * K, K, B, C + i * N, K, N);
-  for (; i < M; ++i) gemm_rows<1>(A + i * K, K, B, C + i * N, K, N);
+  for (; i + 6 <= M; i += 6) gemm_rows<6>(a + i * nseg, nseg, seg, B, C + i * N, N);
+  for (; i < M; ++i) gemm_rows<1>(a + i * nseg, nseg, seg, B, C + i * N, N);
 }

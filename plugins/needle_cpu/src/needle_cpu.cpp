@@ -78,7 +78,8 @@ struct Kernels {
   float (*sum_block)(const float*, int64_t);
   float (*max_block)(const float*, int64_t);
   void (*copy2d)(const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
-  void (*gemm_small_k)(const float*, const float*, float*, int64_t, int64_t, int64_t);
+  void (*gemm_small_k)(const float* const*, int64_t, int64_t, int64_t, const float*, float*,
+                       int64_t);
 };
 
 #define NDL_TABLE(ns) \
@@ -733,15 +734,29 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
       if (++ox == wo) ox = 0, oy = oy + 1 == ho ? (++b, 0) : oy + 1;  // next output pixel
     }
   };
-  // Few input channels (k*k*cin <= 64): tiles of patches for our own small-K GEMM.
+  // Few input channels (k*k*cin <= 64): our small-K GEMM reads each patch as k rows of k*cin
+  // floats straight from the input; only patches that cross the padding are copied (zeros).
   if (kk <= 64) {
-    const int64_t tile = std::max<int64_t>(6, (1 << 13) / kk / 6 * 6);
-    parallel_for((rows + tile - 1) / tile, tile * kk * cout, [&](int64_t s, int64_t e) {
-      std::vector<float> cols(size_t(tile * kk));
+    constexpr int64_t T = 96;  // output pixels per tile (a multiple of the kernel's 6 rows)
+    parallel_for((rows + T - 1) / T, T * kk * cout, [&](int64_t s, int64_t e) {
+      std::vector<const float*> ptrs(size_t(T * k));
+      std::vector<float> scratch(size_t(T * kk));
       for (int64_t t = s; t < e; ++t) {
-        const int64_t r0 = t * tile, r1 = std::min(rows, r0 + tile);
-        im2col(r0, r1, cols.data());
-        K.gemm_small_k(cols.data(), f, z + r0 * cout, r1 - r0, kk, cout);
+        const int64_t r0 = t * T, r1 = std::min(rows, r0 + T);
+        int64_t b = r0 / (ho * wo), oy = r0 / wo % ho, ox = r0 % wo;
+        for (int64_t g = r0; g < r1; ++g) {
+          const int64_t i = g - r0, iy0 = oy * stride - padding, ix0 = ox * stride - padding;
+          const float** p = ptrs.data() + i * k;
+          if (iy0 >= 0 && iy0 + k <= h && ix0 >= 0 && ix0 + k <= w) {
+            for (int64_t ky = 0; ky < k; ++ky) p[ky] = x + ((b * h + iy0 + ky) * w + ix0) * cin;
+          } else {
+            float* patch = scratch.data() + i * kk;
+            im2col(g, g + 1, patch);
+            for (int64_t ky = 0; ky < k; ++ky) p[ky] = patch + ky * row;
+          }
+          if (++ox == wo) ox = 0, oy = oy + 1 == ho ? (++b, 0) : oy + 1;
+        }
+        K.gemm_small_k(ptrs.data(), r1 - r0, k, row, f, z + r0 * cout, cout);
       }
     });
     return;
