@@ -311,8 +311,8 @@ NDL_INLINE void gemm_rows(const float* const* a, int64_t nseg, int64_t seg, cons
     }
 }
 
-// C (M x N) = A (M x nseg*seg, rows through pointers as above) @ B (nseg*seg x N), for small
-// K where B's column slices stay in L1 and OpenBLAS's packing would cost more than the product.
+// C (M x N) = A (M x nseg*seg, rows through pointers as above) @ B (nseg*seg x N), for a B
+// that stays in L2, where OpenBLAS's packing and im2col would cost more than they save.
 static void gemm_small_k(const float* const* a, int64_t M, int64_t nseg, int64_t seg,
                          const float* B, float* C, int64_t N) {
   int64_t i = 0;

@@ -734,9 +734,10 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
       if (++ox == wo) ox = 0, oy = oy + 1 == ho ? (++b, 0) : oy + 1;  // next output pixel
     }
   };
-  // Few input channels (k*k*cin <= 64): our small-K GEMM reads each patch as k rows of k*cin
-  // floats straight from the input; only patches that cross the padding are copied (zeros).
-  if (kk <= 64) {
+  // A weight that fits in L2 (k*k*cin*cout <= 128K floats, most CNN layers): our register-tiled
+  // GEMM reads each patch as k rows of k*cin floats straight from the input; only patches
+  // that cross the padding are copied (with their zeros). Bigger weights: im2col + OpenBLAS.
+  if (kk * cout <= (1 << 17)) {
     constexpr int64_t T = 96;  // output pixels per tile (a multiple of the kernel's 6 rows)
     parallel_for((rows + T - 1) / T, T * kk * cout, [&](int64_t s, int64_t e) {
       std::vector<const float*> ptrs(size_t(T * k));
