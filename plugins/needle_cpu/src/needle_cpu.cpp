@@ -123,33 +123,37 @@ int default_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-// A fixed set of workers that spin briefly for the next job, then sleep. The calling thread
-// is worker 0. Every worker acknowledges every job (idle ones too), so none can lag into the
-// next. One job at a time: a concurrent caller runs its job alone, serially.
+// A fixed set of workers that spin briefly for the next job, then sleep. A job is a callable
+// that shares out its own work through an atomic counter, so it is correct whoever joins:
+// the calling thread always runs it, and up to nt - 1 workers that are awake in time join
+// in. The caller never waits for a worker that has not started (a busy machine, a sleeping
+// thread); it waits only for those inside the job. One job at a time: a concurrent caller
+// (another Python thread) or a nested one runs its job alone.
 class Pool {
  public:
   explicit Pool(int n) : n_(n) {
-    for (int t = 1; t < n; ++t) std::thread([this, t] { work(t); }).detach();
+    for (int t = 1; t < n; ++t) std::thread([this] { work(); }).detach();
   }
   int size() const { return n_; }
 
   template <class F>
-  void run(int nt, F& fn) {  // fn(t, nt) for t in [0, nt)
-    if (nt <= 1 || in_job) return serial(nt, fn);  // nested: this thread is already a worker
+  void run(int nt, F& fn) {
+    if (nt <= 1 || in_job) return fn();
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (!busy.owns_lock()) return serial(nt, fn);  // another Python thread has the pool
+    if (!busy.owns_lock()) return fn();
     in_job = true;
     ctx_ = &fn;
-    call_ = [](void* ctx, int t, int nt) { (*static_cast<F*>(ctx))(t, nt); };
-    active_ = nt;
-    pending_.store(n_ - 1, std::memory_order_relaxed);
+    call_ = [](void* ctx) { (*static_cast<F*>(ctx))(); };
+    slots_.store(nt - 1);
+    open_.store(true);
     {
       std::lock_guard<std::mutex> lock(m_);
-      gen_.fetch_add(1, std::memory_order_acq_rel);
-      if (sleepers_) cv_.notify_all();
+      gen_.fetch_add(1);
+      for (int i = 0; i < std::min(nt - 1, sleepers_); ++i) cv_.notify_one();
     }
-    guarded(fn, 0, nt);
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
+    guarded();
+    open_.store(false);  // no one joins from now on; wait for those inside
+    for (int spins = 0; refs_.load() != 0; ++spins)
       if (spins < 100000) cpu_relax();
       else std::this_thread::yield();
     in_job = false;
@@ -161,39 +165,36 @@ class Pool {
   }
 
  private:
-  template <class F>
-  static void serial(int nt, F& fn) {
-    for (int t = 0; t < nt; ++t) fn(t, nt);
-  }
-
-  template <class F, class... Args>
-  void guarded(F& fn, Args... args) {
+  void guarded() {
     try {
-      fn(args...);
+      call_(ctx_);
     } catch (...) {
       std::lock_guard<std::mutex> lock(m_);
       if (!error_) error_ = std::current_exception();
     }
   }
 
-  void work(int t) {
+  void work() {
     in_job = true;
     uint64_t seen = 0;
     for (;;) {
       uint64_t g;
-      for (int spins = 0; (g = gen_.load(std::memory_order_acquire)) == seen; ++spins) {
+      for (int spins = 0; (g = gen_.load()) == seen; ++spins) {
         if (spins < 4000) {
           cpu_relax();
           continue;
         }
         std::unique_lock<std::mutex> lock(m_);
         ++sleepers_;
-        cv_.wait(lock, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+        cv_.wait(lock, [&] { return gen_.load() != seen; });
         --sleepers_;
       }
       seen = g;
-      if (t < active_) guarded(call_, ctx_, t, active_);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      // Announce first, then check the job is still open: the caller closes it and then
+      // waits for refs_ == 0, so a worker that gets in keeps the job's frame alive.
+      refs_.fetch_add(1);
+      if (open_.load() && slots_.fetch_sub(1) > 0) guarded();
+      refs_.fetch_sub(1);
     }
   }
 
@@ -203,10 +204,10 @@ class Pool {
   std::condition_variable cv_;
   int sleepers_ = 0;
   std::atomic<uint64_t> gen_{0};
-  std::atomic<int> pending_{0};
-  void (*call_)(void*, int, int) = nullptr;
+  std::atomic<int> refs_{0}, slots_{0};
+  std::atomic<bool> open_{false};
+  void (*call_)(void*) = nullptr;
   void* ctx_ = nullptr;
-  int active_ = 0;
   std::exception_ptr error_;
 };
 
@@ -241,7 +242,7 @@ void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
   const int64_t mask = n >= 1024 * chunks ? ~int64_t(15) : ~int64_t(0);
   auto cut = [&](int64_t i) { return i == chunks ? n : (n * i / chunks) & mask; };
   std::atomic<int64_t> next{0};
-  auto body = [&](int, int) {
+  auto body = [&] {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
       const int64_t b = cut(c), e = cut(c + 1);
       if (b < e) f(b, e);
@@ -645,7 +646,7 @@ void sgemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64
   // that has not woken yet when the caller is done leaves its block to the caller.
   auto cut = [&](int64_t i) { return i == nt ? len : (len * i / nt) & ~int64_t(15); };
   std::atomic<int64_t> next{0};
-  auto body = [&](int, int) {
+  auto body = [&] {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < nt;) {
       const int64_t s = cut(c), e = cut(c + 1);  // multiples of 16, the kernels' unrolling
       if (s < e) rows ? block(s, e, 0, p) : block(0, m, s, e);
