@@ -48,11 +48,11 @@ def test_round_trip_is_bit_exact(device, tmp_path):
         assert a.numpy().tobytes() == b.numpy().tobytes(), key
 
 
-def test_load_onto_another_device(device, tmp_path):
+def test_load_onto_another_device(device, other_device, tmp_path):
     model = _trained(device)
     model.save(str(tmp_path / "m.npz"))
-    state = ndl.load(tmp_path / "m.npz", device="numpy")
-    assert all(t.device == ndl.cpu_numpy() for t in state.values())
+    state = ndl.load(tmp_path / "m.npz", device=other_device)
+    assert all(t.device == other_device for t in state.values())
     # Module.load puts each value on the module's own device.
     target = _model(device, seed=3).load(str(tmp_path / "m.npz"))
     for a, b in zip(model.state_dict().values(), target.state_dict().values()):
@@ -122,21 +122,21 @@ def test_not_a_checkpoint(tmp_path):
     plain = tmp_path / "plain.npz"
     np.savez(plain, weight=np.ones(2))
     with pytest.raises(checkpoint.CheckpointError, match="__needle_checkpoint__"):
-        ndl.load(plain, device="numpy")
+        ndl.load(plain, device=ndl.default_device())
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"this is not a zip file at all")
     with pytest.raises(checkpoint.CheckpointError, match="not a needle checkpoint"):
-        ndl.load(junk, device="numpy")
+        ndl.load(junk, device=ndl.default_device())
     bare = tmp_path / "bare.npy"
     np.save(bare, np.ones(2))
     with pytest.raises(checkpoint.CheckpointError, match="not a needle checkpoint"):
-        ndl.load(bare, device="numpy")
+        ndl.load(bare, device=ndl.default_device())
     other = tmp_path / "other.npz"
     np.savez(other, __needle_checkpoint__=np.asarray(json.dumps({"format": "other"})))
     with pytest.raises(checkpoint.CheckpointError, match="not a needle checkpoint"):
-        ndl.load(other, device="numpy")
+        ndl.load(other, device=ndl.default_device())
     with pytest.raises(FileNotFoundError):
-        ndl.load(tmp_path / "missing.ckpt", device="numpy")
+        ndl.load(tmp_path / "missing.ckpt", device=ndl.default_device())
 
 
 class _Boom:
@@ -161,7 +161,7 @@ def test_loading_never_unpickles(tmp_path):
     evil[0] = _Boom(str(marker))
     np.savez(path, a0=evil, __needle_checkpoint__=np.asarray(json.dumps(header)))
     with pytest.raises(checkpoint.CheckpointError, match="'w'"):
-        ndl.load(path, device="numpy")
+        ndl.load(path, device=ndl.default_device())
     assert not marker.exists()
 
 
@@ -225,9 +225,9 @@ _float32_arrays = hnp.arrays(
 )
 def test_any_float32_state_round_trips_bit_exact(tmp_path_factory, state):
     path = tmp_path_factory.mktemp("prop") / "state.ckpt"
-    tensors = {k: ndl.Tensor(v, device="numpy") for k, v in state.items()}
+    tensors = {k: ndl.Tensor(v, device=ndl.default_device()) for k, v in state.items()}
     ndl.save({"t": tensors, "a": state}, path)
-    back = ndl.load(path, device="numpy")
+    back = ndl.load(path, device=ndl.default_device())
     assert set(back["t"]) == set(state) and set(back["a"]) == set(state)
     for key, value in state.items():
         assert back["t"][key].shape == value.shape, key
