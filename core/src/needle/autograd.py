@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 _grad_enabled = True
+_SCALARS = (float, int)
+
+
+def _is_scalar(value: Any) -> bool:
+    """A Python or numpy real number (exact types first: the ABC check is slow)."""
+    return type(value) in _SCALARS or isinstance(value, numbers.Real)
 
 
 def is_grad_enabled() -> bool:
@@ -81,6 +87,15 @@ class Op:
         Written with Tensor ops, so it is differentiable too.
         """
         raise NotImplementedError
+
+    def item_gradient(self, out_grad: Value, node: Value) -> tuple[int, Value] | None:
+        """For an op that reads one item of a TensorTuple: ``(index, gradient of that item)``.
+
+        Backward then accumulates the tuple's gradient item by item instead of adding
+        whole tuples of zeros (which costs O(n^2) for a tuple read n times). None for
+        every other op.
+        """
+        return None
 
     def gradient_as_tuple(self, out_grad: Value, node: Value) -> tuple[Value, ...]:
         grads = self.gradient(out_grad, node)
@@ -352,157 +367,111 @@ class Tensor(Value):
     # ------------------------------------------------------------------ operators
 
     def __add__(self, other: Any) -> Tensor:
-        from . import ops
-
         if isinstance(other, Tensor):
             return ops.EWiseAdd()(self, other)
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.AddScalar(other)(self)
         return NotImplemented
 
     __radd__ = __add__
 
     def __mul__(self, other: Any) -> Tensor:
-        from . import ops
-
         if isinstance(other, Tensor):
             return ops.EWiseMul()(self, other)
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.MulScalar(other)(self)
         return NotImplemented
 
     __rmul__ = __mul__
 
     def __pow__(self, other: Any) -> Tensor:
-        from . import ops
-
         if isinstance(other, Tensor):
             return ops.EWisePow()(self, other)
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.PowerScalar(other)(self)
         return NotImplemented
 
     def __rpow__(self, other: Any) -> Tensor:
-        from . import ops
-
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.EWisePow()(Tensor.make_const(self.device.full(self.shape, other)), self)
         return NotImplemented
 
     def __sub__(self, other: Any) -> Tensor:
-        from . import ops
-
         if isinstance(other, Tensor):
             return ops.EWiseAdd()(self, ops.Negate()(other))
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.AddScalar(-other)(self)
         return NotImplemented
 
     def __rsub__(self, other: Any) -> Tensor:
-        from . import ops
-
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.AddScalar(other)(ops.Negate()(self))
         return NotImplemented
 
     def __truediv__(self, other: Any) -> Tensor:
-        from . import ops
-
         if isinstance(other, Tensor):
             return ops.EWiseDiv()(self, other)
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.DivScalar(other)(self)
         return NotImplemented
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        from . import ops
-
-        if isinstance(other, numbers.Real):
+        if _is_scalar(other):
             return ops.MulScalar(other)(ops.PowerScalar(-1)(self))
         return NotImplemented
 
     def __matmul__(self, other: Tensor) -> Tensor:
-        from . import ops
-
         if not isinstance(other, Tensor):
             return NotImplemented
         return ops.MatMul()(self, other)
 
     def __neg__(self) -> Tensor:
-        from . import ops
-
         return ops.Negate()(self)
 
     def matmul(self, other: Tensor) -> Tensor:
         return self @ other
 
     def sum(self, axes: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        from . import ops
-
         return ops.summation(self, axes, keepdims=keepdims)
 
     def mean(self, axes: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        from . import ops
-
         return ops.mean(self, axes, keepdims=keepdims)
 
     def max(self, axes: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        from . import ops
-
         return ops.max(self, axes, keepdims=keepdims)
 
     def broadcast_to(self, shape: Sequence[int]) -> Tensor:
-        from . import ops
-
         return ops.BroadcastTo(shape)(self)
 
     def reshape(self, *shape: Any) -> Tensor:
-        from . import ops
-
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
         return ops.Reshape(shape)(self)
 
     def transpose(self, axes: tuple[int, int] | None = None) -> Tensor:
-        from . import ops
-
         return ops.Transpose(axes)(self)
 
     def __getitem__(self, idxs: Any) -> Tensor:
-        from . import ops
-
         return ops.getitem(self, idxs)
 
     def permute(self, *axes: Any) -> Tensor:
-        from . import ops
-
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
         return ops.permute(self, axes)
 
     def exp(self) -> Tensor:
-        from . import ops
-
         return ops.exp(self)
 
     def log(self) -> Tensor:
-        from . import ops
-
         return ops.log(self)
 
     def relu(self) -> Tensor:
-        from . import ops
-
         return ops.relu(self)
 
     def tanh(self) -> Tensor:
-        from . import ops
-
         return ops.tanh(self)
 
     def sigmoid(self) -> Tensor:
-        from . import ops
-
         return ops.sigmoid(self)
 
 
@@ -536,19 +505,49 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
 def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> None:
     """Set ``.grad`` on every node that requires grad, reverse-topologically.
 
-    Each node's gradient is the sum of the contributions of all its uses.
+    Each node's gradient is the sum of the contributions of all its uses. Reads of single
+    items of a TensorTuple are collected per item and assembled into one tuple gradient.
     """
     grads: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
+    items: dict[int, dict[int, list[Value]]] = {}  # TensorTuple id -> item -> contributions
     for node in reversed(find_topo_sort([output_tensor])):
         contributions = grads.pop(id(node), None)
-        if contributions is None or not node.requires_grad:
+        per_item = items.pop(id(node), None)
+        if not node.requires_grad or (contributions is None and per_item is None):
             continue
+        if per_item is not None:
+            contributions = (contributions or []) + [_assemble_tuple(node, per_item)]
         total = contributions[0]
         for g in contributions[1:]:
             total = total + g
         node.grad = total
         if node.op is None:
             continue
+        item = node.op.item_gradient(total, node)
+        if item is not None:
+            source = node.inputs[0]
+            if source.requires_grad:
+                items.setdefault(id(source), {}).setdefault(item[0], []).append(item[1])
+            continue
         for inp, g in zip(node.inputs, node.op.gradient_as_tuple(total, node)):
             if inp.requires_grad:
                 grads.setdefault(id(inp), []).append(g)
+
+
+def _assemble_tuple(node: TensorTuple, per_item: dict[int, list[Value]]) -> TensorTuple:
+    """The tuple gradient of ``node``: per item, the sum of its contributions, or zeros."""
+    parts = []
+    for i, data in enumerate(node.cached_data):
+        got = per_item.get(i)
+        if got is None:
+            parts.append(Tensor.make_const(data.device.full(data.shape, 0.0)))
+            continue
+        total = got[0]
+        for g in got[1:]:
+            total = total + g
+        parts.append(total)
+    return ops.make_tuple(*parts)
+
+
+# ops builds on the classes above; imported last, it is bound here for Tensor's operators.
+from . import ops  # noqa: E402

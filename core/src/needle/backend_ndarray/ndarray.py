@@ -25,6 +25,7 @@ __all__ = [
 ]  # fmt: skip
 
 broadcast_shapes = st.broadcast_shapes
+_SCALARS = (float, int)  # checked before the (slower) numbers.Real
 
 
 def _as_device(dev: BackendDevice | str | None) -> BackendDevice:
@@ -44,7 +45,9 @@ class NDArray:
         device: the device to hold it; the default device when None.
     """
 
-    __slots__ = ("_shape", "_strides", "_offset", "_device", "_handle", "_compact", "__weakref__")
+    __slots__ = (
+        "_shape", "_strides", "_offset", "_device", "_handle", "_compact", "_size", "__weakref__"
+    )  # fmt: skip
     __array_priority__ = 1000  # numpy defers `ndarray + NDArray` to our reflected ops
 
     def __init__(self, other: Any, device: BackendDevice | str | None = None) -> None:
@@ -64,6 +67,7 @@ class NDArray:
         self._device = other._device
         self._handle = other._handle
         self._compact = other._compact
+        self._size = other._size
 
     # ------------------------------------------------------------------ construction
 
@@ -78,16 +82,17 @@ class NDArray:
         """A view on ``handle`` (a fresh, uninitialised buffer when None)."""
         array = object.__new__(NDArray)
         array._shape = shape = tuple(shape)
+        array._size = size = st.prod(shape)
         array._offset = offset
-        array._device = dev = device if isinstance(device, BackendDevice) else _as_device(device)
+        array._device = dev = device if type(device) is BackendDevice else _as_device(device)
         if handle is None:
-            if any(d < 0 for d in shape):
+            if shape and min(shape) < 0:
                 raise ValueError(f"negative dimension in shape {shape}")
-            handle = dev.mod.Array(st.prod(shape))
+            handle = dev.mod.Array(size)
         array._handle = handle
         if strides is None:
             array._strides = st.compact_strides(shape)
-            array._compact = offset == 0 and handle.size == st.prod(shape)
+            array._compact = offset == 0 and handle.size == size
         else:
             array._strides = tuple(strides)
             array._compact = None  # worked out when first asked
@@ -137,7 +142,7 @@ class NDArray:
 
     @property
     def size(self) -> int:
-        return st.prod(self._shape)
+        return self._size
 
     def __len__(self) -> int:
         if not self._shape:
@@ -177,8 +182,10 @@ class NDArray:
     def is_compact(self) -> bool:
         """True when the view is the whole buffer, dense and in row-major order."""
         if self._compact is None:
-            self._compact = st.is_compact(
-                self._shape, self._strides, self._offset, self._handle.size
+            self._compact = (
+                self._offset == 0
+                and self._size == self._handle.size
+                and self._strides == st.compact_strides(self._shape)
             )
         return self._compact
 
@@ -306,17 +313,19 @@ class NDArray:
 
     def _ewise_or_scalar(self, other: Any, ewise: str, scalar: str) -> NDArray:
         mod = self._device.mod
-        out = NDArray.make(self._shape, device=self._device)
-        if isinstance(other, NDArray):
-            self._check_device(other)
+        if type(other) is NDArray:
+            if other._device is not self._device:
+                self._check_device(other)
             if other._shape != self._shape:
                 raise ValueError(
                     f"{ewise} needs arrays of the same shape, got {self._shape} and {other._shape}"
                 )
-            if out.size:
+            out = NDArray.make(self._shape, device=self._device)
+            if self._size:
                 getattr(mod, ewise)(self.compact()._handle, other.compact()._handle, out._handle)
-        elif isinstance(other, numbers.Real):
-            if out.size:
+        elif type(other) in _SCALARS or isinstance(other, numbers.Real):
+            out = NDArray.make(self._shape, device=self._device)
+            if self._size:
                 getattr(mod, scalar)(self.compact()._handle, float(other), out._handle)
         else:
             return NotImplemented
@@ -324,7 +333,7 @@ class NDArray:
 
     def _unary(self, name: str) -> NDArray:
         out = NDArray.make(self._shape, device=self._device)
-        if out.size:
+        if self._size:
             getattr(self._device.mod, name)(self.compact()._handle, out._handle)
         return out
 

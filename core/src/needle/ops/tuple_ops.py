@@ -37,6 +37,9 @@ class TupleGetItem(TensorOp):
     def compute(self, a: tuple[NDArray, ...]) -> NDArray:
         return a[self.index]
 
+    def item_gradient(self, out_grad: Tensor, node: Tensor) -> tuple[int, Tensor]:
+        return self.index % len(node.inputs[0].cached_data), out_grad
+
     def gradient(self, out_grad: Tensor, node: Tensor) -> TensorTuple:
         parts = node.inputs[0].realize_cached_data()
         index = self.index % len(parts)
