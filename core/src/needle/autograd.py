@@ -180,18 +180,21 @@ class Value:
     @classmethod
     def make_from_op(cls, op: Op, inputs: Sequence[Value]) -> Value:
         """Run ``op`` on ``inputs``; keep the graph only if a gradient can flow."""
-        for x in inputs:
+        datas, needs_grad = [], False
+        for x in inputs:  # one pass: check types, gather data, see if a gradient can flow
             if not isinstance(x, Value):
                 raise TypeError(
                     f"{type(op).__name__} takes Tensors, got {type(x).__name__}; wrap data "
                     "in needle.Tensor"
                 )
+            datas.append(x.cached_data)
+            needs_grad = needs_grad or x.requires_grad
         if len(inputs) > 1:
             _check_same_device(op, inputs)
         value = cls.__new__(cls)
         value.grad = None
-        value.cached_data = op.compute(*[x.cached_data for x in inputs])
-        if _grad_enabled and any(x.requires_grad for x in inputs):
+        value.cached_data = op.compute(*datas)
+        if needs_grad and _grad_enabled:
             value.op, value.inputs, value.requires_grad = op, tuple(inputs), True
         else:
             value.op, value.inputs, value.requires_grad = None, (), False

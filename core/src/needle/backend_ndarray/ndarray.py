@@ -456,6 +456,17 @@ class NDArray:
                 if kernel == "reduce_max":
                     raise ValueError("max of an empty axis has no identity")
                 out.fill(0.0)
+            elif (
+                kernel == "reduce_sum"
+                and order != list(range(self.ndim))
+                and axes == tuple(range(len(axes)))
+                and self.is_compact()
+            ):
+                # A sum over leading axes (bias gradients) is ones(1, r) @ a(r, rest): one GEMM
+                # over the data as it lies, instead of transposing it for reduce_sum.
+                ones = full((1, reduce_size), 1.0, device=self._device)
+                rest = self._size // reduce_size
+                self._device.mod.matmul(ones._handle, self._handle, out._handle, 1, reduce_size, rest)
             else:
                 getattr(self._device.mod, kernel)(view.compact()._handle, out._handle, reduce_size)
         if keepdims:

@@ -1,6 +1,6 @@
 """Optimizers (SGD, Adam) and gradient-norm clipping.
 
-Every update works on detached data inside :func:`needle.no_grad`, so a step
+Every update works on the parameters' NDArrays (no Tensors, no graph), so a step
 never extends the graph, and the parameters' gradients are left untouched.
 """
 
@@ -161,22 +161,21 @@ class SGD(Optimizer):
         return {"u": self.u}
 
     def step(self) -> None:
-        with no_grad():
-            for p in self.params:
-                if p.grad is None:
-                    continue
-                w = p.detach()
-                grad = p.grad.detach()
-                if self.weight_decay:
-                    grad = grad + w * self.weight_decay
-                u = self.u.get(p)
-                u = (
-                    grad * (1 - self.momentum)
-                    if u is None
-                    else (u * self.momentum + grad * (1 - self.momentum))
-                )
-                self.u[p] = u
-                p.data = w - u * self.lr
+        # The update runs on the parameters' NDArrays: no graph, and no per-op Tensor cost.
+        for p in self.params:
+            if p.grad is None:
+                continue
+            w, grad = p.cached_data, p.grad.cached_data
+            if self.weight_decay:
+                grad = grad + w * self.weight_decay
+            u = self.u.get(p)
+            u = (
+                grad * (1 - self.momentum)
+                if u is None
+                else (u.cached_data * self.momentum + grad * (1 - self.momentum))
+            )
+            self.u[p] = Tensor.make_const(u)
+            p.cached_data = w - u * self.lr
 
 
 class Adam(Optimizer):
@@ -222,18 +221,18 @@ class Adam(Optimizer):
     def step(self) -> None:
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        with no_grad():
-            for p in self.params:
-                if p.grad is None:
-                    continue
-                w = p.detach()
-                grad = p.grad.detach()
-                if self.weight_decay:
-                    grad = grad + w * self.weight_decay
-                m, v = self.m.get(p), self.v.get(p)
-                m = grad * (1 - b1) if m is None else m * b1 + grad * (1 - b1)
-                v = grad**2 * (1 - b2) if v is None else v * b2 + grad**2 * (1 - b2)
-                self.m[p], self.v[p] = m, v
-                m_hat = m / (1 - b1**self.t)
-                v_hat = v / (1 - b2**self.t)
-                p.data = w - m_hat * self.lr / (v_hat**0.5 + self.eps)
+        # The update runs on the parameters' NDArrays: no graph, and no per-op Tensor cost.
+        for p in self.params:
+            if p.grad is None:
+                continue
+            w, grad = p.cached_data, p.grad.cached_data
+            if self.weight_decay:
+                grad = grad + w * self.weight_decay
+            m, v = self.m.get(p), self.v.get(p)
+            m = grad * (1 - b1) if m is None else m.cached_data * b1 + grad * (1 - b1)
+            square = grad * grad
+            v = square * (1 - b2) if v is None else v.cached_data * b2 + square * (1 - b2)
+            self.m[p], self.v[p] = Tensor.make_const(m), Tensor.make_const(v)
+            m_hat = m / (1 - b1**self.t)
+            v_hat = v / (1 - b2**self.t)
+            p.cached_data = w - m_hat * self.lr / (v_hat**0.5 + self.eps)
