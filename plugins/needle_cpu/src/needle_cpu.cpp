@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -123,7 +124,7 @@ int default_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-// A fixed set of workers that spin briefly for the next job, then sleep. A job is a callable
+// A fixed set of workers that spin for the next job for about a millisecond, then sleep. A job is a callable
 // that shares out its own work through an atomic counter, so it is correct whoever joins:
 // the calling thread always runs it, and up to nt - 1 workers that are awake in time join
 // in. The caller never waits for a worker that has not started (a busy machine, a sleeping
@@ -179,8 +180,10 @@ class Pool {
     uint64_t seen = 0;
     for (;;) {
       uint64_t g;
+      auto spin_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
       for (int spins = 0; (g = gen_.load()) == seen; ++spins) {
-        if (spins < 4000) {
+        // Spin ~1 ms (the gap between two ops of a training step), then sleep.
+        if ((spins & 255) != 0 || std::chrono::steady_clock::now() < spin_until) {
           cpu_relax();
           continue;
         }
