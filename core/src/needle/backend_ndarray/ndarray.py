@@ -466,7 +466,9 @@ class NDArray:
                 # over the data as it lies, instead of transposing it for reduce_sum.
                 ones = full((1, reduce_size), 1.0, device=self._device)
                 rest = self._size // reduce_size
-                self._device.mod.matmul(ones._handle, self._handle, out._handle, 1, reduce_size, rest)
+                self._device.mod.matmul(
+                    ones._handle, self._handle, out._handle, 1, reduce_size, rest
+                )
             else:
                 getattr(self._device.mod, kernel)(view.compact()._handle, out._handle, reduce_size)
         if keepdims:

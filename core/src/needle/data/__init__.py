@@ -7,8 +7,7 @@ module on first access.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..plugins.manager import extension_namespace
 from .data_basic import DataLoader, Dataset, DatasetFormatError, NDArrayDataset
 from .datasets import (
     CIFAR10Dataset,
@@ -41,17 +40,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    from ..plugins import manager
-
-    for kind in ("datasets", "transforms"):
-        found = manager.extensions(kind).get(name)
-        if found is not None:
-            return found
-    raise AttributeError(f"module 'needle.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# Names beyond the built-ins come from plugins (the built-ins arrive through the same hook).
+__getattr__, __dir__ = extension_namespace("needle.data", "datasets", "transforms")

@@ -7,8 +7,7 @@ access; built-ins arrive through the same hook (:mod:`needle.nn._plugin`).
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..plugins.manager import extension_namespace
 from .modules_basic import (
     BatchNorm1d,
     BatchNorm2d,
@@ -64,26 +63,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """A module provided by a plugin (hook ``needle_nn_modules``)."""
-    if name.startswith("__"):
-        raise AttributeError(f"module 'needle.nn' has no attribute {name!r}")
-    from ..plugins.manager import extensions
-
-    found = extensions("nn_modules")
-    if name in found:
-        return found[name]
-    raise AttributeError(
-        f"module 'needle.nn' has no attribute {name!r} (not built in, and no installed plugin "
-        f"provides an nn module of that name; `needle info` lists plugins)"
-    )
-
-
-def __dir__() -> list[str]:
-    from ..plugins.manager import PluginError, extensions
-
-    try:
-        extra = set(extensions("nn_modules"))
-    except PluginError:  # dir() must work even when two plugins clash
-        extra = set()
-    return sorted(set(globals()) | extra)
+# Names beyond the built-ins come from plugins (the built-ins arrive through the same hook).
+__getattr__, __dir__ = extension_namespace("needle.nn", "nn_modules")

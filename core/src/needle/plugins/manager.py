@@ -41,6 +41,7 @@ __all__ = [
     "load_backend",
     "register",
     "extensions",
+    "extension_namespace",
     "reset",
 ]
 
@@ -373,6 +374,36 @@ def extensions(kind: str) -> dict[str, Any]:
             merged[key], owner[key] = value, plugin_name
     _state.extension_cache[kind] = merged
     return merged
+
+
+def extension_namespace(module: str, *kinds: str) -> tuple[Any, Any]:
+    """``(__getattr__, __dir__)`` for a package whose extra names come from plugins.
+
+    ``needle.nn`` uses ``extension_namespace("needle.nn", "nn_modules")``: its built-ins
+    import directly, and any other name is looked up in every plugin's hook for ``kinds``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if not name.startswith("__"):
+            for kind in kinds:
+                found = extensions(kind)
+                if name in found:
+                    return found[name]
+        raise AttributeError(
+            f"module {module!r} has no attribute {name!r} (not built in, and no installed "
+            f"plugin provides one: `needle info` lists plugins)"
+        )
+
+    def __dir__() -> list[str]:
+        names = set(vars(importlib.import_module(module)))
+        for kind in kinds:
+            try:
+                names |= set(extensions(kind))
+            except PluginError:  # dir() must work even when two plugins clash
+                pass
+        return sorted(names)
+
+    return __getattr__, __dir__
 
 
 def reset() -> None:
