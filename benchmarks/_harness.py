@@ -76,6 +76,7 @@ def compare(
     max_rounds: int = 50,
     min_seconds: float = 1.0,
     sample_seconds: float = 0.02,
+    settle_seconds: float = 0.1,
     stat: str = "median",
 ) -> dict[str, float]:
     """Median (or ``stat="min"``: best) seconds per call of each of ``fns``, timed in
@@ -84,6 +85,9 @@ def compare(
     Each contender is warmed up, then calibrated to ``k`` calls per sample (a sample lasts
     about ``sample_seconds``); every round takes one sample of each contender in turn.
     Rounds continue until ``min_rounds`` and ``min_seconds`` in all (``max_rounds`` at most).
+    After each sample the process sleeps ``settle_seconds``, so the thread pools of one
+    library (OpenBLAS spins ~0.1 s after a call, OpenMP less) are asleep again before the
+    next library runs: each is timed with the cores to itself, as it would be alone.
     """
     calls: dict[str, int] = {}
     for name, fn in fns.items():
@@ -103,6 +107,7 @@ def compare(
             for _ in range(k):
                 fn()
             samples[name].append((time.perf_counter() - t0) / k)
+            time.sleep(settle_seconds)
     pick = min if stat == "min" else statistics.median
     return {name: pick(times) for name, times in samples.items()}
 
