@@ -76,7 +76,7 @@ def compare(
     max_rounds: int = 50,
     min_seconds: float = 1.0,
     sample_seconds: float = 0.02,
-    settle_seconds: float = 0.1,
+    settle_seconds: float = 0.3,
     stat: str = "median",
 ) -> dict[str, float]:
     """Median (or ``stat="min"``: best) seconds per call of each of ``fns``, timed in
@@ -86,7 +86,7 @@ def compare(
     about ``sample_seconds``); every round takes one sample of each contender in turn.
     Rounds continue until ``min_rounds`` and ``min_seconds`` in all (``max_rounds`` at most).
     After each sample the process sleeps ``settle_seconds``, so the thread pools of one
-    library (OpenBLAS spins ~0.1 s after a call, OpenMP less) are asleep again before the
+    library (OpenBLAS spins 0.1-0.2 s after a call, OpenMP less) are asleep again before the
     next library runs: each is timed with the cores to itself, as it would be alone.
     """
     calls: dict[str, int] = {}
