@@ -2,7 +2,9 @@
 // kernels, bound with pybind11 as needle_cuda._ext. Handles are float32 buffers from cudaMalloc;
 // strides and offsets count elements. Every CUDA call is checked and a failure becomes a Python
 // exception carrying CUDA's message. Importing the module never touches the device.
+#ifndef NEEDLE_CUDA_EMULATE  // tests/emulate/cuda_shim.h stands in for CUDA on a CPU
 #include <cuda_runtime.h>
+#endif
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -357,7 +359,7 @@ py::object unavailable_reason() {
   int seen = 0;
   if (err == cudaSuccess) err = cudaMalloc(reinterpret_cast<void**>(&flag), sizeof(int));
   if (err == cudaSuccess) {
-    probe_kernel<<<1, 1>>>(flag);
+    launch(probe_kernel, 1, 1, flag);
     err = cudaGetLastError();
     if (err == cudaSuccess) err = cudaMemcpy(&seen, flag, sizeof(int), cudaMemcpyDeviceToHost);
     cudaFree(flag);

@@ -4,6 +4,7 @@
 // reductions are exercised at small sizes. Every result is compared with a plain loop. This
 // checks index math, bounds and launch configuration where no GPU exists; it says nothing about
 // speed or the memory model. Build: c++ -std=c++20 -O1 -pthread kernels_emulator.cpp
+// (cuda_shim.h holds the emulation).
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -17,104 +18,7 @@
 #include <thread>
 #include <vector>
 
-// ----------------------------------------------------------------------- the CUDA shim
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(threads, blocks)
-#define __shared__ static  // blocks run one at a time: a static is the running block's memory
-#define __align__(n) __attribute__((aligned(n)))
-
-struct float4 {
-  float x, y, z, w;
-};
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-struct dim3 {
-  unsigned x, y, z;
-  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
-};
-struct uint3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local uint3 threadIdx, blockIdx;
-dim3 blockDim, gridDim;
-using std::min;
-
-struct Warp {
-  std::barrier<> barrier{32};
-  float lanes[32];
-};
-std::barrier<>* block_barrier = nullptr;
-thread_local Warp* my_warp = nullptr;
-thread_local int my_lane = 0;
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-inline float __shfl_down_sync(unsigned, float v, int delta) {
-  my_warp->lanes[my_lane] = v;
-  my_warp->barrier.arrive_and_wait();
-  const float got = my_lane + delta < 32 ? my_warp->lanes[my_lane + delta] : v;
-  my_warp->barrier.arrive_and_wait();
-  return got;
-}
-
-enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
-enum cudaMemcpyKind { cudaMemcpyDeviceToDevice = 3 };
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
-inline const char* cudaGetErrorName(cudaError_t) { return "cudaError"; }
-inline const char* cudaGetErrorString(cudaError_t) { return "emulated error"; }
-inline cudaError_t cudaGetLastError() { return cudaSuccess; }
-inline cudaError_t cudaGetDevice(int* d) {
-  *d = 0;
-  return cudaSuccess;
-}
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
-  *v = 2;
-  return cudaSuccess;
-}
-inline cudaError_t cudaMalloc(void** p, size_t bytes) {
-  *p = std::malloc(bytes);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-inline cudaError_t cudaFree(void* p) {
-  std::free(p);
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
-  std::memmove(d, s, n);
-  return cudaSuccess;
-}
-
-namespace emulate {
-void run(dim3 grid, dim3 block, const std::function<void()>& kernel) {
-  gridDim = grid;
-  blockDim = block;
-  const unsigned threads = block.x * block.y * block.z;
-  if (threads % 32 != 0) std::abort();  // the kernels assume whole warps
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        std::barrier<> barrier(threads);
-        block_barrier = &barrier;
-        std::vector<std::unique_ptr<Warp>> warps;
-        for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<Warp>());
-        std::vector<std::thread> pool;
-        for (unsigned t = 0; t < threads; ++t)
-          pool.emplace_back([&, t] {
-            threadIdx.x = t % block.x;
-            threadIdx.y = t / block.x % block.y;
-            threadIdx.z = t / (block.x * block.y);
-            blockIdx.x = x;
-            blockIdx.y = y;
-            blockIdx.z = z;
-            my_warp = warps[t / 32].get();
-            my_lane = t % 32;
-            kernel();
-          });
-        for (auto& th : pool) th.join();
-      }
-}
-}  // namespace emulate
-
-#define NEEDLE_CUDA_EMULATE
+#include "cuda_shim.h"
 #include "../../src/kernels.cuh"
 
 // ----------------------------------------------------------------------------- checks
