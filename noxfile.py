@@ -77,6 +77,23 @@ def tests_cuda(session: nox.Session) -> None:
         )  # fmt: skip
     else:  # no GPU: the build, registration and the unavailable path; device tests skip
         _pytest(session, _conformance_dir(session), "plugins/needle_cuda/tests", "-rs")
+        _conformance_on_emulated_cuda(session)
+
+
+def _conformance_on_emulated_cuda(session: nox.Session) -> None:
+    """The conformance suite on "cuda" without a GPU: the same kernels and launchers, compiled
+    for CPU threads against a CUDA-runtime shim (plugins/needle_cuda/tests/emulate/)."""
+    if not shutil.which("c++"):
+        session.log("no host C++ compiler: the emulated cuda conformance run is skipped")
+        return
+    session.install("pybind11>=2.12")
+    emulated = f"{session.create_tmp()}/emulated-cuda"
+    script = "plugins/needle_cuda/tests/emulate/build_emulated_ext.sh"
+    session.run("bash", script, emulated, env={"PYTHON": "python"}, external=True)
+    session.run(
+        "python", "-m", "pytest", _conformance_dir(session), "--backend", "cuda",
+        env={**STRICT, "PYTHONPATH": emulated},
+    )  # fmt: skip
 
 
 @nox.session
