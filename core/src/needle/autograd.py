@@ -84,7 +84,8 @@ class Op:
     def gradient(self, out_grad: Value, node: Value) -> Value | tuple[Value, ...]:
         """The adjoint of each input, given the adjoint ``out_grad`` of ``node``.
 
-        Written with Tensor ops, so it is differentiable too.
+        Written with Tensor ops, so it is differentiable too. An op may return None for
+        an input that does not require grad, to skip work nobody reads.
         """
         raise NotImplementedError
 

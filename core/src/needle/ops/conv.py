@@ -76,7 +76,7 @@ class Conv(TensorOp):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return conv2d(a, b, self.stride, self.padding)
 
-    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor]:
         x, weight = node.inputs
         _, h, w, _ = x.shape
         kh, kw = weight.shape[:2]
@@ -91,21 +91,23 @@ class Conv(TensorOp):
         # Rows/columns past the last window (when (h + 2p - k) % s != 0) get no gradient.
         rh, rw = (h + 2 * ph - kh) % s, (w + 2 * pw - kw) % s
 
-        # d/dx: correlate the gradient with the flipped, channel-swapped kernel, padded k-1-p
-        # before and k-1-p+r after. Where padding >= kernel this yields the padded input's
-        # gradient (padding k-1), whose border is then cut off.
-        flipped = Transpose((2, 3))(Flip((0, 1))(weight))
-        lo_h, cut_h = (kh - 1 - ph, 0) if ph <= kh - 1 else (kh - 1, ph)
-        lo_w, cut_w = (kw - 1 - pw, 0) if pw <= kw - 1 else (kw - 1, pw)
-        if rh == rw == 0:
-            grad_x = Conv(1, (lo_h, lo_w))(grad, flipped)
-        else:
-            padded = Pad(((0, 0), (lo_h, lo_h + rh), (lo_w, lo_w + rw), (0, 0)))(grad)
-            grad_x = Conv(1, 0)(padded, flipped)
-        if cut_h or cut_w:
-            grad_x = GetItem((slice(None), slice(cut_h, cut_h + h), slice(cut_w, cut_w + w)))(
-                grad_x
-            )
+        grad_x = None  # None when the input needs no gradient (images)
+        if x.requires_grad:
+            # d/dx: correlate the gradient with the flipped, channel-swapped kernel, padded k-1-p
+            # before and k-1-p+r after. Where padding >= kernel this yields the padded input's
+            # gradient (padding k-1), whose border is then cut off.
+            flipped = Transpose((2, 3))(Flip((0, 1))(weight))
+            lo_h, cut_h = (kh - 1 - ph, 0) if ph <= kh - 1 else (kh - 1, ph)
+            lo_w, cut_w = (kw - 1 - pw, 0) if pw <= kw - 1 else (kw - 1, pw)
+            if rh == rw == 0:
+                grad_x = Conv(1, (lo_h, lo_w))(grad, flipped)
+            else:
+                padded = Pad(((0, 0), (lo_h, lo_h + rh), (lo_w, lo_w + rw), (0, 0)))(grad)
+                grad_x = Conv(1, 0)(padded, flipped)
+            if cut_h or cut_w:
+                grad_x = GetItem((slice(None), slice(cut_h, cut_h + h), slice(cut_w, cut_w + w)))(
+                    grad_x
+                )
 
         # d/dweight: correlate the input (channels as batch) with the gradient (as kernel).
         xt = Transpose((0, 3))(x)  # (Cin, H, W, N)

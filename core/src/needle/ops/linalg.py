@@ -46,11 +46,14 @@ class MatMul(TensorOp):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return batched_matmul(a, b)
 
-    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, b = node.inputs
-        grad_a = MatMul()(out_grad, Transpose()(b))
-        grad_b = MatMul()(Transpose()(a), out_grad)
-        return reduce_to_shape(grad_a, a.shape), reduce_to_shape(grad_b, b.shape)
+        grad_a = grad_b = None  # None for an input that needs none (a constant one-hot, data)
+        if a.requires_grad:
+            grad_a = reduce_to_shape(MatMul()(out_grad, Transpose()(b)), a.shape)
+        if b.requires_grad:
+            grad_b = reduce_to_shape(MatMul()(Transpose()(a), out_grad), b.shape)
+        return grad_a, grad_b
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
