@@ -10,7 +10,7 @@ from . import linalg as _linalg
 from . import movement as _movement
 from . import reduction as _reduction
 from . import tuple_ops as _tuple_ops
-from .conv import Conv, conv
+from .conv import Conv, ConvWeightGrad, conv, conv_weight_grad
 from .elementwise import (
     AddScalar,
     DivScalar,

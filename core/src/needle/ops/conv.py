@@ -8,7 +8,7 @@ from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from .movement import Dilate, Flip, GetItem, Pad, Transpose
 
-__all__ = ["Conv", "conv"]
+__all__ = ["Conv", "ConvWeightGrad", "conv", "conv_weight_grad"]
 
 Padding = int | tuple[int, int]
 
@@ -76,48 +76,107 @@ class Conv(TensorOp):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return conv2d(a, b, self.stride, self.padding)
 
-    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor]:
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, weight = node.inputs
-        _, h, w, _ = x.shape
-        kh, kw = weight.shape[:2]
-        (ph, pw), s = self.padding, self.stride
-        grad = out_grad
-        if s > 1:  # back to stride 1: dilate, dropping the zeros Dilate adds after the last row
-            ho, wo = out_grad.shape[1:3]
-            grad = Dilate((1, 2), s - 1)(out_grad)
-            grad = GetItem((slice(None), slice(0, (ho - 1) * s + 1), slice(0, (wo - 1) * s + 1)))(
-                grad
-            )
-        # Rows/columns past the last window (when (h + 2p - k) % s != 0) get no gradient.
-        rh, rw = (h + 2 * ph - kh) % s, (w + 2 * pw - kw) % s
-
-        grad_x = None  # None when the input needs no gradient (images)
+        kernel = weight.shape[:2]
+        grad_x = grad_w = None  # None for an input that needs no gradient (images)
         if x.requires_grad:
-            # d/dx: correlate the gradient with the flipped, channel-swapped kernel, padded k-1-p
-            # before and k-1-p+r after. Where padding >= kernel this yields the padded input's
-            # gradient (padding k-1), whose border is then cut off.
-            flipped = Transpose((2, 3))(Flip((0, 1))(weight))
-            lo_h, cut_h = (kh - 1 - ph, 0) if ph <= kh - 1 else (kh - 1, ph)
-            lo_w, cut_w = (kw - 1 - pw, 0) if pw <= kw - 1 else (kw - 1, pw)
-            if rh == rw == 0:
-                grad_x = Conv(1, (lo_h, lo_w))(grad, flipped)
-            else:
-                padded = Pad(((0, 0), (lo_h, lo_h + rh), (lo_w, lo_w + rw), (0, 0)))(grad)
-                grad_x = Conv(1, 0)(padded, flipped)
-            if cut_h or cut_w:
-                grad_x = GetItem((slice(None), slice(cut_h, cut_h + h), slice(cut_w, cut_w + w)))(
-                    grad_x
-                )
-
-        # d/dweight: correlate the input (channels as batch) with the gradient (as kernel).
-        xt = Transpose((0, 3))(x)  # (Cin, H, W, N)
-        gt = Transpose((1, 2))(Transpose((0, 1))(grad))  # (Ho', Wo', N, Cout)
-        grad_w = Conv(1, (ph, pw))(xt, gt)  # (Cin, KH + rh, KW + rw, Cout)
-        if rh or rw:
-            grad_w = GetItem((slice(None), slice(0, kh), slice(0, kw)))(grad_w)
-        grad_w = Transpose((1, 2))(Transpose((0, 1))(grad_w))  # (KH, KW, Cin, Cout)
+            grad_x = _conv_input_grad(out_grad, weight, x.shape, self.stride, self.padding)
+        if weight.requires_grad:
+            grad_w = ConvWeightGrad(kernel, self.stride, self.padding)(x, out_grad)
         return grad_x, grad_w
+
+
+def _conv_input_grad(
+    out_grad: Tensor,
+    weight: Tensor,
+    x_shape: tuple[int, ...],
+    stride: int,
+    padding: tuple[int, int],
+) -> Tensor:
+    """d/dx of ``conv(x, weight, stride, padding)`` for the adjoint ``out_grad``, in Tensor ops.
+
+    The gradient (dilated back to stride 1) is correlated with the flipped, channel-swapped
+    kernel, padded k-1-p before and k-1-p+r after. Where padding >= kernel this yields the
+    padded input's gradient (padding k-1), whose border is then cut off.
+    """
+    _, h, w, _ = x_shape
+    kh, kw = weight.shape[:2]
+    (ph, pw), s = padding, stride
+    grad = out_grad
+    if s > 1:  # back to stride 1: dilate, dropping the zeros Dilate adds after the last row
+        ho, wo = out_grad.shape[1:3]
+        grad = Dilate((1, 2), s - 1)(out_grad)
+        grad = GetItem((slice(None), slice(0, (ho - 1) * s + 1), slice(0, (wo - 1) * s + 1)))(grad)
+    # Rows/columns past the last window (when (h + 2p - k) % s != 0) get no gradient.
+    rh, rw = (h + 2 * ph - kh) % s, (w + 2 * pw - kw) % s
+    flipped = Transpose((2, 3))(Flip((0, 1))(weight))
+    lo_h, cut_h = (kh - 1 - ph, 0) if ph <= kh - 1 else (kh - 1, ph)
+    lo_w, cut_w = (kw - 1 - pw, 0) if pw <= kw - 1 else (kw - 1, pw)
+    if rh == rw == 0:
+        grad_x = Conv(1, (lo_h, lo_w))(grad, flipped)
+    else:
+        padded = Pad(((0, 0), (lo_h, lo_h + rh), (lo_w, lo_w + rw), (0, 0)))(grad)
+        grad_x = Conv(1, 0)(padded, flipped)
+    if cut_h or cut_w:
+        grad_x = GetItem((slice(None), slice(cut_h, cut_h + h), slice(cut_w, cut_w + w)))(grad_x)
+    return grad_x
+
+
+class ConvWeightGrad(TensorOp):
+    """The weight gradient of ``conv(x, weight, stride, padding)``: ``x`` NHWC and the adjoint
+    ``grad`` (N, Ho, Wo, Cout) to (KH, KW, Cin, Cout).
+
+    Computed as one product ``patches^T @ grad``: the transposed im2col matrix is a single
+    strided view of the (padded) input, so no transpose and no dilation is materialised.
+    """
+
+    def __init__(self, kernel: tuple[int, int], stride: int = 1, padding: Padding = 0) -> None:
+        self.kernel = tuple(operator.index(k) for k in kernel)
+        self.stride = operator.index(stride)
+        self.padding = _pair(padding)
+        if len(self.kernel) != 2 or min(self.kernel) < 1:
+            raise ValueError(f"conv_weight_grad needs a (KH, KW) kernel >= 1, got {kernel}")
+        if self.stride < 1 or min(self.padding) < 0:
+            raise ValueError(f"conv needs stride >= 1 and padding >= 0, got {stride}, {padding}")
+
+    def compute(self, x: NDArray, grad: NDArray) -> NDArray:
+        (kh, kw), s, (ph, pw) = self.kernel, self.stride, self.padding
+        if x.ndim != 4 or grad.ndim != 4:
+            raise ValueError(
+                f"conv_weight_grad needs NHWC input and gradient, got {x.shape} and {grad.shape}"
+            )
+        n, h, w, cin = x.shape
+        ho, wo = (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
+        cout = grad.shape[3]
+        if grad.shape[:3] != (n, ho, wo) or ho <= 0 or wo <= 0:
+            raise ValueError(
+                f"conv_weight_grad: gradient of shape {grad.shape} does not fit input {x.shape} "
+                f"with kernel {self.kernel}, stride {s}, padding {self.padding}"
+            )
+        if ph or pw:
+            x = x.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        sn, sh, sw, sc = x.strides
+        cols = x.as_strided((kh, kw, cin, n, ho, wo), (sh, sw, sc, sn, sh * s, sw * s))
+        patches_t = cols.compact().reshape((kh * kw * cin, n * ho * wo))
+        out = patches_t @ grad.compact().reshape((n * ho * wo, cout))
+        return out.reshape((kh, kw, cin, cout))
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, grad = node.inputs  # bilinear: each input's adjoint is a conv with out_grad as weight
+        grad_x = grad_g = None
+        if x.requires_grad:
+            grad_x = _conv_input_grad(grad, out_grad, x.shape, self.stride, self.padding)
+        if grad.requires_grad:
+            grad_g = Conv(self.stride, self.padding)(x, out_grad)
+        return grad_x, grad_g
 
 
 def conv(a: Tensor, b: Tensor, stride: int = 1, padding: Padding = 0) -> Tensor:
     return Conv(stride, padding)(a, b)
+
+
+def conv_weight_grad(
+    x: Tensor, grad: Tensor, kernel: tuple[int, int], stride: int = 1, padding: Padding = 0
+) -> Tensor:
+    return ConvWeightGrad(kernel, stride, padding)(x, grad)

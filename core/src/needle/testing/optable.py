@@ -100,6 +100,20 @@ def reference_conv(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int =
     return out
 
 
+def _conv_weight_grad_ref(
+    x: np.ndarray, g: np.ndarray, kernel: tuple[int, int], stride: int = 1, padding: int = 0
+) -> np.ndarray:
+    """The weight gradient of :func:`reference_conv`: per kernel tap, patch^T @ grad."""
+    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    _, ho, wo, cout = g.shape
+    out = np.zeros((*kernel, x.shape[3], cout), dtype=np.float64)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            patch = x[:, i : i + ho * stride : stride, j : j + wo * stride : stride, :]
+            out[i, j] = np.einsum("nhwc,nhwd->cd", patch, g)
+    return out
+
+
 def _dilate_ref(a: np.ndarray, axes: tuple[int, ...], dilation: int) -> np.ndarray:
     shape = [d * (dilation + 1) if i in axes else d for i, d in enumerate(a.shape)]
     out = np.zeros(shape, dtype=a.dtype)
@@ -322,6 +336,24 @@ OP_TABLE: tuple[OpInfo, ...] = (
             + _samples(((1, 7, 7, 2), (2, 2, 2, 3)), stride=3)
             + _samples(((1, 4, 4, 2), (1, 1, 2, 3)), padding=2)
             + _samples(((1, 4, 4, 1), (3, 3, 1, 1)), stride=2, padding=3)
+        ),
+        rtol=1e-4,
+        atol=1e-4,
+    ),
+    OpInfo(
+        "conv_weight_grad",
+        lambda x, g, kernel, stride=1, padding=0: ops.conv_weight_grad(
+            x, g, kernel, stride, padding
+        ),
+        _conv_weight_grad_ref,
+        tuple(
+            _samples(
+                ((2, 5, 5, 3), (2, 3, 3, 4)), layouts=("contiguous", "noncontiguous"), kernel=(3, 3)
+            )
+            + _samples(((2, 5, 5, 3), (2, 5, 5, 4)), kernel=(3, 3), padding=1)
+            + _samples(((1, 6, 7, 2), (1, 3, 4, 3)), kernel=(3, 3), stride=2, padding=1)
+            + _samples(((1, 7, 7, 2), (1, 2, 2, 3)), kernel=(2, 2), stride=3)
+            + _samples(((1, 4, 4, 1), (1, 4, 4, 1)), kernel=(3, 3), stride=2, padding=3)
         ),
         rtol=1e-4,
         atol=1e-4,
