@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import init, ops
 from ..autograd import Tensor
 from .modules_basic import DeviceLike, Module, Parameter
@@ -231,9 +233,9 @@ class Embedding(Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        one_hot = init.one_hot(self.num_embeddings, x, device=self.weight.device)
-        count = 1
-        for d in x.shape:
-            count *= d
-        flat = one_hot.reshape((count, self.num_embeddings)) @ self.weight
-        return flat.reshape((*x.shape, self.embedding_dim))
+        ids = x.numpy().reshape(-1)
+        if ids.size and not np.all(ids == np.round(ids)):
+            raise ValueError(f"Embedding indices must be integers, got {ids[:5]}")
+        # A gather of rows (its gradient a scatter-add), not a one-hot matmul over the vocabulary.
+        rows = ops.take(self.weight, ids.astype(np.int64).tolist())
+        return rows.reshape((*x.shape, self.embedding_dim))

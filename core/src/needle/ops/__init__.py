@@ -52,6 +52,7 @@ from .movement import (
     Pad,
     Permute,
     Reshape,
+    Take,
     Transpose,
     UnDilate,
     broadcast_to,
@@ -61,6 +62,7 @@ from .movement import (
     pad,
     permute,
     reshape,
+    take,
     transpose,
     undilate,
 )

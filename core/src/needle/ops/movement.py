@@ -12,9 +12,9 @@ from ..backend_ndarray import strides as st
 
 __all__ = [
     "Transpose", "Permute", "Reshape", "BroadcastTo", "Flip", "Dilate", "UnDilate",
-    "GetItem", "Pad",
+    "GetItem", "Pad", "Take",
     "transpose", "permute", "reshape", "broadcast_to", "flip", "dilate", "undilate",
-    "getitem", "pad",
+    "getitem", "pad", "take",
 ]  # fmt: skip
 
 
@@ -201,6 +201,81 @@ class Pad(TensorOp):
         return GetItem(tuple(slice(b, b + d) for d, (b, _) in zip(shape, self.axes)))(out_grad)
 
 
+def _row_copies(src: NDArray, dst: NDArray, moves: Sequence[tuple[int, int]], width: int) -> None:
+    """Copy row ``i`` of compact ``src`` to row ``j`` of compact ``dst`` for each ``(i, j)``.
+
+    Two contract calls per row through a one-row buffer (``compact`` reads a row at any
+    offset, ``ewise_setitem`` writes one at any offset).
+    """
+    mod = src.device.mod
+    row = NDArray.make((width,), device=src.device).handle
+    shape, strides = (width,), (1,)
+    for i, j in moves:
+        mod.compact(src.handle, row, shape, strides, i * width)
+        mod.ewise_setitem(row, dst.handle, shape, strides, j * width)
+
+
+def _check_rows(rows: Sequence[int], count: int) -> tuple[int, ...]:
+    rows = tuple(operator.index(i) for i in rows)
+    for i in rows:
+        if not 0 <= i < count:
+            raise IndexError(f"take: index {i} out of range for {count} rows")
+    return rows
+
+
+class Take(TensorOp):
+    """Rows of ``a`` (along axis 0) at the integer ``indices``: ``numpy.take(a, indices, 0)``.
+
+    A gather of rows, no arithmetic; the gradient adds each row of ``out_grad`` into the
+    row it was read from (indices may repeat).
+    """
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        self.indices = tuple(operator.index(i) for i in indices)
+
+    def compute(self, a: NDArray) -> NDArray:
+        if a.ndim < 1:
+            raise ValueError("take needs an array of at least one dimension")
+        rows = _check_rows(self.indices, a.shape[0])
+        out = NDArray.make((len(rows),) + a.shape[1:], device=a.device)
+        width = st.prod(a.shape[1:])
+        if out.size:
+            _row_copies(a.compact(), out, [(i, j) for j, i in enumerate(rows)], width)
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return _ScatterAddRows(self.indices, node.inputs[0].shape[0])(out_grad)
+
+
+class _ScatterAddRows(TensorOp):
+    """Zeros of ``count`` rows with row ``j`` of ``a`` added into row ``indices[j]``: the
+    adjoint of Take."""
+
+    def __init__(self, indices: Sequence[int], count: int) -> None:
+        self.indices, self.count = tuple(indices), count
+
+    def compute(self, a: NDArray) -> NDArray:
+        out = a.device.full((self.count,) + a.shape[1:], 0.0)
+        width = st.prod(a.shape[1:])
+        if not out.size or not a.size:
+            return out
+        a = a.compact()
+        first: dict[int, int] = {}  # target row -> first source row
+        repeats: list[tuple[int, int]] = []
+        for j, i in enumerate(self.indices):
+            if i in first:
+                repeats.append((j, i))
+            else:
+                first[i] = j
+        _row_copies(a, out, [(j, i) for i, j in first.items()], width)
+        for j, i in repeats:  # a repeated index: add its row (rare; a view sum per repeat)
+            out[i] = out[i] + a[j]
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return Take(self.indices)(out_grad)
+
+
 def transpose(a: Tensor, axes: tuple[int, int] | None = None) -> Tensor:
     return Transpose(axes)(a)
 
@@ -235,3 +310,7 @@ def getitem(a: Tensor, idxs: Any) -> Tensor:
 
 def pad(a: Tensor, axes: Sequence[tuple[int, int]]) -> Tensor:
     return Pad(axes)(a)
+
+
+def take(a: Tensor, indices: Sequence[int]) -> Tensor:
+    return Take(indices)(a)

@@ -326,6 +326,17 @@ OP_TABLE: tuple[OpInfo, ...] = (
         atol=1e-4,
     ),
     OpInfo(
+        "take",
+        lambda a, indices: ops.take(a, indices),
+        lambda a, indices: np.take(a, indices, 0),
+        tuple(
+            _samples(((5, 3),), layouts=ALL_LAYOUTS, indices=(0, 2, 2, 4, 2))
+            + _samples(((6,),), indices=(5, 0, 5))
+            + _samples(((4, 2, 3),), layouts=("noncontiguous",), indices=(3, 0))
+            + _samples(((3, 2),), indices=())
+        ),
+    ),
+    OpInfo(
         "conv",
         lambda a, b, stride=1, padding=0: ops.conv(a, b, stride, padding),
         reference_conv,
