@@ -51,9 +51,9 @@ class EWiseMul(TensorOp):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a * b
 
-    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
-        a, b = node.inputs
-        return out_grad * b, out_grad * a
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, b = node.inputs  # None for a factor that needs no gradient (a mask, a one-hot)
+        return out_grad * b if a.requires_grad else None, out_grad * a if b.requires_grad else None
 
 
 class MulScalar(_ScalarOp):
@@ -92,9 +92,11 @@ class EWiseDiv(TensorOp):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a / b
 
-    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, b = node.inputs
-        return out_grad / b, -out_grad * a / (b * b)
+        grad_a = out_grad / b if a.requires_grad else None
+        grad_b = -out_grad * a / (b * b) if b.requires_grad else None
+        return grad_a, grad_b
 
 
 class DivScalar(_ScalarOp):
