@@ -1,6 +1,6 @@
 // Loop bodies of needle-cpu, compiled once per instruction set.
 //
-// needle_cpu.cpp includes this file inside `namespace isa_base` (the compiler's baseline:
+// isa.cpp includes this file inside `namespace isa_base` (the compiler's baseline:
 // SSE2 on x86-64, NEON on aarch64) and, on x86-64, again inside `namespace isa_avx2` under
 // `#pragma GCC target("avx2,fma")`; a table of function pointers picks one at import from
 // what the running CPU supports. So the file includes no headers and defines only
@@ -144,7 +144,7 @@ NDL_INLINE void map2(const float* __restrict a, const float* __restrict b, float
 NDL_INLINE vf v_max(vf a, vf b) { return select((a >= b) | (a != a), a, b); }  // NaN wins
 NDL_INLINE vf v_bool(vi mask) { return as_f(mask & as_i(splat(1.f))); }     // 1.0 / 0.0
 
-// One entry per elementwise kernel; `op` numbers them (see Op in needle_cpu.cpp).
+// One entry per elementwise kernel; `op` numbers them (see Op in ops.h).
 static void binary(int op, const float* a, const float* b, float* out, int64_t n) {
   switch (op) {
     case 0: return map2(a, b, out, n, [](vf x, vf y) { return x + y; });

@@ -1,0 +1,39 @@
+// The out-of-line checks of array.h.
+
+#include "array.h"
+
+#include <pybind11/pybind11.h>
+
+namespace needle_cpu {
+
+void fail(const std::string& msg) { throw pybind11::value_error(msg); }
+
+std::string str(const Shape& v) {
+  std::string s = "(";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + (v.size() == 1 ? ",)" : ")");
+}
+
+int64_t check_view(int64_t size, const Shape& shape, const Shape& strides, int64_t offset) {
+  if (shape.size() != strides.size())
+    fail("bad view: shape " + str(shape) + " has " + std::to_string(shape.size()) +
+         " dims, strides " + str(strides) + " has " + std::to_string(strides.size()));
+  int64_t n = 1, lo = offset, hi = offset;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) fail("bad view: negative dimension in shape " + str(shape));
+    n = checked_mul(n, shape[i]);
+  }
+  if (n == 0) return 0;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    int64_t reach = checked_mul(shape[i] - 1, strides[i]);
+    int64_t& end = reach < 0 ? lo : hi;
+    end = checked_add(end, reach);
+  }
+  if (lo < 0 || hi >= size)
+    fail("view (shape=" + str(shape) + ", strides=" + str(strides) +
+         ", offset=" + std::to_string(offset) + ") is outside a buffer of " +
+         std::to_string(size));
+  return n;
+}
+
+}  // namespace needle_cpu

@@ -1,0 +1,160 @@
+// Threads: one pool of persistent workers serves every kernel, GEMM included.
+//
+// Loops run on a small pool of persistent threads (NEEDLE_NUM_THREADS, default: the cores
+// this process may use) with the GIL released once an input is big enough to pay for it.
+
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace needle_cpu {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// A fixed set of workers that spin for the next job for about a millisecond, then sleep. A job is a callable
+// that shares out its own work through an atomic counter, so it is correct whoever joins:
+// the calling thread always runs it, and up to nt - 1 workers that are awake in time join
+// in. The caller never waits for a worker that has not started (a busy machine, a sleeping
+// thread); it waits only for those inside the job. One job at a time: a concurrent caller
+// (another Python thread) or a nested one runs its job alone.
+class Pool {
+ public:
+  explicit Pool(int n) : n_(n) {
+    for (int t = 1; t < n; ++t) std::thread([this] { work(); }).detach();
+  }
+  int size() const { return n_; }
+
+  template <class F>
+  void run(int nt, F& fn) {
+    if (nt <= 1 || in_job) return fn();
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return fn();
+    in_job = true;
+    ctx_ = &fn;
+    call_ = [](void* ctx) { (*static_cast<F*>(ctx))(); };
+    slots_.store(nt - 1);
+    open_.store(true);
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      gen_.fetch_add(1);
+      for (int i = 0; i < std::min(nt - 1, sleepers_); ++i) cv_.notify_one();
+    }
+    guarded();
+    open_.store(false);  // no one joins from now on; wait for those inside
+    for (int spins = 0; refs_.load() != 0; ++spins)
+      if (spins < 100000) cpu_relax();
+      else std::this_thread::yield();
+    in_job = false;
+    if (error_) {  // a worker's exception (bad_alloc, say) surfaces in the caller
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
+  }
+
+ private:
+  void guarded() {
+    try {
+      call_(ctx_);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(m_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
+  void work() {
+    in_job = true;
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t g;
+      auto spin_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+      for (int spins = 0; (g = gen_.load()) == seen; ++spins) {
+        // Spin ~1 ms (the gap between two ops of a training step), then sleep.
+        if ((spins & 255) != 0 || std::chrono::steady_clock::now() < spin_until) {
+          cpu_relax();
+          continue;
+        }
+        std::unique_lock<std::mutex> lock(m_);
+        ++sleepers_;
+        cv_.wait(lock, [&] { return gen_.load() != seen; });
+        --sleepers_;
+      }
+      seen = g;
+      // Announce first, then check the job is still open: the caller closes it and then
+      // waits for refs_ == 0, so a worker that gets in keeps the job's frame alive.
+      refs_.fetch_add(1);
+      if (open_.load() && slots_.fetch_sub(1) > 0) guarded();
+      refs_.fetch_sub(1);
+    }
+  }
+
+  static inline thread_local bool in_job = false;
+  const int n_;
+  std::mutex busy_, m_;
+  std::condition_variable cv_;
+  int sleepers_ = 0;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> refs_{0}, slots_{0};
+  std::atomic<bool> open_{false};
+  void (*call_)(void*) = nullptr;
+  void* ctx_ = nullptr;
+  std::exception_ptr error_;
+};
+
+extern int g_threads;  // threads a kernel may use: set_num_threads(n), get_num_threads()
+
+// The process's pool of g_threads threads (made anew after a fork or a change of g_threads).
+Pool& pool();
+
+void set_num_threads(int n);
+
+// Below this many elements a kernel runs on the calling thread with the GIL held.
+constexpr int64_t kParallel = 1 << 15;
+
+// f(begin, end) over [0, n): 8 chunks per thread, handed out through an atomic counter, so
+// a thread the OS descheduled (a busy machine) delays the call by one chunk, not by its share.
+// Long ranges are cut at multiples of 16 elements (a cache line of floats).
+template <class F>
+void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
+  int64_t work, nt = g_threads;
+  if (!__builtin_mul_overflow(n, work_per_item, &work)) nt = std::min(nt, work / kParallel);
+  nt = std::min(nt, n);
+  if (nt <= 1) return f(int64_t(0), n);
+  const int64_t chunks = std::min(n, nt * 8);
+  const int64_t mask = n >= 1024 * chunks ? ~int64_t(15) : ~int64_t(0);
+  auto cut = [&](int64_t i) { return i == chunks ? n : (n * i / chunks) & mask; };
+  std::atomic<int64_t> next{0};
+  auto body = [&] {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      const int64_t b = cut(c), e = cut(c + 1);
+      if (b < e) f(b, e);
+    }
+  };
+  pool().run(int(nt), body);
+}
+
+// Release the GIL for the lifetime of the guard when the work is big.
+struct MaybeRelease {
+  std::optional<pybind11::gil_scoped_release> release;
+  explicit MaybeRelease(int64_t work) {
+    if (work >= kParallel) release.emplace();
+  }
+};
+
+}  // namespace needle_cpu
