@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from .. import init, ops
 from ..autograd import Tensor, no_grad
 from ..devices import BackendDevice
@@ -358,8 +360,14 @@ class SoftmaxLoss(Module):
 
     def forward(self, logits: Tensor, y: Tensor) -> Tensor:
         n, k = logits.shape
-        y_one_hot = init.one_hot(k, y, device=logits.device)
-        true_logit = (logits * y_one_hot).sum((1,))
+        labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y).reshape(-1)
+        if labels.shape != (n,):
+            raise ValueError(f"SoftmaxLoss got {labels.size} labels for logits of shape {(n, k)}")
+        if n and (labels.min() < 0 or labels.max() >= k or np.any(labels != np.round(labels))):
+            raise IndexError(f"SoftmaxLoss labels must be integers in [0, {k}), got {labels[:5]}")
+        # The true class's logit of each row, gathered from the flat logits (no one-hot matrix).
+        picks = (np.arange(n) * k + labels.astype(np.int64)).tolist()
+        true_logit = ops.take(logits.reshape((n * k,)), picks)
         return (ops.logsumexp(logits, (1,)) - true_logit).sum() / n
 
 
