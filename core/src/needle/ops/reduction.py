@@ -68,14 +68,15 @@ class LogSumExp(TensorOp):
 
     def compute(self, a: NDArray) -> NDArray:
         top = a.max(self.axes, keepdims=True)
-        shifted = (a - top.broadcast_to(a.shape)).exp().sum(self.axes, keepdims=True)
+        # Negate the reduced max before broadcasting it: one pass over ``a`` fewer.
+        shifted = (a + (-top).broadcast_to(a.shape)).exp().sum(self.axes, keepdims=True)
         return (shifted.log() + top).reshape(
             tuple(d for i, d in enumerate(a.shape) if i not in st.normalize_axes(self.axes, a.ndim))
         )
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
         a = node.inputs[0]
-        softmax = (a - _expand(node, a.shape, self.axes)).exp()
+        softmax = (a + _expand(-node, a.shape, self.axes)).exp()  # negated before broadcasting
         return _expand(out_grad, a.shape, self.axes) * softmax
 
 
