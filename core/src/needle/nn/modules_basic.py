@@ -246,7 +246,10 @@ def _param(tensor: Tensor) -> Parameter:
 
 def _row(vector: Tensor, shape: tuple[int, ...]) -> Tensor:
     """A ``(C,)`` or ``(1, C)`` tensor broadcast along the last axis of ``shape``."""
-    return vector.reshape((1,) * (len(shape) - 1) + (shape[-1],)).broadcast_to(shape)
+    row = (1,) * (len(shape) - 1) + (shape[-1],)
+    if vector.shape != row:
+        vector = vector.reshape(row)
+    return vector if row == shape else vector.broadcast_to(shape)
 
 
 class Identity(Module):

@@ -67,7 +67,7 @@ class Reshape(TensorOp):
         return a.reshape(self.shape)
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
-        return Reshape(node.inputs[0].shape)(out_grad)
+        return reshape_to(out_grad, node.inputs[0].shape)
 
 
 def reduce_to_shape(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -80,9 +80,14 @@ def reduce_to_shape(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and grad.shape[lead + i] != 1
     )
-    if axes:
-        grad = Summation(axes)(grad)
-    return Reshape(shape)(grad)
+    if axes:  # keepdims when no axis is dropped: the sum then has ``shape`` already
+        grad = Summation(axes, keepdims=not lead)(grad)
+    return reshape_to(grad, shape)
+
+
+def reshape_to(a: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``a`` reshaped to ``shape``: ``a`` itself when it has that shape (no graph node)."""
+    return a if a.shape == shape else Reshape(shape)(a)
 
 
 class BroadcastTo(TensorOp):

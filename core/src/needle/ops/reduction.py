@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import strides as st
-from .movement import BroadcastTo, Reshape
+from .movement import BroadcastTo, reshape_to
 
 __all__ = [
     "Summation", "Max", "LogSumExp", "LogSoftmax",
@@ -25,7 +25,8 @@ def _kept_shape(shape: tuple[int, ...], axes: Axes) -> tuple[int, ...]:
 
 def _expand(grad: Tensor, shape: tuple[int, ...], axes: Axes) -> Tensor:
     """Broadcast a reduced ``grad`` back over the input's ``shape``."""
-    return BroadcastTo(shape)(Reshape(_kept_shape(shape, axes))(grad))
+    grad = reshape_to(grad, _kept_shape(shape, axes))
+    return grad if grad.shape == shape else BroadcastTo(shape)(grad)
 
 
 class Summation(TensorOp):
