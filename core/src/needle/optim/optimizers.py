@@ -233,6 +233,7 @@ class Adam(Optimizer):
             square = grad * grad
             v = square * (1 - b2) if v is None else v.cached_data * b2 + square * (1 - b2)
             self.m[p], self.v[p] = Tensor.make_const(m), Tensor.make_const(v)
-            m_hat = m / (1 - b1**self.t)
             v_hat = v / (1 - b2**self.t)
-            p.cached_data = w - m_hat * self.lr / (v_hat**0.5 + self.eps)
+            # w - lr * m_hat / (sqrt(v_hat) + eps), with lr, the sign and m's bias correction
+            # folded into one scalar: two passes over the parameter fewer.
+            p.cached_data = w + m * (-self.lr / (1 - b1**self.t)) / (v_hat**0.5 + self.eps)
