@@ -149,12 +149,20 @@ class LSTMCell(Module):
 
     def forward(self, X: Tensor, h: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """``X`` ``(batch, input_size)``; ``h = (h0, c0)``, each ``(batch, hidden)``, or None."""
-        batch, hidden = X.shape[0], self.hidden_size
+        return self._advance(self._input_gates(X), h)
+
+    def _input_gates(self, X: Tensor) -> Tensor:
+        """``X @ W_ih + bias_ih + bias_hh`` for ``X`` ``(rows, input_size)``: the part of the
+        gates that does not depend on the state, so a sequence can compute it in one product."""
         gates = X @ self.W_ih
-        if h is not None:
-            gates = gates + h[0] @ self.W_hh
         if self.bias_ih is not None:
-            gates = gates + _bias_row(self.bias_ih, batch) + _bias_row(self.bias_hh, batch)
+            gates = gates + _bias_row(self.bias_ih + self.bias_hh, X.shape[0])
+        return gates
+
+    def _advance(self, x_gates: Tensor, h: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """One step from the input's gates ``(batch, 4 * hidden)`` and the state ``h``."""
+        batch, hidden = x_gates.shape[0], self.hidden_size
+        gates = x_gates if h is None else x_gates + h[0] @ self.W_hh
         i, f, g, o = ops.split(gates.reshape((batch, 4, hidden)), 1)
         i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
         c = i * g if h is None else f * h[1] + i * g
@@ -196,21 +204,25 @@ class LSTM(Module):
     def forward(
         self, X: Tensor, h: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        inputs = list(ops.split(X, 0))
         if h is None:
             starts: list = [None] * self.num_layers
         else:
             starts = list(zip(ops.split(h[0], 0), ops.split(h[1], 0)))
         finals_h, finals_c = [], []
+        seq_len, batch = X.shape[0], X.shape[1]
+        layer_input = X
         for cell, state in zip(self.lstm_cells, starts):
+            # The input's share of the gates for all steps at once: one (seq * batch) product.
+            flat = layer_input.reshape((seq_len * batch, layer_input.shape[2]))
+            x_gates = cell._input_gates(flat).reshape((seq_len, batch, 4 * self.hidden_size))
             outputs = []
-            for x in inputs:
-                state = cell(x, state)
+            for x in ops.split(x_gates, 0):
+                state = cell._advance(x, state)
                 outputs.append(state[0])
             finals_h.append(state[0])
             finals_c.append(state[1])
-            inputs = outputs
-        return ops.stack(inputs, 0), (ops.stack(finals_h, 0), ops.stack(finals_c, 0))
+            layer_input = ops.stack(outputs, 0)
+        return layer_input, (ops.stack(finals_h, 0), ops.stack(finals_c, 0))
 
 
 class Embedding(Module):
