@@ -127,8 +127,9 @@ class ConvWeightGrad(TensorOp):
     """The weight gradient of ``conv(x, weight, stride, padding)``: ``x`` NHWC and the adjoint
     ``grad`` (N, Ho, Wo, Cout) to (KH, KW, Cin, Cout).
 
-    Computed as one product ``patches^T @ grad``: the transposed im2col matrix is a single
-    strided view of the (padded) input, so no transpose and no dilation is materialised.
+    Computed as one product ``grad^T @ patches``: the im2col matrix is a single strided view
+    of the (padded) input, so no dilation is materialised, only the (small) gradient and
+    result are transposed.
     """
 
     def __init__(self, kernel: tuple[int, int], stride: int = 1, padding: Padding = 0) -> None:
@@ -157,10 +158,13 @@ class ConvWeightGrad(TensorOp):
         if ph or pw:
             x = x.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
         sn, sh, sw, sc = x.strides
-        cols = x.as_strided((kh, kw, cin, n, ho, wo), (sh, sw, sc, sn, sh * s, sw * s))
-        patches_t = cols.compact().reshape((kh * kw * cin, n * ho * wo))
-        out = patches_t @ grad.compact().reshape((n * ho * wo, cout))
-        return out.reshape((kh, kw, cin, cout))
+        # im2col in the forward's order, (kw, cin) runs contiguous in memory; the small
+        # gradient is transposed instead of the patches: grad_w^T = grad^T @ patches.
+        cols = x.as_strided((n, ho, wo, kh, kw, cin), (sn, sh * s, sw * s, sh, sw, sc))
+        patches = cols.compact().reshape((n * ho * wo, kh * kw * cin))
+        grad_t = grad.compact().reshape((n * ho * wo, cout)).permute((1, 0)).compact()
+        out_t = grad_t @ patches  # (Cout, KH * KW * Cin)
+        return out_t.permute((1, 0)).compact().reshape((kh, kw, cin, cout))
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, grad = node.inputs  # bilinear: each input's adjoint is a conv with out_grad as weight
