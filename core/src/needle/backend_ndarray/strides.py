@@ -77,6 +77,18 @@ def normalize_axes(axes: int | Sequence[int] | None, ndim: int) -> tuple[int, ..
 
 def reshape_shape(old: Shape, new: Sequence[int]) -> Shape:
     """Resolve one ``-1`` in ``new`` and check the element count matches ``old``."""
+    if type(new) is tuple and type(old) is tuple and all(type(d) is int for d in new):
+        return _reshape_shape_cached(old, new)  # (2.0,) == (2,): only exact ints are cached
+    return _reshape_shape(old, new)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reshape_shape_cached(old: Shape, new: Shape) -> Shape:
+    """:func:`reshape_shape` for tuples, cached (training loops repeat the same shapes)."""
+    return _reshape_shape(old, new)
+
+
+def _reshape_shape(old: Shape, new: Sequence[int]) -> Shape:
     new = tuple(operator.index(d) for d in new)
     if new.count(-1) > 1:
         raise ValueError(f"can only infer one dimension in reshape to {new}")
@@ -98,10 +110,21 @@ def reshape_shape(old: Shape, new: Sequence[int]) -> Shape:
 def permute(shape: Shape, strides: Shape, axes: Sequence[int]) -> tuple[Shape, Shape]:
     """Reorder dimensions: ``axes`` must be a permutation of ``range(ndim)``."""
     ndim = len(shape)
+    axes = tuple(axes)
+    if all(type(a) is int for a in axes):  # (1.0, 0) == (1, 0): only exact ints are cached
+        axes = _permutation(axes, ndim)
+    else:
+        axes = _permutation.__wrapped__(axes, ndim)
+    return tuple(shape[a] for a in axes), tuple(strides[a] for a in axes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _permutation(axes: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    """``axes`` normalized and checked to be a permutation of ``range(ndim)`` (cached)."""
     axes = tuple(normalize_axis(a, ndim) for a in axes)
     if sorted(axes) != list(range(ndim)):
         raise ValueError(f"axes {axes} are not a permutation of {ndim} dimensions")
-    return tuple(shape[a] for a in axes), tuple(strides[a] for a in axes)
+    return axes
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> Shape:
