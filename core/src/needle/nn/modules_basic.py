@@ -358,6 +358,11 @@ class Sequential(Module):
         return x
 
 
+# Up to this many classes SoftmaxLoss picks the true logits with a one-hot product (a few
+# elementwise passes over N x k); beyond it a gather (two backend calls per sample) is cheaper.
+_ONE_HOT_MAX_CLASSES = 1024
+
+
 class SoftmaxLoss(Module):
     """Mean softmax cross-entropy of logits ``(N, k)`` against integer labels ``y`` ``(N,)``."""
 
@@ -368,9 +373,13 @@ class SoftmaxLoss(Module):
             raise ValueError(f"SoftmaxLoss got {labels.size} labels for logits of shape {(n, k)}")
         if n and (labels.min() < 0 or labels.max() >= k or np.any(labels != np.round(labels))):
             raise IndexError(f"SoftmaxLoss labels must be integers in [0, {k}), got {labels[:5]}")
-        # The true class's logit of each row, gathered from the flat logits (no one-hot matrix).
-        picks = (np.arange(n) * k + labels.astype(np.int64)).tolist()
-        true_logit = ops.take(logits.reshape((n * k,)), picks)
+        labels = labels.astype(np.int64)
+        if k <= _ONE_HOT_MAX_CLASSES:  # a few passes over a small (N, k) one-hot matrix
+            y_one_hot = Tensor(logits.device.one_hot(k, labels), requires_grad=False)
+            true_logit = (logits * y_one_hot).sum((1,))
+        else:  # gathered from the flat logits: a row copy per sample, no (N, k) matrix
+            picks = (np.arange(n) * k + labels).tolist()
+            true_logit = ops.take(logits.reshape((n * k,)), picks)
         return (ops.logsumexp(logits, (1,)) - true_logit).sum() / n
 
 
