@@ -412,19 +412,17 @@ class BatchNorm1d(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{type(self).__name__}({self.dim}) got input of shape {x.shape}")
-        n = x.shape[0]
         if self.training:
-            mean = x.sum((0,)) / n
-            centered = x - _row(mean, x.shape)
-            var = (centered**2).sum((0,)) / n
+            op = ops.BatchNorm(self.eps)  # one graph node; it keeps the batch statistics
+            out = op(x, self.weight, self.bias)
             with no_grad():
                 m = self.momentum
-                self.running_mean = self.running_mean * (1 - m) + mean.detach() * m
-                self.running_var = self.running_var * (1 - m) + var.detach() * m
-        else:
-            centered = x - _row(self.running_mean, x.shape)
-            var = self.running_var
-        normed = centered / _row((var + self.eps) ** 0.5, x.shape)
+                mean, var = Tensor.make_const(op.batch_mean), Tensor.make_const(op.batch_var)
+                self.running_mean = self.running_mean * (1 - m) + mean * m
+                self.running_var = self.running_var * (1 - m) + var * m
+            return out
+        centered = x - _row(self.running_mean, x.shape)
+        normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)
         return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
 
 

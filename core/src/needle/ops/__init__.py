@@ -1,13 +1,15 @@
 """needle's operators: each an Op class (``compute`` + ``gradient``) and a lowercase helper.
 
 Grouped by kind: :mod:`.elementwise`, :mod:`.movement`, :mod:`.reduction`,
-:mod:`.linalg`, :mod:`.conv` and :mod:`.tuple_ops`.
+:mod:`.normalization`, :mod:`.linalg`, :mod:`.conv` and
+:mod:`.tuple_ops`.
 """
 
 from . import conv as _conv
 from . import elementwise as _elementwise
 from . import linalg as _linalg
 from . import movement as _movement
+from . import normalization as _normalization
 from . import reduction as _reduction
 from . import tuple_ops as _tuple_ops
 from .conv import Conv, ConvWeightGrad, conv, conv_weight_grad
@@ -66,6 +68,7 @@ from .movement import (
     transpose,
     undilate,
 )
+from .normalization import BatchNorm, batch_norm
 from .reduction import (
     LogSoftmax,
     LogSumExp,
@@ -91,6 +94,7 @@ from .tuple_ops import (
 __all__ = [
     *_elementwise.__all__,
     *_movement.__all__,
+    *_normalization.__all__,
     *_reduction.__all__,
     *_linalg.__all__,
     *_conv.__all__,

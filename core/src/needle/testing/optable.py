@@ -130,6 +130,12 @@ def _logsumexp_ref(a: np.ndarray, axes: Any = None) -> np.ndarray:
     )
 
 
+def _batch_norm_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    mean = x.mean(axis=0)
+    var = ((x - mean) ** 2).mean(axis=0)
+    return w * (x - mean) / np.sqrt(var + eps) + b
+
+
 def _samples(
     *shapes: tuple[int, ...], layouts: tuple[str, ...] = ("contiguous",), **kw: Any
 ) -> list[Sample]:
@@ -309,6 +315,18 @@ OP_TABLE: tuple[OpInfo, ...] = (
         lambda a, axes=-1: ops.logsoftmax(a, axes),
         lambda a, axes=-1: a - np.expand_dims(_logsumexp_ref(a, axes), axes),
         tuple(_samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS) + _samples(((3, 4),), axes=0)),
+    ),
+    # normalization
+    OpInfo(
+        "batch_norm",
+        lambda x, w, b, eps=1e-5: ops.batch_norm(x, w, b, eps),
+        _batch_norm_ref,
+        tuple(
+            _samples(((5, 3), (3,), (3,)), layouts=ALL_LAYOUTS)
+            + _samples(((1, 4), (4,), (4,)), ((6, 2), (2,), (2,)), eps=0.5)
+        ),
+        rtol=1e-4,
+        atol=1e-4,
     ),
     # linear algebra
     OpInfo(
