@@ -98,6 +98,19 @@ class NDArray:
             array._compact = None  # worked out when first asked
         return array
 
+    def _fresh(self) -> NDArray:
+        """A new, uninitialised dense array of this one's shape on its device.
+
+        The shape was checked when this array was made, so this skips :meth:`make`'s checks.
+        """
+        array = object.__new__(NDArray)
+        array._shape, array._size, array._offset = self._shape, self._size, 0
+        array._device = self._device
+        array._handle = handle = self._device.mod.Array(self._size)
+        array._strides = st.compact_strides(self._shape)
+        array._compact = handle.size == self._size
+        return array
+
     @staticmethod
     def from_numpy(data: Any, device: BackendDevice | str | None = None) -> NDArray:
         """Copy ``data`` (anything ``np.asarray`` takes) to ``device`` as float32."""
@@ -191,7 +204,7 @@ class NDArray:
 
     def _copy(self) -> NDArray:
         """A dense, bit-exact copy in a new buffer."""
-        out = NDArray.make(self._shape, device=self._device)
+        out = self._fresh()
         if out.size:
             self._device.mod.compact(
                 self._handle, out._handle, self._shape, self._strides, self._offset
@@ -320,11 +333,11 @@ class NDArray:
                 raise ValueError(
                     f"{ewise} needs arrays of the same shape, got {self._shape} and {other._shape}"
                 )
-            out = NDArray.make(self._shape, device=self._device)
+            out = self._fresh()
             if self._size:
                 getattr(mod, ewise)(self.compact()._handle, other.compact()._handle, out._handle)
         elif type(other) in _SCALARS or isinstance(other, numbers.Real):
-            out = NDArray.make(self._shape, device=self._device)
+            out = self._fresh()
             if self._size:
                 getattr(mod, scalar)(self.compact()._handle, float(other), out._handle)
         else:
@@ -332,7 +345,7 @@ class NDArray:
         return out
 
     def _unary(self, name: str) -> NDArray:
-        out = NDArray.make(self._shape, device=self._device)
+        out = self._fresh()
         if self._size:
             getattr(self._device.mod, name)(self.compact()._handle, out._handle)
         return out
