@@ -19,16 +19,27 @@ using Shape = std::vector<int64_t>;
 [[noreturn]] void fail(const std::string& msg);  // raises ValueError(msg)
 std::string str(const Shape& v);                 // "(2, 3)", "(4,)"
 
+// Memory: buffers of at least kCacheMin bytes come from, and go back to, a cache of released
+// buffers (memory.cpp); smaller ones from aligned_alloc / free. Sizes are rounded up to 8
+// classes per power of two, so a buffer serves any request of its class.
+constexpr size_t kCacheMin = size_t(256) << 10;
+size_t alloc_bytes(int64_t size);           // the bytes Array(size) takes: its class
+float* allocate(size_t bytes);              // 64-byte aligned; a cached buffer when one fits
+void deallocate(float* p, size_t bytes) noexcept;  // into the cache while it has room
+void empty_cache();                         // the cached buffers back to the system
+struct CacheInfo {
+  size_t bytes, buffers, limit, hits, misses;
+};
+CacheInfo cache_info();
+
 class Array {
  public:
   explicit Array(int64_t size) : size_(size) {
     if (size < 0) fail("Array size must be >= 0, got " + std::to_string(size));
     if (size > (int64_t(1) << 60)) fail("Array size " + std::to_string(size) + " is too large");
-    size_t bytes = (size_t(size) * sizeof(float) + 63) / 64 * 64;
-    data_ = static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
-    if (data_ == nullptr) throw std::bad_alloc();
+    data_ = allocate(alloc_bytes(size));
   }
-  ~Array() { std::free(data_); }
+  ~Array() { release(); }
   Array(const Array&) = delete;
   Array& operator=(const Array&) = delete;
 
@@ -37,8 +48,8 @@ class Array {
     if (data_ == nullptr) fail("this needle-cpu Array was freed");
     return data_;
   }
-  void release() {
-    std::free(data_);
+  void release() noexcept {
+    if (data_ != nullptr) deallocate(data_, alloc_bytes(size_));
     data_ = nullptr;
   }
 

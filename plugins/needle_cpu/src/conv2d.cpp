@@ -17,10 +17,11 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
   for (int64_t v : {n, h, w, cin, cout, k, stride, padding})
     if (v < 0 || v > INT32_MAX) fail("conv2d: arguments must be in [0, 2^31)");
   if (k < 1 || stride < 1) fail("conv2d: k and stride must be >= 1");
-  const int64_t ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1;
   if (h + 2 * padding < k || w + 2 * padding < k)
     fail("conv2d: kernel " + std::to_string(k) + " is larger than the padded input");
-  const int64_t kk = checked_mul(k * k, cin), rows = checked_mul(n, ho * wo);
+  const int64_t ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1;
+  const int64_t hw = checked_mul(ho, wo);  // output pixels per image
+  const int64_t kk = checked_mul(k * k, cin), rows = checked_mul(n, hw);
   check_blas_dims({rows, kk, cout});
   if (a.size() != checked_mul(n, checked_mul(h * w, cin)) || wt.size() != checked_mul(kk, cout) ||
       out.size() != checked_mul(rows, cout))
@@ -34,7 +35,7 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
   if (k == 1 && stride == 1 && padding == 0) return sgemm(x, f, z, rows, cin, cout);
   const int64_t row = k * cin;  // one kernel row of a patch: contiguous in the input
   auto im2col = [&](int64_t r0, int64_t r1, float* __restrict dst) {  // patch rows [r0, r1)
-    int64_t b = r0 / (ho * wo), oy = r0 / wo % ho, ox = r0 % wo;
+    int64_t b = r0 / hw, oy = r0 / wo % ho, ox = r0 % wo;
     for (int64_t g = r0; g < r1; ++g) {
       const int64_t ix0 = ox * stride - padding;
       const bool inside_x = ix0 >= 0 && ix0 + k <= w;
@@ -64,7 +65,7 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
       std::vector<float> scratch(size_t(T * kk));
       for (int64_t t = s; t < e; ++t) {
         const int64_t r0 = t * T, r1 = std::min(rows, r0 + T);
-        int64_t b = r0 / (ho * wo), oy = r0 / wo % ho, ox = r0 % wo;
+        int64_t b = r0 / hw, oy = r0 / wo % ho, ox = r0 % wo;
         for (int64_t g = r0; g < r1; ++g) {
           const int64_t i = g - r0, iy0 = oy * stride - padding, ix0 = ox * stride - padding;
           const float** p = ptrs.data() + i * k;

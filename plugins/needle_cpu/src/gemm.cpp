@@ -43,7 +43,7 @@ void sgemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64
       if (s < e) rows ? block(s, e, 0, p) : block(0, m, s, e);
     }
   };
-  pool().run(int(nt), body);
+  pool()->run(int(nt), body);
 }
 
 void matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {

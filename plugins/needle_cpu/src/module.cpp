@@ -9,7 +9,7 @@
 // chosen at import from the CPU (never an illegal instruction). GEMM (matmul, bmm, conv2d
 // after im2col) goes to OpenBLAS from the scipy-openblas32 wheel (see README.md).
 //
-// The parts: array.h (handles and checks), pool.h (threads), isa.h and kernels.h (SIMD),
+// The parts: array.h (handles and checks), memory.cpp (the buffer cache), pool.h (threads), isa.h and kernels.h (SIMD),
 // ops.h (the contract's functions: strided.cpp, elementwise.cpp, gemm.cpp, conv2d.cpp).
 // This file is the Python module.
 
@@ -40,7 +40,8 @@ PYBIND11_MODULE(_ext, m) {
       .def(py::init<int64_t>(), py::arg("size"))
       .def_property_readonly("size", &Array::size)
       .def("ptr", [](const Array& a) { return reinterpret_cast<uintptr_t>(a.data()); })
-      .def("free", &Array::release, "Release the memory now; any later use raises ValueError.")
+      .def("free", &Array::release,
+           "Release the memory now (big buffers to the cache); any later use raises ValueError.")
       .def("__repr__", [](const Array& a) {
         return "needle_cpu.Array(size=" + std::to_string(a.size()) + ")";
       });
@@ -81,5 +82,21 @@ PYBIND11_MODULE(_ext, m) {
 
   m.def("set_num_threads", &set_num_threads, arg("n"),
         "Threads for every kernel of this backend.");
-  m.def("get_num_threads", [] { return g_threads; });
+  m.def("get_num_threads", [] { return g_threads.load(); });
+
+  m.def("empty_cache", &empty_cache,
+        "Return the cached free buffers to the system (see NEEDLE_CPU_CACHE_MB).");
+  m.def(
+      "cache_info",
+      [] {
+        const CacheInfo c = cache_info();
+        py::dict d;
+        d["cached_bytes"] = c.bytes;
+        d["cached_buffers"] = c.buffers;
+        d["limit_bytes"] = c.limit;
+        d["hits"] = c.hits;
+        d["misses"] = c.misses;
+        return d;
+      },
+      "The buffer cache: cached_bytes, cached_buffers, limit_bytes, hits, misses.");
 }

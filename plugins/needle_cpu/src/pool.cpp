@@ -1,4 +1,8 @@
 // The process's thread pool: its size, and a new one after a fork or set_num_threads.
+//
+// Pools are shared_ptrs: a job holds its pool, so set_num_threads never pulls one from under a
+// running kernel (another Python thread, GIL released), and the replaced pool's workers are
+// stopped and joined when its last job ends. Switching back and forth leaks no threads.
 
 #include "pool.h"
 
@@ -28,26 +32,34 @@ int default_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-Pool* g_pool = nullptr;  // never destroyed: workers may still sleep at interpreter exit
+std::shared_ptr<Pool> g_pool;  // held by each running job too (see pool())
 pid_t g_pool_pid = 0;
 std::mutex g_pool_mutex;
 
 }  // namespace
 
-int g_threads = default_threads();
+std::atomic<int> g_threads{default_threads()};
 
-Pool& pool() {
+std::shared_ptr<Pool> pool() {
+  std::shared_ptr<Pool> old;  // a replaced pool: joined below, outside the lock, once unused
   std::lock_guard<std::mutex> lock(g_pool_mutex);
-  if (g_pool == nullptr || g_pool_pid != getpid() || g_pool->size() != g_threads) {
-    g_pool = new Pool(g_threads);  // a forked child starts without the parent's threads
+  const int n = g_threads.load();
+  if (g_pool != nullptr && g_pool_pid != getpid()) {
+    // A forked child has the parent's Pool but none of its threads: joining them would hang,
+    // so that one is left alone, never destroyed.
+    new std::shared_ptr<Pool>(std::move(g_pool));
+  }
+  if (g_pool == nullptr || g_pool->size() != n) {
+    old = std::move(g_pool);
+    g_pool = std::make_shared<Pool>(n);
     g_pool_pid = getpid();
   }
-  return *g_pool;
+  return g_pool;
 }
 
-void set_num_threads(int n) {
+void set_num_threads(int64_t n) {
   if (n < 1) fail("set_num_threads needs n >= 1, got " + std::to_string(n));
-  g_threads = n;
+  g_threads = int(std::min<int64_t>(n, 1024));  // as NEEDLE_NUM_THREADS
 }
 
 }  // namespace needle_cpu

@@ -15,7 +15,9 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <memory>
 #include <thread>
+#include <vector>
 
 namespace needle_cpu {
 
@@ -36,8 +38,17 @@ inline void cpu_relax() {
 class Pool {
  public:
   explicit Pool(int n) : n_(n) {
-    for (int t = 1; t < n; ++t) std::thread([this] { work(); }).detach();
+    try {
+      for (int t = 1; t < n; ++t) workers_.emplace_back([this] { work(); });
+    } catch (...) {  // no thread to be had: stop those started, then report
+      shutdown();
+      throw;
+    }
   }
+  // Only once no job can be running (see pool()).
+  ~Pool() { shutdown(); }
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
   int size() const { return n_; }
 
   template <class F>
@@ -69,6 +80,16 @@ class Pool {
   }
 
  private:
+  void shutdown() {  // wake every worker, let it return, join it
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      stop_ = true;
+      gen_.fetch_add(1);
+      cv_.notify_all();
+    }
+    for (std::thread& t : workers_) t.join();
+  }
+
   void guarded() {
     try {
       call_(ctx_);
@@ -96,6 +117,7 @@ class Pool {
         --sleepers_;
       }
       seen = g;
+      if (stop_) return;
       // Announce first, then check the job is still open: the caller closes it and then
       // waits for refs_ == 0, so a worker that gets in keeps the job's frame alive.
       refs_.fetch_add(1);
@@ -115,14 +137,19 @@ class Pool {
   void (*call_)(void*) = nullptr;
   void* ctx_ = nullptr;
   std::exception_ptr error_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> workers_;
 };
 
-extern int g_threads;  // threads a kernel may use: set_num_threads(n), get_num_threads()
+// Threads a kernel may use: set_num_threads(n), get_num_threads(). Atomic: a kernel reads it
+// with the GIL released while another Python thread may set it.
+extern std::atomic<int> g_threads;
 
-// The process's pool of g_threads threads (made anew after a fork or a change of g_threads).
-Pool& pool();
+// The process's pool of g_threads threads, made anew after a fork or a change of g_threads.
+// A caller holds it for its job; the pool it replaced is joined once its last job is done.
+std::shared_ptr<Pool> pool();
 
-void set_num_threads(int n);
+void set_num_threads(int64_t n);  // n >= 1 (else ValueError), at most 1024
 
 // Below this many elements a kernel runs on the calling thread with the GIL held.
 constexpr int64_t kParallel = 1 << 15;
@@ -132,7 +159,7 @@ constexpr int64_t kParallel = 1 << 15;
 // Long ranges are cut at multiples of 16 elements (a cache line of floats).
 template <class F>
 void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
-  int64_t work, nt = g_threads;
+  int64_t work, nt = g_threads.load(std::memory_order_relaxed);
   if (!__builtin_mul_overflow(n, work_per_item, &work)) nt = std::min(nt, work / kParallel);
   nt = std::min(nt, n);
   if (nt <= 1) return f(int64_t(0), n);
@@ -146,7 +173,7 @@ void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
       if (b < e) f(b, e);
     }
   };
-  pool().run(int(nt), body);
+  pool()->run(int(nt), body);
 }
 
 // Release the GIL for the lifetime of the guard when the work is big.
