@@ -328,6 +328,35 @@ def test_batchnorm1d_running_stats_and_eval(device):
     np.testing.assert_allclose(m.running_mean.numpy(), rm, rtol=0)  # eval leaves them alone
 
 
+def test_batchnorm1d_grad_of_grad(device):
+    """The fused op's gradient is differentiable again: same as through the composed formula."""
+    rng = np.random.default_rng(7)
+    x_np, r_np, s_np = (rng.standard_normal((5, 3)).astype(np.float32) for _ in range(3))
+    w_np = rng.standard_normal(3).astype(np.float32)
+
+    def second_order(normalize):
+        x = ndl.Tensor(x_np, device=device, requires_grad=True)
+        w = ndl.Tensor(w_np, device=device, requires_grad=True)
+        b = ndl.Tensor(np.zeros(3, np.float32), device=device, requires_grad=True)
+        (normalize(x, w, b) * ndl.Tensor(r_np, device=device)).sum().backward(create_graph=True)
+        gx, gw = x.grad, w.grad
+        x.grad = w.grad = b.grad = None
+        ((gx * ndl.Tensor(s_np, device=device)).sum() + (gw * gw).sum()).backward()
+        return gx.numpy(), x.grad.numpy(), w.grad.numpy()
+
+    def composed(x, w, b):
+        n = x.shape[0]
+        centered = x - (x.sum((0,)) / n).reshape((1, 3)).broadcast_to(x.shape)
+        var = (centered**2).sum((0,)) / n
+        normed = centered / ((var + 1e-5) ** 0.5).reshape((1, 3)).broadcast_to(x.shape)
+        return w.reshape((1, 3)).broadcast_to(x.shape) * normed + b.reshape((1, 3)).broadcast_to(
+            x.shape
+        )
+
+    for got, want in zip(second_order(ndl.ops.batch_norm), second_order(composed)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def _course_tensor(*shape, entropy=1, device=None):
     np.random.seed(np.prod(shape) * len(shape) * entropy)
     return ndl.Tensor(np.random.randint(0, 100, size=shape) / 20, device=device)

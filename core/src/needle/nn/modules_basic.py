@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import init, ops
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor
 from ..devices import BackendDevice
 
 __all__ = [
@@ -415,11 +415,10 @@ class BatchNorm1d(Module):
         if self.training:
             op = ops.BatchNorm(self.eps)  # one graph node; it keeps the batch statistics
             out = op(x, self.weight, self.bias)
-            with no_grad():
-                m = self.momentum
-                mean, var = Tensor.make_const(op.batch_mean), Tensor.make_const(op.batch_var)
-                self.running_mean = self.running_mean * (1 - m) + mean * m
-                self.running_var = self.running_var * (1 - m) + var * m
+            m = self.momentum  # the running statistics are updated on their NDArrays
+            mean = self.running_mean.cached_data * (1 - m) + op.batch_mean * m
+            var = self.running_var.cached_data * (1 - m) + op.batch_var * m
+            self.running_mean, self.running_var = Tensor.make_const(mean), Tensor.make_const(var)
             return out
         centered = x - _row(self.running_mean, x.shape)
         normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_ndarray import NDArray
-from .movement import BroadcastTo, Reshape
 
 __all__ = ["BatchNorm", "batch_norm"]
 
 
-def _rows(vector: NDArray, shape: tuple[int, ...]) -> NDArray:
-    """A ``(D,)`` array viewed as ``shape`` = ``(N, D)``, repeated down the rows."""
+def _rows(vector: Any, shape: tuple[int, ...]) -> Any:
+    """A ``(D,)`` Tensor or NDArray viewed as ``shape`` = ``(N, D)``, repeated down the rows."""
     return vector.reshape((1, shape[1])).broadcast_to(shape)
 
 
-def _tensor_rows(vector: Tensor, shape: tuple[int, ...]) -> Tensor:
-    return BroadcastTo(shape)(Reshape((1, shape[1]))(vector))
+def _gradients(g: Any, normed: Any, std: Any, weight: Any) -> tuple[Any, Any, Any]:
+    """The gradients for ``x``, ``weight`` and ``bias`` from the output gradient ``g``.
+
+    Works alike on Tensors (a differentiable gradient) and on NDArrays (a first-order one).
+    """
+    n, shape = g.shape[0], g.shape
+    grad_bias = g.sum((0,))
+    grad_weight = (g * normed).sum((0,))
+    spread = g - _rows(grad_bias / n, shape) - normed * _rows(grad_weight / n, shape)
+    return _rows(weight / std, shape) * spread, grad_weight, grad_bias
 
 
 class BatchNorm(TensorOp):
@@ -44,18 +53,14 @@ class BatchNorm(TensorOp):
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, weight, _ = node.inputs
-        n, shape = x.shape[0], x.shape
         if is_grad_enabled():  # the gradient is differentiated again: rebuild it from x
-            centered = x - _tensor_rows(x.sum((0,)) / n, shape)
+            n, shape = x.shape[0], x.shape
+            centered = x - _rows(x.sum((0,)) / n, shape)
             std = ((centered**2).sum((0,)) / n + self.eps) ** 0.5
-            normed = centered / _tensor_rows(std, shape)
-        else:
-            normed, std = Tensor.make_const(self.normed), Tensor.make_const(self.std)
-        grad_bias = out_grad.sum((0,))
-        grad_weight = (out_grad * normed).sum((0,))
-        spread = out_grad - _tensor_rows(grad_bias / n, shape)
-        spread = spread - normed * _tensor_rows(grad_weight / n, shape)
-        return _tensor_rows(weight / std, shape) * spread, grad_weight, grad_bias
+            return _gradients(out_grad, centered / _rows(std, shape), std, weight)
+        # first order only: on the saved NDArrays, without graph nodes
+        grads = _gradients(out_grad.cached_data, self.normed, self.std, weight.cached_data)
+        return tuple(Tensor.make_const(g) for g in grads)
 
 
 def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
