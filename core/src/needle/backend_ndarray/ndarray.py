@@ -111,6 +111,15 @@ class NDArray:
         array._compact = handle.size == self._size
         return array
 
+    def _view(self, shape: tuple[int, ...], strides: tuple[int, ...], offset: int) -> NDArray:
+        """A view on this array's buffer; ``shape`` and ``strides`` are tuples already checked."""
+        array = object.__new__(NDArray)
+        array._shape, array._strides, array._offset = shape, strides, offset
+        array._size = st.prod(shape)
+        array._device, array._handle = self._device, self._handle
+        array._compact = None  # worked out when first asked
+        return array
+
     @staticmethod
     def from_numpy(data: Any, device: BackendDevice | str | None = None) -> NDArray:
         """Copy ``data`` (anything ``np.asarray`` takes) to ``device`` as float32."""
@@ -238,15 +247,14 @@ class NDArray:
         if len(new_shape) == 1 and isinstance(new_shape[0], (tuple, list)):
             new_shape = new_shape[0]
         shape = st.reshape_shape(self._shape, new_shape)
-        src = self.compact()
-        return NDArray.make(shape, None, self._device, src._handle, 0)
+        return self.compact()._view(shape, st.compact_strides(shape), 0)
 
     def permute(self, *axes: Any) -> NDArray:
         """Reorder dimensions (``axes`` a permutation of ``range(ndim)``), no copy."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
         shape, strides = st.permute(self._shape, self._strides, axes)
-        return NDArray.make(shape, strides, self._device, self._handle, self._offset)
+        return self._view(shape, strides, self._offset)
 
     def swapaxes(self, a: int, b: int) -> NDArray:
         axes = list(range(self.ndim))
@@ -260,17 +268,17 @@ class NDArray:
             new_shape = new_shape[0]
         new_shape = tuple(new_shape)
         strides = st.broadcast_to(self._shape, self._strides, new_shape)
-        return NDArray.make(new_shape, strides, self._device, self._handle, self._offset)
+        return self._view(new_shape, strides, self._offset)
 
     def flip(self, axes: int | Sequence[int] | None = None) -> NDArray:
         """Reverse ``axes`` (all when None) with negative strides, no copy."""
         strides, offset = st.flip(self._shape, self._strides, self._offset, axes)
-        return NDArray.make(self._shape, strides, self._device, self._handle, offset)
+        return self._view(self._shape, strides, offset)
 
     def __getitem__(self, idxs: Any) -> NDArray:
         """Ints, slices (negative start, stop and step) and one Ellipsis; always a view."""
         shape, strides, offset, _ = st.getitem(self._shape, self._strides, self._offset, idxs)
-        return NDArray.make(shape, strides, self._device, self._handle, offset)
+        return self._view(shape, strides, offset)
 
     def __setitem__(self, idxs: Any, other: Any) -> None:
         """Write an array (broadcast numpy-style to the view) or a scalar into ``self[idxs]``."""
