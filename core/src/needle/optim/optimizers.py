@@ -233,7 +233,8 @@ class Adam(Optimizer):
             square = grad * grad
             v = square * (1 - b2) if v is None else v.cached_data * b2 + square * (1 - b2)
             self.m[p], self.v[p] = Tensor.make_const(m), Tensor.make_const(v)
-            v_hat = v / (1 - b2**self.t)
-            # w - lr * m_hat / (sqrt(v_hat) + eps), with lr, the sign and m's bias correction
-            # folded into one scalar: two passes over the parameter fewer.
-            p.cached_data = w + m * (-self.lr / (1 - b1**self.t)) / (v_hat**0.5 + self.eps)
+            # w - lr * m_hat / (sqrt(v_hat) + eps), with sqrt(v_hat) = sqrt(v) / c and
+            # c = sqrt(1 - b2^t): w - (lr * c / (1 - b1^t)) * m / (sqrt(v) + eps * c). The
+            # scalars fold lr, the sign and both bias corrections: three passes fewer.
+            c = (1 - b2**self.t) ** 0.5
+            p.cached_data = w + m * (-self.lr * c / (1 - b1**self.t)) / (v**0.5 + self.eps * c)
