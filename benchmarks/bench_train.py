@@ -238,7 +238,10 @@ def main(argv: list[str] | None = None) -> None:
         fns = {dev.name: needle_step(name, dev) for dev in devices}
         if torch is not None:
             fns["torch"] = torch_step(name, torch)
-        times = compare(fns, min_seconds=args.min_seconds, sample_seconds=0.0, min_rounds=5)
+        # A sample is ~0.25 s of back-to-back steps, as in a training loop (samples per second
+        # is throughput); the harness's pause between samples keeps each contender's threads
+        # from spinning into the next one's time.
+        times = compare(fns, min_seconds=args.min_seconds, sample_seconds=0.25, min_rounds=5)
         rates = ", ".join(f"{c} {samples / t:,.0f}" for c, t in times.items())
         table.add(f"{name} (batch {samples})", times, note=f"samples/s: {rates}")
         print(f"  {name}: {rates} samples/s", flush=True)
