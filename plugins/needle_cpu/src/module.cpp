@@ -40,7 +40,7 @@ PYBIND11_MODULE(_ext, m) {
       .def(py::init<int64_t>(), py::arg("size"))
       .def_property_readonly("size", &Array::size)
       .def("ptr", [](const Array& a) { return reinterpret_cast<uintptr_t>(a.data()); })
-      .def("free", &Array::release,
+      .def("free", &free_when_unused,
            "Release the memory now (big buffers to the cache); any later use raises ValueError.")
       .def("__repr__", [](const Array& a) {
         return "needle_cpu.Array(size=" + std::to_string(a.size()) + ")";

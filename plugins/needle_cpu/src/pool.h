@@ -7,6 +7,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include "array.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -176,12 +178,32 @@ void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
   pool()->run(int(nt), body);
 }
 
-// Release the GIL for the lifetime of the guard when the work is big.
+// Kernels running now with the GIL released. Array.free() (called with the GIL held) waits
+// until there are none, so it never pulls a buffer from under a kernel of another thread.
+inline std::atomic<int> g_kernels_without_gil{0};
+
+// Release the GIL for the lifetime of the guard when the work is big. The count goes up
+// before the GIL is released and down before it is taken back (the destructor's body runs
+// before the members are destroyed).
 struct MaybeRelease {
   std::optional<pybind11::gil_scoped_release> release;
   explicit MaybeRelease(int64_t work) {
-    if (work >= kParallel) release.emplace();
+    if (work < kParallel) return;
+    g_kernels_without_gil.fetch_add(1, std::memory_order_acq_rel);
+    release.emplace();
   }
+  ~MaybeRelease() {
+    if (release) g_kernels_without_gil.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  MaybeRelease(const MaybeRelease&) = delete;
+  MaybeRelease& operator=(const MaybeRelease&) = delete;
 };
+
+// Array.free(): wait for kernels running without the GIL (none can start meanwhile: this
+// thread holds the GIL), then release the buffer.
+inline void free_when_unused(Array& a) {
+  while (g_kernels_without_gil.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  a.release();
+}
 
 }  // namespace needle_cpu

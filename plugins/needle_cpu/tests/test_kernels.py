@@ -220,6 +220,40 @@ def test_bad_calls_raise() -> None:
         ext.ewise_add(a, np.ones(10, np.float32), a)  # not a handle of this device
 
 
+def test_free_waits_for_a_kernel_running_without_the_gil() -> None:
+    """free() from one thread while a big matmul reads the buffer in another: the kernel
+    finishes on intact data (the buffer is reused and poisoned right after free), no crash."""
+    import threading
+
+    n = 768
+    a, b = RNG.standard_normal((n, n)), RNG.standard_normal((n, n))
+    want = a.astype(np.float32) @ b.astype(np.float32)
+    ha, hb, out = put(a), put(b), ext.Array(n * n)
+    results: list[object] = []
+    started = threading.Event()
+
+    def work() -> None:
+        started.set()
+        for _ in range(50):
+            try:
+                ext.matmul(ha, hb, out, n, n, n)
+            except ValueError as e:  # b was freed before this call began
+                results.append(e)
+                return
+            results.append(get(out, (n, n)))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    started.wait()
+    hb.free()
+    poison = ext.Array(n * n)  # most likely b's buffer, from the cache
+    ext.fill(poison, float("nan"))
+    thread.join()
+    assert isinstance(results[-1], ValueError) and "freed" in str(results[-1])
+    for r in results[:-1]:
+        np.testing.assert_allclose(r, want, rtol=1e-3, atol=1e-3)
+
+
 def test_freed_handle_raises_and_memory_is_released() -> None:
     a = put(np.ones(4))
     a.free()
