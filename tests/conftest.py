@@ -1,6 +1,7 @@
 """Shared fixtures: a clean plugin manager, throwaway plugins and backends, fake distributions.
 
-The ``device`` fixture itself comes from needle's pytest plugin (needle.testing.pytest_plugin).
+The ``device`` fixture and its parametrization over the backends come from needle's pytest
+plugin (needle.testing.pytest_plugin), opted into here for this directory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from needle import contract
 from needle.plugins import BackendSpec, hookimpl, manager
+from needle.testing.fixtures import device, pytest_generate_tests  # noqa: F401
 
 NEEDLE_ENV = (
     "NEEDLE_PLUGINS",

@@ -15,7 +15,8 @@ def test_device_lookup_is_cached_hashable_and_compares_by_name(device) -> None:
     assert {device: 1}[again] == 1, "devices work as dict keys"
     assert ndl.device(device) is device, "a device passes through"
     assert device != device.name, "a device is not equal to its name string"
-    assert repr(device) == f"needle.device({device.name!r})"
+    course_name = "cpu_numpy" if device.name == "numpy" else device.name
+    assert repr(device) == str(device) == f"{course_name}()", "devices print as the course's"
 
 
 def test_device_name_must_be_a_string() -> None:
@@ -28,20 +29,36 @@ def test_other_device_is_not_equal(device, other_device) -> None:
     assert len({device, other_device, ndl.device(device.name)}) == 2
 
 
-def test_course_helpers_name_their_devices() -> None:
+def test_course_helpers_always_return_a_device() -> None:
     helpers = {"numpy": ndl.cpu_numpy, "cpu": ndl.cpu, "cuda": ndl.cuda}
     for name, helper in helpers.items():
+        dev = helper()
+        assert isinstance(dev, ndl.BackendDevice) and dev.name == name
         record = manager.backend(name)
-        if record is None:
-            with pytest.raises(ndl.UnknownDeviceError, match=f"pip install needle-{name}"):
-                helper()
-        elif manager.load_backend(name).status == "loaded":
-            assert helper() is ndl.device(name)
+        if record is not None and manager.load_backend(name).status == "loaded":
+            assert dev.enabled() and dev.reason == ""
+            assert dev is ndl.device(name)
             if name == "numpy":
-                assert ndl.device("cpu_numpy") is helper(), "cpu_numpy is an alias of numpy"
-        else:
-            with pytest.raises(ndl.DeviceUnavailableError):
-                helper()
+                assert ndl.device("cpu_numpy") is dev, "cpu_numpy is an alias of numpy"
+            continue
+        # As in the course: a device object whose enabled() is False; using it says why.
+        assert not dev.enabled() and dev.reason
+        error = ndl.UnknownDeviceError if record is None else ndl.DeviceUnavailableError
+        with pytest.raises(error, match="pip install" if record is None else ""):
+            ndl.device(name)
+        with pytest.raises(error):
+            ndl.Tensor([1.0, 2.0], device=dev)
+        with pytest.raises(error):
+            ndl.device(dev)
+        assert dev == helper() == ndl.BackendDevice(name, None), "devices compare by name"
+
+
+def test_device_attributes_reach_the_backend_module(device) -> None:
+    """Course code calls backend functions through the device (``device.ewise_add``)."""
+    assert device.ewise_add is device.mod.ewise_add
+    with pytest.raises(AttributeError, match="no attribute 'no_such_kernel'"):
+        device.no_such_kernel  # noqa: B018
+    assert not hasattr(device, "no_such_kernel")
 
 
 def test_default_device_is_the_best_available_cpu_side_backend(fresh_plugins, capsys) -> None:

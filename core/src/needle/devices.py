@@ -34,6 +34,7 @@ __all__ = [
 #: Where the devices named by this project come from, for "pip install ..." hints.
 KNOWN_DISTRIBUTIONS = {"numpy": "needle-numpy", "cpu": "needle-cpu", "cuda": "needle-cuda"}
 _ALIASES = {"cpu_numpy": "numpy"}
+_COURSE_NAMES = {v: k for k, v in _ALIASES.items()}
 
 
 class DeviceError(RuntimeError):
@@ -65,6 +66,19 @@ class BackendDevice:
         self.capabilities = tuple(capabilities)
         self._caps = frozenset(capabilities)
 
+    def __getattr__(self, attr: str) -> Any:
+        # Course code reaches backend functions through the device (``device.matmul_tiled``,
+        # ``device.__tile_size__``); only names the slots do not hold get here.
+        if attr in BackendDevice.__slots__:
+            raise AttributeError(attr)
+        try:
+            return getattr(self.mod, attr)
+        except AttributeError:
+            raise AttributeError(
+                f"needle device {self.name!r} (backend {getattr(self.mod, '__name__', '?')}) "
+                f"has no attribute {attr!r}"
+            ) from None
+
     def has(self, capability: str) -> bool:
         """True when the backend declares the optional ``capability`` (``"conv2d"``, ...)."""
         return capability in self._caps
@@ -76,12 +90,19 @@ class BackendDevice:
         return hash(("needle.device", self.name))
 
     def __repr__(self) -> str:
-        return f"needle.device({self.name!r})"
+        # As the course prints its devices: ``cpu()``, ``cuda()``, ``cpu_numpy()``.
+        return f"{_COURSE_NAMES.get(self.name, self.name)}()"
 
     __str__ = __repr__
 
     def enabled(self) -> bool:
-        return True
+        """True when this device can run here (see ``reason`` when it cannot)."""
+        return not isinstance(self.mod, _Unavailable)
+
+    @property
+    def reason(self) -> str:
+        """Why the device cannot run here ("" when it can)."""
+        return self.mod.reason if isinstance(self.mod, _Unavailable) else ""
 
     def empty(self, shape: Sequence[int], dtype: str = "float32") -> Any:
         from .backend_ndarray import NDArray
@@ -129,6 +150,20 @@ class BackendDevice:
         return NDArray.from_numpy(arr, self)
 
 
+class _Unavailable:
+    """The backend of a device that cannot run here: any use raises with the reason."""
+
+    __slots__ = ("name", "reason", "error")
+
+    def __init__(self, name: str, error: DeviceError) -> None:
+        self.name, self.reason, self.error = name, str(error), error
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        raise type(self.error)(self.reason)
+
+
 def _check_dtype(dtype: Any) -> None:
     if dtype not in ("float32", np.float32) and np.dtype(dtype) != np.float32:
         raise TypeError(f"needle devices hold float32 data, not {dtype}")
@@ -141,12 +176,14 @@ def _shape_arg(shape: tuple) -> tuple[int, ...]:
 
 
 _devices: dict[str, BackendDevice] = {}
+_disabled: dict[str, BackendDevice] = {}
 _default: list[BackendDevice] = []
 _lock = threading.Lock()
 
 
 def _reset() -> None:
     _devices.clear()
+    _disabled.clear()
     _default.clear()
 
 
@@ -172,6 +209,8 @@ def device(name: str | BackendDevice) -> BackendDevice:
         DeviceUnavailableError: it is installed but cannot run here; the message says why.
     """
     if isinstance(name, BackendDevice):
+        if not name.enabled():
+            raise name.mod.error
         return name
     if not isinstance(name, str):
         raise TypeError(f"a device name is a string, not {type(name).__name__}")
@@ -197,19 +236,34 @@ def device(name: str | BackendDevice) -> BackendDevice:
         return dev
 
 
+def _course_device(name: str) -> BackendDevice:
+    """``device(name)``, or, as in the course, a device whose ``enabled()`` is False.
+
+    Using a device that is not enabled (making an array on it) raises the error
+    :func:`device` would have raised, with its reason.
+    """
+    try:
+        return device(name)
+    except DeviceError as exc:
+        found = _disabled.get(name)
+        if found is None or found.reason != str(exc):
+            found = _disabled[name] = BackendDevice(name, _Unavailable(name, exc))
+        return found
+
+
 def cpu() -> BackendDevice:
-    """The C++ CPU device (``needle-cpu``)."""
-    return device("cpu")
+    """The C++ CPU device (``needle-cpu``); ``enabled()`` says whether it can run here."""
+    return _course_device("cpu")
 
 
 def cuda() -> BackendDevice:
-    """The CUDA device (``needle-cuda``)."""
-    return device("cuda")
+    """The CUDA device (``needle-cuda``); ``enabled()`` is False without it or without a GPU."""
+    return _course_device("cuda")
 
 
 def cpu_numpy() -> BackendDevice:
-    """The numpy reference device (``needle-numpy``)."""
-    return device("numpy")
+    """The numpy reference device (``needle-numpy``); ``enabled()`` says whether it can run."""
+    return _course_device("numpy")
 
 
 def default_device() -> BackendDevice:

@@ -1,4 +1,4 @@
-"""needle's pytest plugin: the ``device`` fixture, ``--backend``, and the run's safety rules.
+"""needle's pytest plugin: ``--backend``, the ``device`` parametrization, and the run's rules.
 
 Installed with needle-core (entry point ``pytest11``), so a backend author can
 run the conformance suite without this repository::
@@ -6,10 +6,17 @@ run the conformance suite without this repository::
     pip install needle-core[test] my-backend
     python -m pytest --pyargs needle.testing.conformance --backend mydev
 
+Installing needle never changes another project's tests: the plugin only adds
+the ``--backend`` option. A test directory opts in with a ``conftest.py`` that
+says ``from needle.testing.fixtures import device, pytest_generate_tests``
+(the conformance suite and needle's own tests do); a conftest's hooks and
+fixtures apply to its directory only.
+
 Rules:
 
 * The ``device`` fixture is parametrized over the selected backends (all
-  registered ones by default); ids read ``test_add[cpu]``.
+  registered ones by default); ids read ``test_add[cpu]``. A test that
+  parametrizes ``device`` itself keeps its own values.
 * An unavailable backend shows as skipped with its reason, unless it was asked
   for explicitly (``--backend`` or ``NEEDLE_TEST_BACKENDS``): then the run fails.
 * A needle run (one that used the ``device`` fixture or named a backend) that
@@ -47,14 +54,6 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.register_profile("ci", derandomize=True, deadline=None, max_examples=50)
     settings.register_profile("dev", deadline=None, max_examples=50)
     settings.load_profile("ci" if os.environ.get("CI") else "dev")
-
-
-@pytest.fixture(scope="session")
-def device(request: pytest.FixtureRequest) -> Any:
-    """The needle device (``BackendDevice``) this test runs on."""
-    from needle import devices
-
-    return devices.device(request.param)
 
 
 class _NeedleRun:
@@ -104,10 +103,17 @@ class _NeedleRun:
         if self.requested:  # fail fast, before collection, on a backend that cannot run
             self.params()
 
-    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "device" in metafunc.fixturenames:
-            self.used = True
-            metafunc.parametrize("device", self.params(), indirect=True)
+    def parametrize(self, metafunc: pytest.Metafunc) -> None:
+        if "device" not in metafunc.fixturenames:
+            return
+        for mark in metafunc.definition.iter_markers("parametrize"):
+            names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+            if isinstance(names, str):
+                names = [n.strip() for n in names.split(",")]
+            if "device" in names:  # the test brings its own devices
+                return
+        self.used = True
+        metafunc.parametrize("device", self.params(), indirect=True)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.outcome in ("passed", "failed"):
