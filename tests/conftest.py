@@ -59,7 +59,7 @@ class Backends:
     ) -> types.ModuleType:
         """A kernel module with ``base``'s contract functions (minus ``drop``), in sys.modules."""
         mod = types.ModuleType(f"needle_tests_kernels_{name}")
-        for fn in (*contract.REQUIRED, *contract.OPTIONAL):
+        for fn in (*contract.REQUIRED, *contract.OPTIONAL, "__dtypes__", "__tile_size__"):
             if fn not in drop and hasattr(base, fn):
                 setattr(mod, fn, getattr(base, fn))
         mod.__device_name__ = name

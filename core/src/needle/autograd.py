@@ -3,23 +3,32 @@
 A Tensor holds an NDArray (``cached_data``) and, when it needs a gradient, the
 Op and inputs that made it. ``backward`` sorts the graph topologically and
 walks it in reverse, summing the gradient contributions of every use of a
-value. Gradients are themselves computed with Tensor ops, so with
-``create_graph=True`` they can be differentiated again.
+value. Gradients are themselves computed with Tensor ops and, as in the course,
+keep their graph: ``x.grad.backward()`` differentiates a gradient again.
+``backward(create_graph=False)`` builds no graph for them (less memory; the
+training helpers use it).
 
-Ops on tensors that need no gradient (or inside :func:`no_grad`) keep no
-graph, so a training loop cannot grow memory.
+As in the course, ``backward()`` sets ``.grad`` on every tensor of the graph;
+``backward(create_graph=False)`` sets it on leaves (tensors the user made,
+parameters) and on tensors that called :meth:`Tensor.retain_grad` only. Ops on
+tensors that need no gradient (or inside :func:`no_grad`, which is per thread)
+keep no graph, so a training loop cannot grow memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import gc
 import numbers
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from .backend_ndarray import NDArray
+from .backend_ndarray import dtypes as dt
 from .devices import BackendDevice, default_device
 from .devices import device as _lookup_device
 
@@ -35,10 +44,17 @@ __all__ = [
     "is_grad_enabled",
     "find_topo_sort",
     "compute_gradient_of_variables",
+    "grad",
+    "TENSOR_COUNTER",
 ]
 
-_grad_enabled = True
+# Grad mode is per thread (and per asyncio task): a ContextVar, not a global.
+_GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "needle_grad_enabled", default=True
+)
+_grad_enabled = _GRAD_ENABLED.get
 _SCALARS = (float, int)
+_RETAINED: weakref.WeakSet = weakref.WeakSet()  # non-leaf tensors that keep their .grad
 
 
 def _is_scalar(value: Any) -> bool:
@@ -46,19 +62,24 @@ def _is_scalar(value: Any) -> bool:
     return type(value) in _SCALARS or isinstance(value, numbers.Real)
 
 
+def __getattr__(name: str) -> Any:
+    if name == "TENSOR_COUNTER":  # the course's count of live graph values (memory checks)
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, Value))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def is_grad_enabled() -> bool:
-    """False inside :func:`no_grad`."""
-    return _grad_enabled
+    """False inside :func:`no_grad` (in this thread)."""
+    return _GRAD_ENABLED.get()
 
 
 @contextlib.contextmanager
 def _set_grad(enabled: bool) -> Iterator[None]:
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, enabled
+    token = _GRAD_ENABLED.set(enabled)
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _GRAD_ENABLED.reset(token)
 
 
 def no_grad() -> contextlib.AbstractContextManager:
@@ -195,7 +216,7 @@ class Value:
         value = cls.__new__(cls)
         value.grad = None
         value.cached_data = op.compute(*datas)
-        if needs_grad and _grad_enabled:
+        if needs_grad and _grad_enabled():
             value.op, value.inputs, value.requires_grad = op, tuple(inputs), True
         else:
             value.op, value.inputs, value.requires_grad = None, (), False
@@ -240,24 +261,40 @@ class TensorTuple(Value):
 
 
 def _to_ndarray(array: Any, device: BackendDevice | None, dtype: Any) -> NDArray:
-    if dtype is not None and dtype not in ("float32", np.float32) and np.dtype(dtype) != np.float32:
-        raise TypeError(f"needle tensors hold float32, not {dtype}")
     if isinstance(array, NDArray):
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
         if device is None or device == array.device:
             return array
         return array.to(device)
-    return NDArray.from_numpy(array, device if device is not None else default_device())
+    return NDArray.from_numpy(array, device if device is not None else default_device(), dtype)
+
+
+def _wants_grad(data: NDArray, requires_grad: bool | None) -> bool:
+    """Float tensors require grad unless told not to; integer and bool tensors never do."""
+    if dt.is_float(data.dtype):
+        return True if requires_grad is None else bool(requires_grad)
+    if requires_grad:
+        raise TypeError(
+            f"only float tensors can require gradients; this one is {data.dtype} (make it "
+            f"with dtype='float32', or leave requires_grad unset)"
+        )
+    return False
 
 
 class Tensor(Value):
-    """An n-dimensional float32 array that records how it was made, for ``backward``.
+    """An n-dimensional array that records how it was made, for ``backward``.
 
     Args:
         array: a Tensor, NDArray, numpy array, list or number.
         device: a device or device name; the default device when None (a
             Tensor or NDArray argument keeps its own device).
-        dtype: ``"float32"`` (the only storage type), or None.
-        requires_grad: whether gradients flow to this tensor.
+        dtype: ``float32``, ``float64``, ``int32``, ``int64`` or ``bool``; when None,
+            numpy data keeps its dtype and Python lists and numbers give float32 (see
+            :mod:`needle.backend_ndarray.dtypes` for the whole rule).
+        requires_grad: whether gradients flow to this tensor. Float tensors require
+            grad by default (as in the course); integer and bool tensors never do, and
+            asking for it explicitly raises ``TypeError``.
     """
 
     __slots__ = ()
@@ -269,7 +306,7 @@ class Tensor(Value):
         *,
         device: BackendDevice | str | None = None,
         dtype: Any = None,
-        requires_grad: bool = True,
+        requires_grad: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -282,7 +319,7 @@ class Tensor(Value):
             data = _to_ndarray(array.realize_cached_data(), device, dtype)
         else:
             data = _to_ndarray(array, device, dtype)
-        self._init(None, (), cached_data=data, requires_grad=requires_grad)
+        self._init(None, (), cached_data=data, requires_grad=_wants_grad(data, requires_grad))
 
     @staticmethod
     def from_numpy(array: Any, dtype: Any = None) -> Tensor:
@@ -297,14 +334,15 @@ class Tensor(Value):
 
     @data.setter
     def data(self, value: Tensor) -> None:
+        # As the course: the new data must have this tensor's dtype; its shape may differ.
         if not isinstance(value, Tensor):
             raise TypeError(f"Tensor.data must be set to a Tensor, not {type(value).__name__}")
         new = value.realize_cached_data()
         old = self.cached_data
         if new.device != old.device:
             raise ValueError(f"cannot set data on {old.device.name} from {new.device.name}")
-        if new.shape != old.shape:
-            raise ValueError(f"cannot set data of shape {old.shape} to shape {new.shape}")
+        if new.dtype != old.dtype:
+            raise TypeError(f"cannot set data of dtype {old.dtype} to dtype {new.dtype}")
         self.cached_data = new
 
     def detach(self) -> Tensor:
@@ -317,6 +355,7 @@ class Tensor(Value):
 
     @property
     def dtype(self) -> str:
+        """The dtype's name (``"float32"``; it compares equal to the numpy dtype)."""
         return self.cached_data.dtype
 
     @property
@@ -331,15 +370,26 @@ class Tensor(Value):
         """A new numpy array with the tensor's values (never aliases device memory)."""
         return self.cached_data.numpy()
 
-    def item(self) -> float:
+    def item(self) -> float | int | bool:
         return self.cached_data.item()
 
-    def to(self, device: BackendDevice | str) -> Tensor:
-        """This tensor's values on ``device``, as a new leaf (itself when already there)."""
+    def astype(self, dtype: Any) -> Tensor:
+        """This tensor converted to ``dtype``; differentiable between float dtypes."""
+        return ops.astype(self, dtype)
+
+    def to(self, device: BackendDevice | str | None = None, dtype: Any = None) -> Tensor:
+        """This tensor on ``device`` and/or as ``dtype``, as a new leaf (itself when it
+        already is)."""
+        out = self
+        if dtype is not None and dt.canonical(dtype) != self.dtype:
+            data = self.cached_data.astype(dtype)
+            out = Tensor(data, requires_grad=self.requires_grad and dt.is_float(data.dtype))
+        if device is None:
+            return out
         device = _lookup_device(device) if isinstance(device, str) else device
-        if device == self.device:
-            return self
-        return Tensor(self.cached_data.to(device), requires_grad=self.requires_grad)
+        if device == out.device:
+            return out
+        return Tensor(out.cached_data.to(device), requires_grad=out.requires_grad)
 
     def __repr__(self) -> str:
         return f"needle.Tensor({self.numpy()!r}, device={self.device.name!r})"
@@ -354,19 +404,33 @@ class Tensor(Value):
 
     # ------------------------------------------------------------------ autograd
 
-    def backward(self, out_grad: Tensor | None = None, create_graph: bool = False) -> None:
-        """Accumulate d(self)/d(x) into ``x.grad`` for every tensor ``x`` that requires grad.
+    def backward(self, out_grad: Tensor | None = None, create_graph: bool = True) -> None:
+        """Set ``x.grad`` to d(self)/d(x) for every tensor ``x`` this one was computed from.
 
-        ``out_grad`` defaults to ones of this tensor's shape. With
-        ``create_graph=True`` the gradients keep their own graph, so they can be
-        differentiated again (grad of grad).
+        As in the course, ``.grad`` is overwritten (not accumulated), ``out_grad``
+        defaults to ones of this tensor's shape, every tensor of the graph gets its
+        ``.grad``, and the gradients keep their own graph, so they can be differentiated
+        again (``x.grad.backward()``). ``create_graph=False`` builds no graph for the
+        gradients and sets ``.grad`` on leaves (and :meth:`retain_grad` tensors) only:
+        faster and leaner, for training loops.
         """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: nothing it was computed "
+                "from requires grad (or it was computed inside no_grad())"
+            )
         if out_grad is None:
-            out_grad = Tensor.make_const(self.device.full(self.shape, 1.0))
+            out_grad = Tensor.make_const(self.device.full(self.shape, 1, self.dtype))
         elif out_grad.shape != self.shape:
             raise ValueError(f"out_grad has shape {out_grad.shape}, the tensor {self.shape}")
         with _set_grad(create_graph):
             compute_gradient_of_variables(self, out_grad)
+
+    def retain_grad(self) -> Tensor:
+        """Keep ``.grad`` on this non-leaf tensor in ``backward(create_graph=False)`` too."""
+        if self.op is not None:
+            _RETAINED.add(self)
+        return self
 
     # ------------------------------------------------------------------ operators
 
@@ -397,7 +461,8 @@ class Tensor(Value):
 
     def __rpow__(self, other: Any) -> Tensor:
         if _is_scalar(other):
-            return ops.EWisePow()(Tensor.make_const(self.device.full(self.shape, other)), self)
+            base = self.device.full(self.shape, other, dt.scalar_result(self.dtype, other))
+            return ops.EWisePow()(Tensor.make_const(base), self)
         return NotImplemented
 
     def __sub__(self, other: Any) -> Tensor:
@@ -514,6 +579,7 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
     """
     grads: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
     items: dict[int, dict[int, list[Value]]] = {}  # TensorTuple id -> item -> contributions
+    keep_all = _grad_enabled()  # the course's semantics: .grad on every node
     for node in reversed(find_topo_sort([output_tensor])):
         contributions = grads.pop(id(node), None)
         per_item = items.pop(id(node), None)
@@ -524,9 +590,11 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
         total = contributions[0]
         for g in contributions[1:]:
             total = total + g
-        node.grad = total
         if node.op is None:
+            node.grad = total
             continue
+        if keep_all or (_RETAINED and node in _RETAINED):
+            node.grad = total
         item = node.op.item_gradient(total, node)
         if item is not None:
             source = node.inputs[0]
@@ -538,13 +606,48 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
                 grads.setdefault(id(inp), []).append(g)
 
 
+def grad(
+    output: Tensor,
+    inputs: Sequence[Tensor],
+    out_grad: Tensor | None = None,
+    create_graph: bool = True,
+) -> tuple[Tensor | None, ...]:
+    """The gradients of ``output`` with respect to ``inputs``, leaving every ``.grad`` alone.
+
+    Like ``torch.autograd.grad``: ``out_grad`` defaults to ones; an input that ``output``
+    does not depend on gets None. With ``create_graph`` (the default, as ``backward``)
+    the gradients can be differentiated again.
+    """
+    if out_grad is None:
+        out_grad = Tensor.make_const(output.device.full(output.shape, 1, output.dtype))
+    wanted = {id(x): i for i, x in enumerate(inputs)}
+    found: list[Tensor | None] = [None] * len(inputs)
+    grads: dict[int, list[Value]] = {id(output): [out_grad]}
+    with _set_grad(create_graph):
+        for node in reversed(find_topo_sort([output])):
+            contributions = grads.pop(id(node), None)
+            if contributions is None or not node.requires_grad:
+                continue
+            total = contributions[0]
+            for g in contributions[1:]:
+                total = total + g
+            if id(node) in wanted:
+                found[wanted[id(node)]] = total
+            if node.op is None:
+                continue
+            for inp, g in zip(node.inputs, node.op.gradient_as_tuple(total, node)):
+                if inp.requires_grad and g is not None:
+                    grads.setdefault(id(inp), []).append(g)
+    return tuple(found)
+
+
 def _assemble_tuple(node: TensorTuple, per_item: dict[int, list[Value]]) -> TensorTuple:
     """The tuple gradient of ``node``: per item, the sum of its contributions, or zeros."""
     parts = []
     for i, data in enumerate(node.cached_data):
         got = per_item.get(i)
         if got is None:
-            parts.append(Tensor.make_const(data.device.full(data.shape, 0.0)))
+            parts.append(Tensor.make_const(data.device.full(data.shape, 0, data.dtype)))
             continue
         total = got[0]
         for g in got[1:]:

@@ -1,52 +1,283 @@
 """The backend contract: what every needle backend implements, declared once.
 
-A backend is a module of flat functions on *handles* (opaque device buffers of
-float32). No needle object ever crosses into a backend: kernels receive
-handles, Python scalars and ``(shape, strides, offset)`` tuples, with strides
-and offsets counted in elements. The numpy backend (``needle-numpy``) is the
-living specification: the simplest correct implementation of every function.
+A backend is a module of flat functions on *handles* (opaque device buffers).
+No needle object ever crosses into a backend: kernels receive handles, Python
+scalars and ``(shape, strides, offset)`` tuples, with strides and offsets
+counted in elements. The numpy backend (``needle-numpy``) is the living
+specification: the simplest correct implementation of every function.
+
+Everything about a kernel (name, parameters, group, version, meaning) is one
+:class:`Kernel` row of :data:`KERNELS`. Validation (:func:`check_backend`), the
+capability list (:func:`capabilities`), the dtype table (:func:`dtypes`) and the
+documentation (:func:`describe`, ``needle info --contract``) all derive from it.
 
 Conventions every function follows:
 
-* ``out`` is always a handle the caller allocated with ``Array(size)``;
+* ``out`` is always a handle the caller allocated with ``Array(size, dtype)``;
   functions write into it and return ``None``.
-* Inputs named ``a``/``b`` of elementwise and reduction kernels are *compact*
-  (dense, row-major) buffers; the caller compacts strided views first.
-* Sizes are checked: a handle whose size does not match the call raises
-  ``ValueError`` (never a crash, never a silent truncation).
-* ``eq``/``ge`` write 1.0 where true and 0.0 where false.
+* Inputs named ``a``/``b`` of elementwise, reduction and matrix kernels are
+  *compact* (dense, row-major) buffers; the caller compacts strided views first.
+* Handles carry their dtype (``handle.dtype``, one of :data:`DTYPES`). Core calls
+  a kernel only with the dtypes the backend declares for the kernel's group, and
+  with ``a``, ``b`` and ``out`` of one dtype, except: ``cast`` converts between
+  any two declared dtypes, and the ``compare`` kernels write ``bool``.
+* Scalars (``val``) arrive as Python ``float`` for float handles, ``int`` for
+  integer handles and ``bool`` for bool handles.
+* Sizes and dtypes are checked: a handle whose size or dtype does not match the
+  call raises ``ValueError`` (never a crash, never a silent truncation).
 
-Bump :data:`CONTRACT_VERSION` whenever a required function is added, removed
-or changes meaning. Plugins declare the version they were built for and a
-mismatch is a recorded, explained skip.
+Versions: core accepts every version in :data:`SUPPORTED_VERSIONS`. A plugin
+declares the version it was built for. Version 1 backends hold float32 only:
+``Array(size)`` takes no dtype, their compare kernels write 1.0/0.0 float32,
+and they declare no dtype table. Version 2 adds dtypes (``Array(size, dtype)``,
+``handle.dtype``, ``cast`` and the ``__dtypes__`` table). Optional kernels are
+capabilities: core uses one when the backend defines it and composes the
+required ones otherwise.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "CONTRACT_VERSION",
+    "SUPPORTED_VERSIONS",
+    "DTYPES",
+    "GROUPS",
+    "Kernel",
+    "KERNELS",
     "REQUIRED",
     "OPTIONAL",
     "Handle",
-    "Backend",
     "ContractError",
+    "kernel",
     "check_backend",
     "capabilities",
+    "dtypes",
+    "describe",
 ]
 
-CONTRACT_VERSION = 1
+#: The version this needle-core speaks natively.
+CONTRACT_VERSION = 2
+#: Every version core can drive (a v1 backend keeps working, float32 only).
+SUPPORTED_VERSIONS = range(1, CONTRACT_VERSION + 1)
 
-Shape = Sequence[int]
+#: The dtypes a handle may hold, by name.
+DTYPES = ("float32", "float64", "int32", "int64", "bool")
+
+#: Kernel groups: a backend declares, per group, the dtypes its kernels accept.
+GROUPS = {
+    "memory": "allocation, host transfer, fills, strided copies and casts",
+    "arithmetic": "elementwise arithmetic of two arrays or an array and a scalar",
+    "compare": "elementwise comparisons (the result is bool; 1.0/0.0 float32 in v1, which has "
+    "only == and >=); false wherever NaN is involved, except !=",
+    "unary": "elementwise log, exp and tanh (float dtypes)",
+    "matmul": "matrix products and convolution",
+    "reduce": "sums and maxima of contiguous blocks",
+    "device": "device-wide services (caches, synchronisation): no dtype",
+}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One function of the contract.
+
+    Attributes:
+        name: the function's name in every backend (Python, C++ and CUDA alike).
+        params: its positional parameters.
+        group: its :data:`GROUPS` entry (which dtypes it accepts is declared per group).
+        doc: what it computes.
+        optional: a capability (core composes required kernels without it).
+        since: the contract version that introduced it.
+        v1_params: the parameters under contract v1, when they differ.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    group: str
+    doc: str
+    optional: bool = False
+    since: int = 1
+    v1_params: tuple[str, ...] | None = None
+
+    def params_for(self, version: int) -> tuple[str, ...]:
+        return self.v1_params if version == 1 and self.v1_params is not None else self.params
+
+    def signature(self, version: int = CONTRACT_VERSION) -> str:
+        return f"{self.name}({', '.join(self.params_for(version))})"
+
+
+_VIEW = ("shape", "strides", "offset")
+
+
+def _binary(name: str, group: str, what: str, optional: bool = False, since: int = 1) -> Kernel:
+    return Kernel(name, ("a", "b", "out"), group, f"out = {what} elementwise", optional, since)
+
+
+def _scalar(name: str, group: str, what: str, since: int = 1) -> Kernel:
+    return Kernel(name, ("a", "val", "out"), group, f"out = {what} elementwise", since=since)
+
+
+def _unary(name: str, what: str) -> Kernel:
+    return Kernel(name, ("a", "out"), "unary", f"out = {what}(a) elementwise")
+
+
+#: The whole contract, in the order the documentation lists it.
+KERNELS: tuple[Kernel, ...] = (
+    Kernel("__device_name__", (), "memory", "a string: the device's name (not a function)"),
+    Kernel(
+        "Array",
+        ("size", "dtype"),
+        "memory",
+        "allocate an aligned buffer of `size` elements of `dtype` (contents undefined); the "
+        "handle has `.size`, `.dtype` and `.ptr()`",
+        v1_params=("size",),
+    ),
+    Kernel("to_numpy", ("a", *_VIEW), "memory", "a new numpy array holding the view of `a`"),
+    Kernel(
+        "from_numpy",
+        ("arr", "out"),
+        "memory",
+        "copy the C-contiguous numpy array `arr` (out's dtype and size) into `out`",
+    ),
+    Kernel("fill", ("out", "val"), "memory", "set every element of `out` to `val`"),
+    Kernel(
+        "compact",
+        ("a", "out", *_VIEW),
+        "memory",
+        "copy the view (shape, strides, offset) of `a` densely into `out`; strides may be "
+        "zero (broadcast) or negative (flip)",
+    ),
+    Kernel(
+        "ewise_setitem",
+        ("a", "out", *_VIEW),
+        "memory",
+        "write compact `a` (prod(shape) elements) into the view of `out`",
+    ),
+    Kernel(
+        "scalar_setitem",
+        ("size", "val", "out", *_VIEW),
+        "memory",
+        "write `val` into every element of the view of `out` (`size` of them)",
+    ),
+    Kernel(
+        "cast",
+        ("a", "out"),
+        "memory",
+        "out = a converted to out's dtype, as numpy's astype (float to int truncates toward "
+        "zero; NaN, inf and out-of-range values give an unspecified value, never a crash)",
+        since=2,
+    ),
+    _binary("ewise_add", "arithmetic", "a + b"),
+    _binary("ewise_mul", "arithmetic", "a * b"),
+    _binary("ewise_div", "arithmetic", "a / b (float dtypes)"),
+    _binary("ewise_maximum", "arithmetic", "max(a, b), NaN if either is NaN"),
+    _binary("ewise_power", "arithmetic", "a ** b", optional=True),
+    _scalar("scalar_add", "arithmetic", "a + val"),
+    _scalar("scalar_mul", "arithmetic", "a * val"),
+    _scalar("scalar_div", "arithmetic", "a / val (float dtypes)"),
+    _scalar("scalar_power", "arithmetic", "a ** val (as pow: no shortcuts that differ at -0.0 or -inf)"),
+    _scalar("scalar_maximum", "arithmetic", "max(a, val), NaN if a is NaN"),
+    _binary("ewise_eq", "compare", "a == b"),
+    _binary("ewise_ne", "compare", "a != b (true where either is NaN)", since=2),
+    _binary("ewise_ge", "compare", "a >= b"),
+    _binary("ewise_gt", "compare", "a > b", since=2),
+    _scalar("scalar_eq", "compare", "a == val"),
+    _scalar("scalar_ne", "compare", "a != val", since=2),
+    _scalar("scalar_ge", "compare", "a >= val"),
+    _scalar("scalar_gt", "compare", "a > val", since=2),
+    _scalar("scalar_le", "compare", "a <= val", since=2),
+    _scalar("scalar_lt", "compare", "a < val", since=2),
+    _unary("ewise_log", "log"),
+    _unary("ewise_exp", "exp"),
+    _unary("ewise_tanh", "tanh"),
+    Kernel(
+        "matmul",
+        ("a", "b", "out", "m", "n", "p"),
+        "matmul",
+        "out (m, p) = a (m, n) @ b (n, p), all compact row-major",
+    ),
+    Kernel(
+        "bmm",
+        ("a", "b", "out", "batch", "m", "n", "p"),
+        "matmul",
+        "a batch of compact (m, n) @ (n, p) products (without it core loops over matmul)",
+        optional=True,
+    ),
+    Kernel(
+        "conv2d",
+        ("a", "weight", "out", "n", "h", "w", "cin", "cout", "k", "stride", "padding"),
+        "matmul",
+        "NHWC input `a` (n, h, w, cin), weight (k, k, cin, cout), zero padding, compact "
+        "(n, ho, wo, cout) output (without it core uses im2col through compact + matmul)",
+        optional=True,
+    ),
+    Kernel(
+        "matmul_tiled",
+        ("a", "b", "out", "m", "n", "p"),
+        "matmul",
+        "the course's tiled product: a (m/T, n/T, T, T) @ b (n/T, p/T, T, T) into out "
+        "(m/T, p/T, T, T), T = the module's `__tile_size__`",
+        optional=True,
+    ),
+    Kernel(
+        "reduce_sum",
+        ("a", "out", "reduce_size"),
+        "reduce",
+        "out[i] = sum(a[i*reduce_size:(i+1)*reduce_size])",
+    ),
+    Kernel(
+        "reduce_max",
+        ("a", "out", "reduce_size"),
+        "reduce",
+        "out[i] = max(a[i*reduce_size:(i+1)*reduce_size]), NaN if the block holds one",
+    ),
+    Kernel(
+        "to_dlpack",
+        ("a", *_VIEW),
+        "memory",
+        "an object with `__dlpack__` and `__dlpack_device__` sharing the view's memory "
+        "(it keeps `a` alive)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "from_dlpack",
+        ("obj",),
+        "memory",
+        "a handle sharing the memory of the C-contiguous DLPack producer `obj` (it keeps `obj` "
+        "alive); raise BufferError when the memory cannot be shared",
+        optional=True,
+        since=2,
+    ),
+    Kernel("synchronize", (), "device", "wait until every kernel launched so far has finished", optional=True, since=2),
+    Kernel("empty_cache", (), "device", "return cached free buffers to the system", optional=True, since=2),
+    Kernel(
+        "memory_stats",
+        (),
+        "device",
+        "a dict of int counters about the backend's memory (e.g. cached_bytes, hits, misses)",
+        optional=True,
+        since=2,
+    ),
+)
+
+_BY_NAME = {k.name: k for k in KERNELS}
+
+#: Names every backend defines (``__device_name__`` is a string, the rest callables).
+REQUIRED: tuple[str, ...] = tuple(k.name for k in KERNELS if not k.optional)
+
+#: Optional capabilities: ``{name: description}``.
+OPTIONAL: dict[str, str] = {k.name: f"{k.signature()}: {k.doc}" for k in KERNELS if k.optional}
 
 
 @runtime_checkable
 class Handle(Protocol):
-    """A device buffer of ``size`` float32 elements."""
+    """A device buffer of ``size`` elements of ``dtype`` (v1 handles: float32, no ``dtype``)."""
 
     size: int
 
@@ -54,116 +285,17 @@ class Handle(Protocol):
         """An integer identifying the buffer's address (for debugging and aliasing checks)."""
 
 
-class Backend(Protocol):
-    """The functions a backend module defines, under exactly these names."""
-
-    __device_name__: str
-
-    def Array(self, size: int) -> Handle:
-        """Allocate an aligned buffer of ``size`` float32 elements (contents undefined)."""
-
-    def to_numpy(self, a: Handle, shape: Shape, strides: Shape, offset: int) -> Any:
-        """Return a *new* numpy float32 array holding the strided view of ``a``."""
-
-    def from_numpy(self, arr: Any, out: Handle) -> None:
-        """Copy the C-contiguous float32 numpy array ``arr`` (same size) into ``out``."""
-
-    def fill(self, out: Handle, val: float) -> None:
-        """Set every element of ``out`` to ``val``."""
-
-    def compact(self, a: Handle, out: Handle, shape: Shape, strides: Shape, offset: int) -> None:
-        """Copy the strided view ``(shape, strides, offset)`` of ``a`` densely into ``out``.
-
-        Strides may be zero (broadcast) or negative (flip)."""
-
-    def ewise_setitem(
-        self, a: Handle, out: Handle, shape: Shape, strides: Shape, offset: int
-    ) -> None:
-        """Write compact ``a`` (``prod(shape)`` elements) into the strided view of ``out``."""
-
-    def scalar_setitem(
-        self, size: int, val: float, out: Handle, shape: Shape, strides: Shape, offset: int
-    ) -> None:
-        """Write ``val`` into every element of the strided view of ``out`` (``size`` of them)."""
-
-    def ewise_add(self, a: Handle, b: Handle, out: Handle) -> None: ...
-    def ewise_mul(self, a: Handle, b: Handle, out: Handle) -> None: ...
-    def ewise_div(self, a: Handle, b: Handle, out: Handle) -> None: ...
-    def ewise_maximum(self, a: Handle, b: Handle, out: Handle) -> None: ...
-    def ewise_eq(self, a: Handle, b: Handle, out: Handle) -> None: ...
-    def ewise_ge(self, a: Handle, b: Handle, out: Handle) -> None: ...
-    def scalar_add(self, a: Handle, val: float, out: Handle) -> None: ...
-    def scalar_mul(self, a: Handle, val: float, out: Handle) -> None: ...
-    def scalar_div(self, a: Handle, val: float, out: Handle) -> None: ...
-    def scalar_power(self, a: Handle, val: float, out: Handle) -> None: ...
-    def scalar_maximum(self, a: Handle, val: float, out: Handle) -> None: ...
-    def scalar_eq(self, a: Handle, val: float, out: Handle) -> None: ...
-    def scalar_ge(self, a: Handle, val: float, out: Handle) -> None: ...
-    def ewise_log(self, a: Handle, out: Handle) -> None: ...
-    def ewise_exp(self, a: Handle, out: Handle) -> None: ...
-    def ewise_tanh(self, a: Handle, out: Handle) -> None: ...
-
-    def matmul(self, a: Handle, b: Handle, out: Handle, m: int, n: int, p: int) -> None:
-        """``out (m, p) = a (m, n) @ b (n, p)``, all compact row-major."""
-
-    def reduce_sum(self, a: Handle, out: Handle, reduce_size: int) -> None:
-        """``out[i] = sum(a[i*reduce_size:(i+1)*reduce_size])``."""
-
-    def reduce_max(self, a: Handle, out: Handle, reduce_size: int) -> None:
-        """``out[i] = max(a[i*reduce_size:(i+1)*reduce_size])``."""
-
-
-#: Every backend defines these names. ``__device_name__`` is a string, the rest are callables.
-REQUIRED: tuple[str, ...] = (
-    "__device_name__",
-    "Array",
-    "to_numpy",
-    "from_numpy",
-    "fill",
-    "compact",
-    "ewise_setitem",
-    "scalar_setitem",
-    "ewise_add",
-    "ewise_mul",
-    "ewise_div",
-    "ewise_maximum",
-    "ewise_eq",
-    "ewise_ge",
-    "scalar_add",
-    "scalar_mul",
-    "scalar_div",
-    "scalar_power",
-    "scalar_maximum",
-    "scalar_eq",
-    "scalar_ge",
-    "ewise_log",
-    "ewise_exp",
-    "ewise_tanh",
-    "matmul",
-    "reduce_sum",
-    "reduce_max",
-)
-
-#: Optional capabilities. A backend declares one by defining it; core uses it
-#: when present and composes the required primitives otherwise.
-OPTIONAL: dict[str, str] = {
-    "ewise_power": "ewise_power(a, b, out): out = a ** b elementwise "
-    "(without it core computes exp(b * log(a)), valid for a > 0)",
-    "bmm": "bmm(a, b, out, batch, m, n, p): batch of compact (m, n) @ (n, p) products "
-    "(without it core loops over matmul)",
-    "conv2d": "conv2d(a, w, out, n, h, w, cin, cout, k, stride, padding): NHWC input, "
-    "(k, k, cin, cout) weight, zero padding, compact (n, ho, wo, cout) output "
-    "(without it core uses im2col through compact + matmul)",
-    "matmul_tiled": "matmul_tiled(a, b, out, m, n, p) on tiled layouts, with __tile_size__",
-}
-
-
 class ContractError(TypeError):
     """A backend module does not implement the contract; the message names every problem."""
 
 
+def kernel(name: str) -> Kernel:
+    """The :class:`Kernel` row called ``name`` (``KeyError`` when the contract has none)."""
+    return _BY_NAME[name]
+
+
 def _arity(fn: Any) -> int | None:
-    """Number of positional parameters of ``fn``, or None when it cannot be known (C functions)."""
+    """Number of positional parameters of ``fn``, or None when it cannot be known."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -173,58 +305,106 @@ def _arity(fn: Any) -> int | None:
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
-_ARITY = {
-    "to_numpy": 4,
-    "from_numpy": 2,
-    "fill": 2,
-    "compact": 5,
-    "ewise_setitem": 5,
-    "scalar_setitem": 6,
-    "matmul": 6,
-    "reduce_sum": 3,
-    "reduce_max": 3,
-    "ewise_log": 2,
-    "ewise_exp": 2,
-    "ewise_tanh": 2,
-    "ewise_power": 3,
-    "bmm": 7,
-    "conv2d": 11,
-}
-for _name in REQUIRED:
-    if _name.startswith(("ewise_", "scalar_")) and _name not in _ARITY:
-        _ARITY[_name] = 3
+def _applies(k: Kernel, version: int) -> bool:
+    return k.since <= version
 
 
-def check_backend(module: ModuleType | Any, name: str | None = None) -> None:
-    """Raise :class:`ContractError` naming every missing or wrong function of ``module``."""
+def check_backend(module: ModuleType | Any, name: str | None = None, version: int = CONTRACT_VERSION) -> None:
+    """Raise :class:`ContractError` naming every missing or wrong function of ``module``.
+
+    ``version`` is the contract version the backend declares; the checks are those of
+    that version (a v1 backend needs no ``cast`` and no dtype table).
+    """
     problems: list[str] = []
-    for fn_name in REQUIRED:
-        if not hasattr(module, fn_name):
-            problems.append(f"missing {fn_name}")
+    if version not in SUPPORTED_VERSIONS:
+        problems.append(f"contract v{version} is not one of v{SUPPORTED_VERSIONS[0]}..v{SUPPORTED_VERSIONS[-1]}")
+    for k in KERNELS:
+        if not _applies(k, version):
             continue
-        value = getattr(module, fn_name)
-        if fn_name == "__device_name__":
+        value = getattr(module, k.name, None)
+        if value is None:
+            if not k.optional:
+                problems.append(f"missing {k.name}")
+            continue
+        if k.name == "__device_name__":
             if not isinstance(value, str):
                 problems.append(f"__device_name__ is {type(value).__name__}, not str")
             continue
         if not callable(value):
-            problems.append(f"{fn_name} is not callable")
+            problems.append(f"{'optional ' if k.optional else ''}{k.name} is not callable")
             continue
-        want, got = _ARITY.get(fn_name), _arity(value)
-        if want is not None and got is not None and got != want:
-            problems.append(f"{fn_name} takes {got} positional arguments, the contract says {want}")
-    for fn_name in OPTIONAL:
-        value = getattr(module, fn_name, None)
-        if value is not None and not callable(value):
-            problems.append(f"optional {fn_name} is defined but not callable")
+        want, got = len(k.params_for(version)), _arity(value)
+        if got is not None and got != want:
+            problems.append(
+                f"{k.name} takes {got} positional arguments, the contract says {want} "
+                f"({k.signature(version)})"
+            )
+    if version >= 2:
+        problems.extend(_check_dtype_table(module))
     if problems:
         label = name or getattr(module, "__name__", repr(module))
         raise ContractError(
-            f"backend {label!r} does not meet needle backend contract v{CONTRACT_VERSION}: "
+            f"backend {label!r} does not meet needle backend contract v{version}: "
             + "; ".join(problems)
         )
 
 
-def capabilities(module: ModuleType | Any) -> tuple[str, ...]:
-    """The optional capabilities ``module`` declares, in :data:`OPTIONAL` order."""
-    return tuple(n for n in OPTIONAL if callable(getattr(module, n, None)))
+def _check_dtype_table(module: Any) -> list[str]:
+    table = getattr(module, "__dtypes__", None)
+    if not isinstance(table, dict):
+        return ["__dtypes__ (a dict: kernel group -> tuple of dtype names) is missing"]
+    problems = []
+    for group, names in table.items():
+        if group not in GROUPS or group == "device":
+            problems.append(f"__dtypes__ names an unknown kernel group {group!r}")
+            continue
+        if isinstance(names, str) or not isinstance(names, Iterable):
+            problems.append(f"__dtypes__[{group!r}] is not a tuple of dtype names")
+            continue
+        unknown = [n for n in names if n not in DTYPES]
+        if unknown:
+            problems.append(f"__dtypes__[{group!r}] names unknown dtypes {unknown}")
+    memory = table.get("memory", ())
+    if "float32" not in memory:
+        problems.append("__dtypes__['memory'] must include float32")
+    for group, names in table.items():
+        if group in GROUPS and group not in ("memory", "device") and not isinstance(names, str):
+            beyond = [n for n in names if n not in memory]
+            if beyond:
+                problems.append(f"__dtypes__[{group!r}] has {beyond}, which 'memory' lacks")
+    return problems
+
+
+def capabilities(module: ModuleType | Any, version: int = CONTRACT_VERSION) -> tuple[str, ...]:
+    """The optional kernels ``module`` defines, in :data:`KERNELS` order."""
+    return tuple(
+        k.name
+        for k in KERNELS
+        if k.optional and _applies(k, version) and callable(getattr(module, k.name, None))
+    )
+
+
+def dtypes(module: ModuleType | Any, version: int = CONTRACT_VERSION) -> dict[str, tuple[str, ...]]:
+    """``{group: dtypes}`` the backend accepts (v1 backends: float32 everywhere)."""
+    groups = [g for g in GROUPS if g != "device"]
+    if version == 1:
+        return {g: ("float32",) for g in groups}
+    table = getattr(module, "__dtypes__", {})
+    return {g: tuple(d for d in DTYPES if d in table.get(g, ())) for g in groups}
+
+
+def describe(version: int = CONTRACT_VERSION) -> str:
+    """The contract as a Markdown table (the documentation derives from :data:`KERNELS`)."""
+    lines = [
+        f"needle backend contract v{version}",
+        "",
+        "| kernel | group | required | since | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for k in KERNELS:
+        if _applies(k, version):
+            need = "optional" if k.optional else "required"
+            lines.append(f"| `{k.signature(version)}` | {k.group} | {need} | v{k.since} | {k.doc} |")
+    lines += ["", "Kernel groups (a backend declares the dtypes of each in `__dtypes__`):", ""]
+    lines += [f"- `{g}`: {doc}" for g, doc in GROUPS.items()]
+    return "\n".join(lines)

@@ -58,13 +58,34 @@ class BackendDevice:
     draws the same numbers on every backend.
     """
 
-    __slots__ = ("name", "mod", "capabilities", "_caps")
+    __slots__ = ("name", "mod", "capabilities", "_caps", "version", "dtypes", "alloc")
 
-    def __init__(self, name: str, mod: Any, capabilities: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        mod: Any,
+        capabilities: Sequence[str] = (),
+        version: int | None = None,
+        dtypes: dict[str, Sequence[str]] | None = None,
+    ) -> None:
+        from . import contract
+
         self.name = name
         self.mod = mod
         self.capabilities = tuple(capabilities)
         self._caps = frozenset(capabilities)
+        #: the backend contract version the backend was built for
+        self.version = contract.CONTRACT_VERSION if version is None else version
+        usable = mod is not None and not isinstance(mod, _Unavailable)
+        if dtypes is None:
+            dtypes = contract.dtypes(mod, self.version) if usable else {}
+        #: ``{kernel group: frozenset of dtype names}`` the backend accepts
+        self.dtypes = {group: frozenset(names) for group, names in dtypes.items()}
+        #: ``alloc(size, dtype)``: a new handle (v1 backends allocate float32 only)
+        if not usable:
+            self.alloc = mod.fail if isinstance(mod, _Unavailable) else None
+        else:
+            self.alloc = _v1_alloc(mod) if self.version == 1 else mod.Array
 
     def __getattr__(self, attr: str) -> Any:
         # Course code reaches backend functions through the device (``device.matmul_tiled``,
@@ -104,35 +125,55 @@ class BackendDevice:
         """Why the device cannot run here ("" when it can)."""
         return self.mod.reason if isinstance(self.mod, _Unavailable) else ""
 
-    def empty(self, shape: Sequence[int], dtype: str = "float32") -> Any:
+    def supports(self, dtype: str, group: str = "memory") -> bool:
+        """True when the backend's ``group`` kernels accept ``dtype`` (see ``needle info``)."""
+        return dtype in self.dtypes.get(group, ())
+
+    def synchronize(self) -> None:
+        """Wait for every kernel launched on this device (a no-op for synchronous backends)."""
+        if self.has("synchronize"):
+            self.mod.synchronize()
+
+    def empty_cache(self) -> None:
+        """Return the backend's cached free buffers to the system (when it keeps a cache)."""
+        if self.has("empty_cache"):
+            self.mod.empty_cache()
+
+    def memory_stats(self) -> dict[str, int]:
+        """The backend's memory counters (``{}`` when it keeps none)."""
+        return dict(self.mod.memory_stats()) if self.has("memory_stats") else {}
+
+    def empty(self, shape: Sequence[int], dtype: Any = "float32") -> Any:
         from .backend_ndarray import NDArray
 
-        _check_dtype(dtype)
-        return NDArray.make(shape, device=self)
+        return NDArray.make(shape, device=self, dtype=dtype)
 
-    def full(self, shape: Sequence[int], fill_value: float, dtype: str = "float32") -> Any:
+    def full(self, shape: Sequence[int], fill_value: Any, dtype: Any = "float32") -> Any:
         from .backend_ndarray import full
 
-        _check_dtype(dtype)
-        return full(shape, fill_value, device=self)
+        return full(shape, fill_value, dtype=dtype, device=self)
 
-    def zeros(self, *shape: Any, dtype: str = "float32") -> Any:
-        return self.full(_shape_arg(shape), 0.0, dtype)
+    def zeros(self, *shape: Any, dtype: Any = "float32") -> Any:
+        return self.full(_shape_arg(shape), 0, dtype)
 
-    def ones(self, *shape: Any, dtype: str = "float32") -> Any:
-        return self.full(_shape_arg(shape), 1.0, dtype)
+    def ones(self, *shape: Any, dtype: Any = "float32") -> Any:
+        return self.full(_shape_arg(shape), 1, dtype)
 
-    def rand(self, *shape: Any, dtype: str = "float32") -> Any:
+    def rand(self, *shape: Any, dtype: Any = "float32") -> Any:
         """Uniform [0, 1) numbers drawn on the host by ``np.random.rand``."""
         return self._from_host(np.random.rand(*_shape_arg(shape)), dtype)
 
-    def randn(self, *shape: Any, dtype: str = "float32") -> Any:
+    def randn(self, *shape: Any, dtype: Any = "float32") -> Any:
         """Standard normal numbers drawn on the host by ``np.random.randn``."""
         return self._from_host(np.random.randn(*_shape_arg(shape)), dtype)
 
-    def one_hot(self, n: int, i: Any, dtype: str = "float32") -> Any:
+    def one_hot(self, n: int, i: Any, dtype: Any = "float32") -> Any:
         """Rows of the ``n``-by-``n`` identity picked by the integer labels ``i``."""
         labels = np.asarray(i.numpy() if hasattr(i, "numpy") else i)
+        if labels.dtype.kind == "f" and labels.size and np.any(labels != np.floor(labels)):
+            raise ValueError("one_hot labels must be whole numbers")
+        if labels.dtype.kind not in "biuf":
+            raise TypeError(f"one_hot labels must be integers, not {labels.dtype}")
         if labels.size and (labels.min() < 0 or labels.max() >= n):
             raise IndexError(
                 f"one_hot labels must lie in [0, {n}), got {labels.min()}..{labels.max()}"
@@ -143,11 +184,10 @@ class BackendDevice:
         out[np.arange(flat.size), flat] = 1.0
         return self._from_host(out.reshape(labels.shape + (n,)), dtype)
 
-    def _from_host(self, arr: np.ndarray, dtype: str) -> Any:
+    def _from_host(self, arr: np.ndarray, dtype: Any) -> Any:
         from .backend_ndarray import NDArray
 
-        _check_dtype(dtype)
-        return NDArray.from_numpy(arr, self)
+        return NDArray.from_numpy(arr, self, dtype=dtype)
 
 
 class _Unavailable:
@@ -161,12 +201,23 @@ class _Unavailable:
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__") and attr.endswith("__"):
             raise AttributeError(attr)
+        self.fail()
+
+    def fail(self, *args: Any) -> Any:
+        """Raise the error that says why the device cannot run."""
         raise type(self.error)(self.reason)
 
 
-def _check_dtype(dtype: Any) -> None:
-    if dtype not in ("float32", np.float32) and np.dtype(dtype) != np.float32:
-        raise TypeError(f"needle devices hold float32 data, not {dtype}")
+def _v1_alloc(mod: Any) -> Any:
+    """``alloc(size, dtype)`` for a v1 backend, whose ``Array(size)`` holds float32 only."""
+    array = getattr(mod, "Array", None)
+
+    def alloc(size: int, dtype: str = "float32") -> Any:
+        if dtype != "float32":  # NDArray checks the dtype table first; this is the last guard
+            raise TypeError(f"a contract v1 backend holds float32 only, not {dtype}")
+        return array(size)
+
+    return alloc
 
 
 def _shape_arg(shape: tuple) -> tuple[int, ...]:
@@ -231,7 +282,9 @@ def device(name: str | BackendDevice) -> BackendDevice:
                 record.status, "is unavailable"
             )
             raise DeviceUnavailableError(f"needle device {name!r} {state}: {record.reason}")
-        dev = BackendDevice(name, record.module, record.capabilities)
+        dev = BackendDevice(
+            name, record.module, record.capabilities, record.spec.contract_version, record.dtypes
+        )
         _devices[name] = dev
         return dev
 

@@ -2,7 +2,7 @@
 
 Every random draw comes from numpy's global RNG on the host (``np.random.rand``
 / ``np.random.randn``), is scaled there in float64 as the course does, and is
-cast to float32 once before it moves to the device. A seeded program therefore
+cast to the requested dtype (float32 by default) once before it moves to the device. A seeded program therefore
 draws bit-identical numbers on every backend, in the order its modules are
 created.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .autograd import Tensor
+from .backend_ndarray.dtypes import canonical
 from .devices import BackendDevice, default_device
 from .devices import device as _lookup_device
 
@@ -53,20 +54,12 @@ def _shape(shape: tuple) -> tuple[int, ...]:
 
 
 def _dtype(dtype: Any) -> str:
-    # needle stores float32; "bool" (randb's course default) is stored as 0.0/1.0.
-    if dtype in (None, "float32", np.float32, "bool", bool, np.bool_):
-        return "float32"
-    if np.dtype(dtype) == np.float32:
-        return "float32"
-    raise TypeError(f"needle tensors hold float32, not {dtype}")
+    return "float32" if dtype is None else canonical(dtype)
 
 
 def _from_host(array: np.ndarray, device: DeviceLike, dtype: Any, requires_grad: bool) -> Tensor:
-    _dtype(dtype)
     return Tensor(
-        np.ascontiguousarray(array, dtype=np.float32),
-        device=_device(device),
-        requires_grad=requires_grad,
+        np.asarray(array), device=_device(device), dtype=_dtype(dtype), requires_grad=requires_grad
     )
 
 
@@ -85,7 +78,7 @@ def rand(
         low: lower bound.
         high: upper bound.
         device: the device (default device when None).
-        dtype: ``"float32"``.
+        dtype: the dtype (float32 by default).
         requires_grad: whether the result needs a gradient.
 
     Returns:
@@ -110,7 +103,7 @@ def randn(
         mean: the mean.
         std: the standard deviation.
         device: the device (default device when None).
-        dtype: ``"float32"``.
+        dtype: the dtype (float32 by default).
         requires_grad: whether the result needs a gradient.
     """
     draw = np.random.randn(*_shape(shape))
@@ -130,11 +123,10 @@ def constant(
         *shape: the tensor's shape.
         c: the fill value.
         device: the device (default device when None).
-        dtype: ``"float32"``.
+        dtype: the dtype (float32 by default).
         requires_grad: whether the result needs a gradient.
     """
-    _dtype(dtype)
-    data = _device(device).full(_shape(shape), float(c))
+    data = _device(device).full(_shape(shape), c, _dtype(dtype))
     return Tensor(data, requires_grad=requires_grad)
 
 
@@ -159,16 +151,14 @@ def randb(
     dtype: Any = "bool",
     requires_grad: bool = False,
 ) -> Tensor:
-    """Bernoulli(``p``) samples: 1.0 where ``np.random.rand(*shape) <= p``, else 0.0.
-
-    needle stores float32, so the course's boolean result is held as 0.0/1.0.
+    """Bernoulli(``p``) samples: True where ``np.random.rand(*shape) <= p``.
 
     Args:
         *shape: the tensor's shape.
-        p: the probability of a 1.
+        p: the probability of a True (1).
         device: the device (default device when None).
-        dtype: ``"bool"`` or ``"float32"`` (both stored as float32).
-        requires_grad: whether the result needs a gradient.
+        dtype: ``"bool"`` (the course's default) or a number dtype (1 and 0).
+        requires_grad: whether the result needs a gradient (float dtypes only).
     """
     draw = np.random.rand(*_shape(shape)) <= p
     return _from_host(draw, device, dtype, requires_grad)
@@ -187,17 +177,16 @@ def one_hot(
         n: the number of classes.
         i: integer labels (a Tensor, NDArray, numpy array or list), any shape.
         device: the device (default device when None).
-        dtype: ``"float32"``.
+        dtype: the dtype (float32 by default).
         requires_grad: whether the result needs a gradient.
 
     Returns:
         A tensor of shape ``i.shape + (n,)``.
     """
-    _dtype(dtype)
     labels = np.asarray(i.numpy() if hasattr(i, "numpy") else i)
     if labels.size and not np.all(labels == np.round(labels)):
         raise ValueError(f"one_hot labels must be integers, got {labels.ravel()[:5]}")
-    data = _device(device).one_hot(n, labels.astype(np.int64))
+    data = _device(device).one_hot(n, labels.astype(np.int64), _dtype(dtype))
     return Tensor(data, requires_grad=requires_grad)
 
 

@@ -1,9 +1,12 @@
-"""NDArray: a strided view (shape, strides, offset) of a backend buffer (handle).
+"""NDArray: a strided view (shape, strides, offset) of a backend buffer (handle) of one dtype.
 
 Structure operations (reshape, permute, broadcast_to, getitem, as_strided,
 flip) only change metadata and never copy; arithmetic is delegated to the
 device's backend module, which sees compact buffers only. :meth:`compact` is
-the one place that turns a strided view into a dense buffer.
+the one place that turns a strided view into a dense buffer. This class alone
+chooses which backend kernel runs: it promotes dtypes (:mod:`.dtypes`), checks
+that the backend declares the dtype for the kernel's group, and composes what a
+backend lacks (the optional kernels, and the comparisons of a v1 backend).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from ..devices import BackendDevice, default_device
 from ..devices import device as _lookup_device
+from . import dtypes as dt
 from . import strides as st
 
 __all__ = [
@@ -26,6 +30,8 @@ __all__ = [
 
 broadcast_shapes = st.broadcast_shapes
 _SCALARS = (float, int)  # checked before the (slower) numbers.Real
+_REAL = (numbers.Real, np.bool_)
+_SWAPPED = {"lt": "gt", "le": "ge"}  # for two arrays, a < b is b > a
 
 
 def _as_device(dev: BackendDevice | str | None) -> BackendDevice:
@@ -36,29 +42,44 @@ def _as_device(dev: BackendDevice | str | None) -> BackendDevice:
     return _lookup_device(dev)
 
 
+def _unsupported(device: BackendDevice, kernel: str, dtype: str, group: str) -> dt.DTypeError:
+    if not device.enabled():
+        device.mod.fail()
+    have = ", ".join(n for n in dt.DTYPES if n in device.dtypes.get(group, ())) or "none"
+    return dt.DTypeError(
+        f"backend {device.name!r} has no {dtype} {kernel} (its {group} kernels take: {have}); "
+        "`needle info` lists what each backend supports"
+    )
+
+
 class NDArray:
-    """An n-dimensional float32 array on a needle device.
+    """An n-dimensional array of one dtype on a needle device.
 
     Args:
         other: an NDArray (copied, possibly to another device), a numpy array,
             or anything ``np.asarray`` accepts.
         device: the device to hold it; the default device when None.
+        dtype: the dtype (see :mod:`needle.backend_ndarray.dtypes` for the rule when None).
     """
 
     __slots__ = (
-        "_shape", "_strides", "_offset", "_device", "_handle", "_compact", "_size", "__weakref__"
+        "_shape", "_strides", "_offset", "_device", "_handle", "_compact", "_size", "_dtype",
+        "__weakref__",
     )  # fmt: skip
     __array_priority__ = 1000  # numpy defers `ndarray + NDArray` to our reflected ops
 
-    def __init__(self, other: Any, device: BackendDevice | str | None = None) -> None:
+    def __init__(
+        self, other: Any, device: BackendDevice | str | None = None, dtype: Any = None
+    ) -> None:
         if isinstance(other, NDArray):
             dev = other._device if device is None else _as_device(device)
-            if dev == other._device:
-                self._init(other._copy())  # a copy, never an alias
+            src = other if dtype is None else other.astype(dtype, copy=False)
+            if dev == src._device:
+                self._init(src._copy() if src is other else src)  # a copy, never an alias
             else:
-                self._init(NDArray.from_numpy(other.numpy(), dev))
+                self._init(NDArray.from_numpy(src.numpy(), dev))
             return
-        self._init(NDArray.from_numpy(other, _as_device(device)))
+        self._init(NDArray.from_numpy(other, _as_device(device), dtype))
 
     def _init(self, other: NDArray) -> None:
         self._shape = other._shape
@@ -68,6 +89,7 @@ class NDArray:
         self._handle = other._handle
         self._compact = other._compact
         self._size = other._size
+        self._dtype = other._dtype
 
     # ------------------------------------------------------------------ construction
 
@@ -78,35 +100,42 @@ class NDArray:
         device: BackendDevice | str | None = None,
         handle: Any = None,
         offset: int = 0,
+        dtype: Any = None,
     ) -> NDArray:
-        """A view on ``handle`` (a fresh, uninitialised buffer when None)."""
+        """A view on ``handle`` (a fresh, uninitialised buffer of ``dtype`` when None)."""
         array = object.__new__(NDArray)
-        array._shape = shape = tuple(shape)
+        array._shape = shape = st.check_shape(shape)
         array._size = size = st.prod(shape)
         array._offset = offset
         array._device = dev = device if type(device) is BackendDevice else _as_device(device)
         if handle is None:
-            if shape and min(shape) < 0:
-                raise ValueError(f"negative dimension in shape {shape}")
-            handle = dev.mod.Array(size)
+            # A contract v1 backend holds float32 only: every array on it is float32.
+            dtype = "float32" if dtype is None or dev.version == 1 else dt.canonical(dtype)
+            if dtype not in dev.dtypes.get("memory", ()):
+                raise _unsupported(dev, "Array", dtype, "memory")
+            handle = dev.alloc(size, dtype)
+        elif dtype is None:
+            dtype = getattr(handle, "dtype", "float32")
         array._handle = handle
+        array._dtype = dt.canonical(dtype)
         if strides is None:
             array._strides = st.compact_strides(shape)
             array._compact = offset == 0 and handle.size == size
         else:
-            array._strides = tuple(strides)
+            array._strides = st.check_strides(strides, len(shape))
             array._compact = None  # worked out when first asked
         return array
 
-    def _fresh(self) -> NDArray:
-        """A new, uninitialised dense array of this one's shape on its device.
+    def _fresh(self, dtype: str | None = None) -> NDArray:
+        """A new, uninitialised dense array of this one's shape (and dtype) on its device.
 
         The shape was checked when this array was made, so this skips :meth:`make`'s checks.
         """
         array = object.__new__(NDArray)
         array._shape, array._size, array._offset = self._shape, self._size, 0
-        array._device = self._device
-        array._handle = handle = self._device.mod.Array(self._size)
+        array._device = dev = self._device
+        array._dtype = dtype = self._dtype if dtype is None else dtype
+        array._handle = handle = dev.alloc(self._size, dtype)
         array._strides = st.compact_strides(self._shape)
         array._compact = handle.size == self._size
         return array
@@ -116,20 +145,39 @@ class NDArray:
         array = object.__new__(NDArray)
         array._shape, array._strides, array._offset = shape, strides, offset
         array._size = st.prod(shape)
-        array._device, array._handle = self._device, self._handle
+        array._device, array._handle, array._dtype = self._device, self._handle, self._dtype
         array._compact = None  # worked out when first asked
         return array
 
     @staticmethod
-    def from_numpy(data: Any, device: BackendDevice | str | None = None) -> NDArray:
-        """Copy ``data`` (anything ``np.asarray`` takes) to ``device`` as float32."""
+    def from_numpy(
+        data: Any, device: BackendDevice | str | None = None, dtype: Any = None
+    ) -> NDArray:
+        """Copy ``data`` (anything ``np.asarray`` takes) to ``device``.
+
+        The dtype is ``dtype`` when given, else the data's (see :mod:`.dtypes` for the rule:
+        numpy data keeps its dtype, Python lists and scalars give float32). A backend that
+        holds float32 only (contract v1) stores everything as float32.
+        """
+        dev = device if type(device) is BackendDevice else _as_device(device)
         arr = np.asarray(data)
         if arr.dtype.kind not in "biuf":
-            raise TypeError(f"cannot make a float32 NDArray from data of dtype {arr.dtype}")
-        arr = np.asarray(arr, dtype=np.float32, order="C")
-        out = NDArray.make(arr.shape, device=device)
+            raise dt.DTypeError(f"cannot make an NDArray from data of dtype {arr.dtype}")
+        if dev.version == 1:  # a float32-only backend stores everything as float32
+            target = "float32"
+        elif dtype is None:
+            target = dt.data_dtype(data)
+        else:
+            target = dt.canonical(dtype)
+            wanted = dt.numpy_name(dtype)
+            if wanted != target:  # a dtype needle lacks: numpy converts the values first
+                arr = arr.astype(wanted)
+        if arr.dtype.name == "uint64" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise OverflowError("uint64 data holds values beyond int64, needle's widest integer")
+        arr = np.ascontiguousarray(arr, dtype=target)
+        out = NDArray.make(arr.shape, device=dev, dtype=target)
         if arr.size:
-            out._device.mod.from_numpy(arr, out._handle)
+            dev.mod.from_numpy(arr, out._handle)
         return out
 
     # ------------------------------------------------------------------ properties
@@ -156,7 +204,7 @@ class NDArray:
 
     @property
     def dtype(self) -> str:
-        return "float32"
+        return self._dtype
 
     @property
     def ndim(self) -> int:
@@ -181,8 +229,8 @@ class NDArray:
 
     def numpy(self) -> np.ndarray:
         """A new numpy array with the view's contents (never aliases device memory)."""
-        if self.size == 0:
-            return np.zeros(self._shape, dtype=np.float32)
+        if self._size == 0:
+            return np.zeros(self._shape, dtype=self._dtype)
         return self._device.mod.to_numpy(self._handle, self._shape, self._strides, self._offset)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -194,10 +242,37 @@ class NDArray:
         device = _as_device(device)
         return self if device == self._device else NDArray(self, device=device)
 
-    def item(self) -> float:
-        if self.size != 1:
+    def item(self) -> float | int | bool:
+        """The one element as a Python scalar."""
+        if self._size != 1:
             raise ValueError(f"item() needs an array of one element, not shape {self._shape}")
-        return float(self.numpy().reshape(()))
+        return self.numpy().reshape(()).item()
+
+    # ------------------------------------------------------------------ dtypes
+
+    def astype(self, dtype: Any, copy: bool = True) -> NDArray:
+        """The values converted to ``dtype`` (numpy's rules; a new array unless ``copy=False``
+        and the dtype already matches). A dtype needle lacks converts as numpy converts to it,
+        then is stored by the rule of :mod:`.dtypes` (``uint8`` values in ``int32``)."""
+        target = dt.canonical(dtype)
+        if dt.numpy_name(dtype) != target:
+            return NDArray.from_numpy(self.numpy(), self._device, dtype)
+        if target == self._dtype:
+            return self._copy() if copy else self
+        return self._cast(target)
+
+    def _cast(self, dtype: str) -> NDArray:
+        """This array as ``dtype`` (itself when it already is, or on a float32-only v1 backend)."""
+        if dtype == self._dtype or self._device.version == 1:
+            return self
+        dev = self._device
+        memory = dev.dtypes.get("memory", ())
+        if dtype not in memory or self._dtype not in memory:
+            raise _unsupported(dev, "cast", dtype, "memory")
+        out = self._fresh(dtype)
+        if self._size:
+            dev.mod.cast(self.compact()._handle, out._handle)
+        return out
 
     # ------------------------------------------------------------------ views
 
@@ -214,7 +289,7 @@ class NDArray:
     def _copy(self) -> NDArray:
         """A dense, bit-exact copy in a new buffer."""
         out = self._fresh()
-        if out.size:
+        if out._size:
             self._device.mod.compact(
                 self._handle, out._handle, self._shape, self._strides, self._offset
             )
@@ -233,10 +308,11 @@ class NDArray:
 
         Raises ``ValueError`` if the view would reach outside the buffer.
         """
-        shape, strides = tuple(shape), tuple(strides)
+        shape = st.check_shape(shape)
+        strides = st.check_strides(strides, len(shape))
         offset = self._offset if offset is None else operator.index(offset)
         st.check_view_in_bounds(shape, strides, offset, self._handle.size)
-        return NDArray.make(shape, strides, self._device, self._handle, offset)
+        return NDArray.make(shape, strides, self._device, self._handle, offset, self._dtype)
 
     @property
     def flat(self) -> NDArray:
@@ -263,10 +339,10 @@ class NDArray:
         return self.permute(axes)
 
     def broadcast_to(self, *new_shape: Any) -> NDArray:
-        """View as ``new_shape`` with stride 0 along stretched axes, no copy."""
+        """View as ``new_shape`` with stride 0 along stretched axes, no copy (read-only)."""
         if len(new_shape) == 1 and isinstance(new_shape[0], (tuple, list)):
             new_shape = new_shape[0]
-        new_shape = tuple(new_shape)
+        new_shape = st.check_shape(new_shape, "broadcast shape")
         strides = st.broadcast_to(self._shape, self._strides, new_shape)
         return self._view(new_shape, strides, self._offset)
 
@@ -275,24 +351,42 @@ class NDArray:
         strides, offset = st.flip(self._shape, self._strides, self._offset, axes)
         return self._view(self._shape, strides, offset)
 
+    def process_slice(self, sl: slice, dim: int) -> slice:
+        """The course's helper: ``sl`` with explicit start, stop and step for axis ``dim``."""
+        return slice(*sl.indices(self._shape[dim]))
+
     def __getitem__(self, idxs: Any) -> NDArray:
         """Ints, slices (negative start, stop and step) and one Ellipsis; always a view."""
         shape, strides, offset, _ = st.getitem(self._shape, self._strides, self._offset, idxs)
         return self._view(shape, strides, offset)
 
     def __setitem__(self, idxs: Any, other: Any) -> None:
-        """Write an array (broadcast numpy-style to the view) or a scalar into ``self[idxs]``."""
+        """Write an array (broadcast numpy-style to the view) or a scalar into ``self[idxs]``.
+
+        Values are converted to this array's dtype. A view that repeats elements (a
+        broadcast view: a zero stride on an axis longer than 1) cannot be written, as in numpy.
+        """
         view = self[idxs]
         if view.size == 0:
             return
+        if any(s == 0 and d > 1 for d, s in zip(view._shape, view._strides)):
+            raise ValueError(
+                f"cannot write into a broadcast view (shape {view._shape}, strides "
+                f"{view._strides}): it repeats elements; compact() it first"
+            )
         mod = self._device.mod
-        if isinstance(other, numbers.Real):
+        if isinstance(other, _REAL):
             mod.scalar_setitem(
-                view.size, float(other), self._handle, view._shape, view._strides, view._offset
+                view.size,
+                dt.python_scalar(other, self._dtype),
+                self._handle,
+                view._shape,
+                view._strides,
+                view._offset,
             )
             return
         if not isinstance(other, NDArray):
-            other = NDArray.from_numpy(other, self._device)
+            other = NDArray.from_numpy(other, self._device, self._dtype)
         self._check_device(other)
         if other._shape != view._shape:
             try:
@@ -302,12 +396,12 @@ class NDArray:
                     f"cannot assign an array of shape {other._shape} to a view of shape "
                     f"{view._shape}"
                 ) from None
-        src = other.compact()
+        src = other._cast(self._dtype).compact()
         if src._handle is self._handle:  # overlapping source: copy first
             src = other._copy()
         mod.ewise_setitem(src._handle, self._handle, view._shape, view._strides, view._offset)
 
-    def fill(self, value: float) -> None:
+    def fill(self, value: Any) -> None:
         """Set every element of the view to ``value``, in place."""
         self[...] = value
 
@@ -318,13 +412,12 @@ class NDArray:
                 f"pad needs one non-negative (before, after) pair per dimension of {self._shape}, "
                 f"got {tuple(axes)}"
             )
-        out = full(
-            tuple(d + a + b for d, (a, b) in zip(self._shape, axes)), 0.0, device=self._device
-        )
+        shape = tuple(d + a + b for d, (a, b) in zip(self._shape, axes))
+        out = full(shape, 0, dtype=self._dtype, device=self._device)
         out[tuple(slice(a, a + d) for d, (a, _) in zip(self._shape, axes))] = self
         return out
 
-    # ------------------------------------------------------------------ arithmetic
+    # ------------------------------------------------------------------ kernels
 
     def _check_device(self, other: NDArray) -> None:
         if other._device != self._device:
@@ -332,100 +425,186 @@ class NDArray:
                 f"arrays on different devices: {self._device.name} and {other._device.name}"
             )
 
-    def _ewise_or_scalar(self, other: Any, ewise: str, scalar: str) -> NDArray:
-        mod = self._device.mod
-        if type(other) is NDArray:
-            if other._device is not self._device:
-                self._check_device(other)
-            if other._shape != self._shape:
-                raise ValueError(
-                    f"{ewise} needs arrays of the same shape, got {self._shape} and {other._shape}"
-                )
-            out = self._fresh()
-            if self._size:
-                getattr(mod, ewise)(self.compact()._handle, other.compact()._handle, out._handle)
-        elif type(other) in _SCALARS or isinstance(other, numbers.Real):
-            out = self._fresh()
-            if self._size:
-                getattr(mod, scalar)(self.compact()._handle, float(other), out._handle)
-        else:
-            return NotImplemented
+    def _operands(self, other: NDArray, kernel: str) -> tuple[NDArray, NDArray]:
+        """``self`` and ``other`` checked for device and shape, promoted to one dtype."""
+        if other._device is not self._device:
+            self._check_device(other)
+        if other._shape != self._shape:
+            raise ValueError(
+                f"{kernel} needs arrays of the same shape, got {self._shape} and {other._shape}"
+            )
+        if other._dtype == self._dtype:
+            return self, other
+        common = dt.promote(self._dtype, other._dtype)
+        return self._cast(common), other._cast(common)
+
+    def _run(self, kernel: str, group: str, out_dtype: str | None, *args: Any) -> NDArray:
+        """``out = kernel(self, *args)`` on compact buffers (``self`` already has the dtype)."""
+        dev = self._device
+        if self._dtype not in dev.dtypes.get(group, ()):
+            raise _unsupported(dev, kernel, self._dtype, group)
+        out = self._fresh(out_dtype)
+        if self._size:
+            getattr(dev.mod, kernel)(self.compact()._handle, *args, out._handle)
         return out
+
+    def _arith(self, other: Any, name: str, float_only: bool = False) -> NDArray:
+        """``self (name) other`` for the arithmetic kernels ``ewise_<name>``/``scalar_<name>``."""
+        if type(other) is NDArray:
+            a, b = self._operands(other, f"ewise_{name}")
+            dtype = a._dtype
+            if float_only and not dt.is_float(dtype):
+                dtype = dt.DEFAULT_FLOAT
+                a, b = a._cast(dtype), b._cast(dtype)
+            if dtype == "bool":  # logical or / and / or: computed in int32
+                return a._cast("int32")._arith(b._cast("int32"), name)._cast("bool")
+            return a._run(f"ewise_{name}", "arithmetic", None, b.compact()._handle)
+        if type(other) in _SCALARS or isinstance(other, _REAL):
+            dtype = dt.scalar_result(self._dtype, other)
+            if float_only:
+                dtype = dt.float_of(dtype)
+            a = self._cast(dtype)
+            if dtype == "bool":
+                return a._cast("int32")._arith(int(other), name)._cast("bool")
+            return a._run(f"scalar_{name}", "arithmetic", None, dt.python_scalar(other, dtype))
+        return NotImplemented
+
+    def _compare(self, other: Any, op: str) -> NDArray:
+        """``self (op) other`` elementwise: a bool array (float32 0/1 on a v1 backend)."""
+        dev = self._device
+        if dev.version == 1:
+            return self._compare_v1(other, op)
+        if type(other) is NDArray:
+            if op in _SWAPPED:  # a < b is b > a
+                return other._compare(self, _SWAPPED[op])
+            a, b = self._operands(other, f"ewise_{op}")
+            if a._dtype == "bool":
+                a, b = a._cast("int32"), b._cast("int32")
+            return a._run(f"ewise_{op}", "compare", "bool", b.compact()._handle)
+        if type(other) in _SCALARS or isinstance(other, _REAL):
+            dtype = dt.scalar_result(self._dtype, other)
+            if dtype == "bool":
+                dtype = "int32"
+            a = self._cast(dtype)
+            return a._run(f"scalar_{op}", "compare", "bool", dt.python_scalar(other, dtype))
+        return NotImplemented
+
+    def _compare_v1(self, other: Any, op: str) -> NDArray:
+        """Comparisons from a v1 backend's eq and ge (float32 1.0/0.0), NaN-correct."""
+        if not (type(other) is NDArray or isinstance(other, _REAL)):
+            return NotImplemented
+        eq = self._arith_kernel("eq", other)
+        if op == "eq":
+            return eq
+        if op == "ne":
+            return 1.0 - eq
+        if isinstance(other, NDArray) and op in _SWAPPED:
+            return other._compare_v1(self, _SWAPPED[op])
+        ge = self._arith_kernel("ge", other)
+        if op == "ge":
+            return ge
+        if op == "gt":
+            return ge - eq
+        ordered = self._arith_kernel("eq", self)  # 0 where self is NaN
+        return ordered - ge + (eq if op == "le" else 0.0)  # lt / le against a scalar
+
+    def _arith_kernel(self, name: str, other: Any) -> NDArray:
+        if type(other) is NDArray:
+            a, b = self._operands(other, f"ewise_{name}")
+            return a._run(f"ewise_{name}", "compare", None, b.compact()._handle)
+        return self._run(f"scalar_{name}", "compare", None, float(other))
 
     def _unary(self, name: str) -> NDArray:
-        out = self._fresh()
-        if self._size:
-            getattr(self._device.mod, name)(self.compact()._handle, out._handle)
-        return out
+        return self._cast(dt.float_of(self._dtype))._run(name, "unary", None)
 
     def __add__(self, other: Any) -> NDArray:
-        return self._ewise_or_scalar(other, "ewise_add", "scalar_add")
+        return self._arith(other, "add")
 
     __radd__ = __add__
 
     def __sub__(self, other: Any) -> NDArray:
         if isinstance(other, NDArray):
-            return self + (-other)
-        if isinstance(other, numbers.Real):
-            return self + (-other)
+            if self._dtype == "bool" and other._dtype == "bool":
+                raise TypeError("subtracting bool arrays is not supported (numpy refuses it too)")
+            return self + (-other._cast(dt.promote(self._dtype, other._dtype)))
+        if isinstance(other, _REAL):
+            return self._cast(dt.scalar_result(self._dtype, other)) + (-other)
         return NotImplemented
 
     def __rsub__(self, other: Any) -> NDArray:
-        return (-self) + other
+        if not isinstance(other, _REAL):
+            return NotImplemented
+        return (-self._cast(dt.scalar_result(self._dtype, other))) + other
 
     def __mul__(self, other: Any) -> NDArray:
-        return self._ewise_or_scalar(other, "ewise_mul", "scalar_mul")
+        return self._arith(other, "mul")
 
     __rmul__ = __mul__
 
     def __truediv__(self, other: Any) -> NDArray:
-        return self._ewise_or_scalar(other, "ewise_div", "scalar_div")
+        return self._arith(other, "div", float_only=True)
 
     def __rtruediv__(self, other: Any) -> NDArray:
-        if not isinstance(other, numbers.Real):
+        if not isinstance(other, _REAL):
             return NotImplemented
-        return full(self._shape, float(other), device=self._device) / self
+        dtype = dt.float_of(dt.scalar_result(self._dtype, other))
+        return full(self._shape, other, dtype=dtype, device=self._device) / self
 
     def __neg__(self) -> NDArray:
-        return self * -1.0
+        if self._dtype == "bool":
+            raise TypeError("negating a bool array is not supported; use == False")
+        return self * -1
 
     def __pow__(self, other: Any) -> NDArray:
         if isinstance(other, NDArray):
-            self._check_device(other)
+            a, b = self._operands(other, "ewise_power")
+            if a._dtype == "bool":
+                a, b = a._cast("int64"), b._cast("int64")
+            if not dt.is_float(a._dtype) and b.size and (b < 0).any():
+                raise ValueError("integers to negative integer powers are not allowed")
             if self._device.has("ewise_power"):
-                return self._ewise_or_scalar(other, "ewise_power", "scalar_power")
-            if other._shape != self._shape:
-                raise ValueError(f"power needs equal shapes, got {self._shape}, {other._shape}")
-            return (self.log() * other).exp()
-        if isinstance(other, numbers.Real):
-            return self._ewise_or_scalar(other, "ewise_power", "scalar_power")
+                return a._run("ewise_power", "arithmetic", None, b.compact()._handle)
+            return (a._unary("ewise_log") * b).exp()._cast(a._dtype)
+        if isinstance(other, _REAL):
+            dtype = dt.scalar_result(self._dtype, other)
+            if dtype == "bool":
+                dtype = "int64"
+            if not dt.is_float(dtype) and other < 0:
+                raise ValueError("integers to negative integer powers are not allowed")
+            value = dt.python_scalar(other, dtype)
+            return self._cast(dtype)._run("scalar_power", "arithmetic", None, value)
         return NotImplemented
 
     def __rpow__(self, other: Any) -> NDArray:
-        if not isinstance(other, numbers.Real):
+        if not isinstance(other, _REAL):
             return NotImplemented
-        return full(self._shape, float(other), device=self._device) ** self
+        dtype = dt.scalar_result(self._dtype, other)
+        return full(self._shape, other, dtype=dtype, device=self._device) ** self
 
     def maximum(self, other: Any) -> NDArray:
-        return self._ewise_or_scalar(other, "ewise_maximum", "scalar_maximum")
+        return self._arith(other, "maximum")
+
+    def any(self) -> bool:
+        """True when some element is nonzero (True)."""
+        return bool(self._size) and bool((self != 0).sum().item())
 
     def __eq__(self, other: Any) -> NDArray:  # type: ignore[override]
-        return self._ewise_or_scalar(other, "ewise_eq", "scalar_eq")
-
-    def __ge__(self, other: Any) -> NDArray:
-        return self._ewise_or_scalar(other, "ewise_ge", "scalar_ge")
+        return self._compare(other, "eq")
 
     def __ne__(self, other: Any) -> NDArray:  # type: ignore[override]
-        return 1.0 - (self == other)
+        return self._compare(other, "ne")
+
+    def __ge__(self, other: Any) -> NDArray:
+        return self._compare(other, "ge")
 
     def __gt__(self, other: Any) -> NDArray:
-        return (self >= other) * (self != other)
-
-    def __lt__(self, other: Any) -> NDArray:
-        return 1.0 - (self >= other)
+        return self._compare(other, "gt")
 
     def __le__(self, other: Any) -> NDArray:
-        return 1.0 - (self > other)
+        return self._compare(other, "le")
+
+    def __lt__(self, other: Any) -> NDArray:
+        return self._compare(other, "lt")
 
     __hash__ = None  # type: ignore[assignment]  # == is elementwise
 
@@ -452,52 +631,66 @@ class NDArray:
         (m, n), (n2, p) = self._shape, other._shape
         if n != n2:
             raise ValueError(f"matmul shapes {self._shape} and {other._shape} do not align")
-        out = NDArray.make((m, p), device=self._device)
+        a, b = self._matmul_operands(other)
+        out = NDArray.make((m, p), device=self._device, dtype=a._dtype)
         if m * p == 0:
             return out
         if n == 0:
-            out.fill(0.0)
+            out.fill(0)
             return out
-        self._device.mod.matmul(
-            self.compact()._handle, other.compact()._handle, out._handle, m, n, p
-        )
+        self._device.mod.matmul(a.compact()._handle, b.compact()._handle, out._handle, m, n, p)
         return out
+
+    def _matmul_operands(self, other: NDArray) -> tuple[NDArray, NDArray]:
+        """Both operands in one dtype the backend's matmul group takes."""
+        common = dt.promote(self._dtype, other._dtype)
+        if common == "bool":
+            raise dt.DTypeError("matmul of bool arrays is not supported; cast them to int32")
+        if common not in self._device.dtypes.get("matmul", ()):
+            raise _unsupported(self._device, "matmul", common, "matmul")
+        return self._cast(common), other._cast(common)
 
     # ------------------------------------------------------------------ reductions
 
     def _reduce(self, axis: Any, keepdims: bool, kernel: str) -> NDArray:
+        if kernel == "reduce_sum" and self._dtype in ("bool", "int32"):  # numpy sums to int64
+            return self._cast(dt.DEFAULT_INT)._reduce(axis, keepdims, kernel)
+        if self._dtype == "bool":  # max of bools: any
+            return self._cast("int32")._reduce(axis, keepdims, kernel)._cast("bool")
+        dev = self._device
+        if self._dtype not in dev.dtypes.get("reduce", ()):
+            raise _unsupported(dev, kernel, self._dtype, "reduce")
         axes = st.normalize_axes(axis, self.ndim)
         keep = [d for i, d in enumerate(self._shape) if i not in axes]
         reduce_size = st.prod(self._shape[a] for a in axes)
         order = [i for i in range(self.ndim) if i not in axes] + list(axes)
         view = self.permute(order) if order != list(range(self.ndim)) else self
-        out = NDArray.make(keep, device=self._device)
+        out = NDArray.make(keep, device=dev, dtype=self._dtype)
         if out.size:
             if reduce_size == 0:
                 if kernel == "reduce_max":
                     raise ValueError("max of an empty axis has no identity")
-                out.fill(0.0)
+                out.fill(0)
             elif (
                 kernel == "reduce_sum"
                 and order != list(range(self.ndim))
                 and axes == tuple(range(len(axes)))
                 and self.is_compact()
+                and self._dtype in dev.dtypes.get("matmul", ())
             ):
                 # A sum over leading axes (bias gradients) is ones(1, r) @ a(r, rest): one GEMM
                 # over the data as it lies, instead of transposing it for reduce_sum.
-                ones = full((1, reduce_size), 1.0, device=self._device)
+                ones = full((1, reduce_size), 1, dtype=self._dtype, device=dev)
                 rest = self._size // reduce_size
-                self._device.mod.matmul(
-                    ones._handle, self._handle, out._handle, 1, reduce_size, rest
-                )
+                dev.mod.matmul(ones._handle, self._handle, out._handle, 1, reduce_size, rest)
             else:
-                getattr(self._device.mod, kernel)(view.compact()._handle, out._handle, reduce_size)
+                getattr(dev.mod, kernel)(view.compact()._handle, out._handle, reduce_size)
         if keepdims:
             out = out.reshape(tuple(1 if i in axes else d for i, d in enumerate(self._shape)))
         return out
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> NDArray:
-        """Sum over ``axis`` (an int, a tuple, or None for all)."""
+        """Sum over ``axis`` (an int, a tuple, or None for all); integers and bools sum to int64."""
         return self._reduce(axis, keepdims, "reduce_sum")
 
     def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> NDArray:
@@ -505,25 +698,21 @@ class NDArray:
         return self._reduce(axis, keepdims, "reduce_max")
 
 
-def array(a: Any, dtype: str = "float32", device: BackendDevice | str | None = None) -> NDArray:
-    """The course's ``nd.array``: copy ``a`` onto ``device`` as float32."""
-    if dtype not in ("float32", np.float32):
-        raise TypeError(f"needle arrays hold float32, not {dtype}")
-    return NDArray(a, device=device)
+def array(a: Any, dtype: Any = "float32", device: BackendDevice | str | None = None) -> NDArray:
+    """The course's ``nd.array``: copy ``a`` onto ``device`` as ``dtype`` (float32 by default)."""
+    return NDArray(a, device=device, dtype=dtype)
 
 
-def empty(shape: Sequence[int], dtype: str = "float32", device: Any = None) -> NDArray:
+def empty(shape: Sequence[int], dtype: Any = "float32", device: Any = None) -> NDArray:
     """An uninitialised array of ``shape``."""
-    return NDArray.make(shape, device=device)
+    return NDArray.make(shape, device=device, dtype=dtype)
 
 
-def full(
-    shape: Sequence[int], fill_value: float, dtype: str = "float32", device: Any = None
-) -> NDArray:
+def full(shape: Sequence[int], fill_value: Any, dtype: Any = "float32", device: Any = None) -> NDArray:
     """An array of ``shape`` filled with ``fill_value``."""
-    out = NDArray.make(shape, device=device)
+    out = NDArray.make(shape, device=device, dtype=dtype)
     if out.size:
-        out._device.mod.fill(out._handle, float(fill_value))
+        out._device.mod.fill(out._handle, dt.python_scalar(fill_value, out._dtype))
     return out
 
 

@@ -14,6 +14,8 @@ import operator
 from collections.abc import Sequence
 
 __all__ = [
+    "check_shape",
+    "check_strides",
     "prod",
     "compact_strides",
     "is_compact",
@@ -30,6 +32,32 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
+
+
+def check_shape(shape: Sequence[int], what: str = "shape") -> Shape:
+    """``shape`` as a tuple of non-negative ints, or a ``TypeError``/``ValueError`` naming it."""
+    if type(shape) is tuple and all(type(d) is int for d in shape):
+        if shape and min(shape) < 0:
+            raise ValueError(f"negative dimension in {what} {shape}")
+        return shape
+    try:
+        out = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of ints, got {shape!r}") from None
+    if out and min(out) < 0:
+        raise ValueError(f"negative dimension in {what} {out}")
+    return out
+
+
+def check_strides(strides: Sequence[int], ndim: int) -> Shape:
+    """``strides`` as a tuple of ``ndim`` ints (any sign), or an error naming them."""
+    try:
+        out = tuple(operator.index(s) for s in strides)
+    except TypeError:
+        raise TypeError(f"strides must be a sequence of ints, got {strides!r}") from None
+    if len(out) != ndim:
+        raise ValueError(f"strides {out} do not have one entry per dimension ({ndim})")
+    return out
 
 
 def prod(shape: Sequence[int]) -> int:
@@ -144,7 +172,7 @@ def broadcast_to(shape: Shape, strides: Shape, new_shape: Sequence[int]) -> Shap
 
     New leading axes may be added; an existing axis broadcasts only from size 1.
     """
-    new_shape = tuple(new_shape)
+    new_shape = check_shape(new_shape, "broadcast shape")
     lead = len(new_shape) - len(shape)
     if lead < 0:
         raise ValueError(f"cannot broadcast shape {shape} to fewer dimensions {new_shape}")

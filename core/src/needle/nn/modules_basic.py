@@ -418,7 +418,9 @@ class BatchNorm1d(Module):
             m = self.momentum  # the running statistics are updated on their NDArrays
             mean = self.running_mean.cached_data * (1 - m) + op.batch_mean * m
             var = self.running_var.cached_data * (1 - m) + op.batch_var * m
-            self.running_mean, self.running_var = Tensor.make_const(mean), Tensor.make_const(var)
+            dtype = self.running_mean.dtype  # buffers keep their dtype (float64 input, say)
+            self.running_mean = Tensor.make_const(mean.astype(dtype, copy=False))
+            self.running_var = Tensor.make_const(var.astype(dtype, copy=False))
             return out
         centered = x - _row(self.running_mean, x.shape)
         normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)

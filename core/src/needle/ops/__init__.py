@@ -15,6 +15,7 @@ from . import tuple_ops as _tuple_ops
 from .conv import Conv, ConvWeightGrad, conv, conv_weight_grad
 from .elementwise import (
     AddScalar,
+    Cast,
     DivScalar,
     EWiseAdd,
     EWiseDiv,
@@ -31,6 +32,7 @@ from .elementwise import (
     Tanh,
     add,
     add_scalar,
+    astype,
     divide,
     divide_scalar,
     exp,

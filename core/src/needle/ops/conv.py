@@ -41,7 +41,7 @@ def conv2d(a: NDArray, b: NDArray, stride: int, padding: Padding) -> NDArray:
         raise ValueError(
             f"conv kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
         )
-    out = NDArray.make((n, ho, wo, cout), device=a.device)
+    out = NDArray.make((n, ho, wo, cout), device=a.device, dtype=a.dtype)
     if out.size == 0:
         return out
     if a.size == 0 or b.size == 0:

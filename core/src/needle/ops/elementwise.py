@@ -1,25 +1,41 @@
-"""Elementwise ops: arithmetic with tensors and scalars, and the pointwise functions."""
+"""Elementwise ops: arithmetic with tensors and scalars, and the pointwise functions.
+
+Binary ops broadcast their inputs as numpy does (through ``BroadcastTo`` nodes, whose
+gradient sums back to each input's shape) and promote dtypes as
+:mod:`needle.backend_ndarray.dtypes` says; each input's gradient has the input's dtype.
+"""
 
 from __future__ import annotations
 
-from ..autograd import Tensor, TensorOp
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Tensor, TensorOp, Value
 from ..backend_ndarray import NDArray
+from ..backend_ndarray import dtypes as dt
+from ..backend_ndarray import strides as st
 
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar",
     "EWiseDiv", "DivScalar", "Negate", "Log", "Exp", "ReLU", "Tanh", "Sigmoid", "EWiseMaximum",
+    "Cast",
     "add", "add_scalar", "multiply", "mul_scalar", "power", "power_scalar", "divide",
-    "divide_scalar", "negate", "log", "exp", "relu", "tanh", "sigmoid", "maximum",
+    "divide_scalar", "negate", "log", "exp", "relu", "tanh", "sigmoid", "maximum", "astype",
 ]  # fmt: skip
 
 
-def _scalar(value: object, op: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            return float(value)  # numpy scalars
-        except (TypeError, ValueError):
-            raise TypeError(f"{op} needs a real scalar, got {type(value).__name__}") from None
-    return float(value)
+def _scalar(value: Any, op: str) -> float | int | bool:
+    """``value`` as a Python scalar, keeping its kind (int stays int: scalars are weak)."""
+    if type(value) in (float, int, bool):
+        return value
+    if isinstance(value, np.ndarray) and value.size == 1:  # np.random.randn(1) as a scalar
+        value = value.reshape(()).item()
+    if isinstance(value, (np.generic, float, int)):
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, (float, int, bool)):
+            return value
+    raise TypeError(f"{op} needs a real scalar, got {type(value).__name__}")
 
 
 class _ScalarOp(TensorOp):
@@ -31,12 +47,48 @@ def _const(array: NDArray) -> Tensor:
     return Tensor.make_const(array)
 
 
-class EWiseAdd(TensorOp):
+def _like(grad: Tensor | None, x: Value) -> Tensor | None:
+    """``grad`` in the dtype of input ``x`` (a float32 input of a float64 product, say)."""
+    if grad is None or grad.cached_data.dtype == x.cached_data.dtype:
+        return grad
+    return Cast(x.cached_data.dtype)(grad)
+
+
+class _Binary(TensorOp):
+    """A binary op whose inputs broadcast to a common shape first."""
+
+    def __call__(self, a: Any, b: Any) -> Tensor:
+        if isinstance(a, Value) and isinstance(b, Value) and a.shape != b.shape:
+            from .movement import BroadcastTo
+
+            shape = st.broadcast_shapes(a.shape, b.shape)
+            if a.shape != shape:
+                a = BroadcastTo(shape)(a)
+            if b.shape != shape:
+                b = BroadcastTo(shape)(b)
+        return Tensor.make_from_op(self, (a, b))
+
+
+class Cast(TensorOp):
+    """The input converted to ``dtype``; the gradient converts back."""
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = dt.canonical(dtype)
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.astype(self.dtype, copy=False)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        return _like(out_grad, node.inputs[0])
+
+
+class EWiseAdd(_Binary):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a + b
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
-        return out_grad, out_grad
+        a, b = node.inputs
+        return _like(out_grad, a), _like(out_grad, b)
 
 
 class AddScalar(_ScalarOp):
@@ -47,13 +99,14 @@ class AddScalar(_ScalarOp):
         return out_grad
 
 
-class EWiseMul(TensorOp):
+class EWiseMul(_Binary):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a * b
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, b = node.inputs  # None for a factor that needs no gradient (a mask, a one-hot)
-        return out_grad * b if a.requires_grad else None, out_grad * a if b.requires_grad else None
+        grad_a = _like(out_grad * b, a) if a.requires_grad else None
+        return grad_a, _like(out_grad * a, b) if b.requires_grad else None
 
 
 class MulScalar(_ScalarOp):
@@ -64,15 +117,16 @@ class MulScalar(_ScalarOp):
         return out_grad * self.scalar
 
 
-class EWisePow(TensorOp):
+class EWisePow(_Binary):
     """``a ** b`` elementwise (``b``'s gradient needs ``a > 0``)."""
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a**b
 
-    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, b = node.inputs
-        return out_grad * b * a ** (b - 1.0), out_grad * node * log(a)
+        grad_a = _like(out_grad * b * a ** (b - 1.0), a) if a.requires_grad else None
+        return grad_a, _like(out_grad * node * log(a), b) if b.requires_grad else None
 
 
 class PowerScalar(_ScalarOp):
@@ -88,14 +142,14 @@ class PowerScalar(_ScalarOp):
         return out_grad * self.scalar * a ** (self.scalar - 1)
 
 
-class EWiseDiv(TensorOp):
+class EWiseDiv(_Binary):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a / b
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, b = node.inputs
-        grad_a = out_grad / b if a.requires_grad else None
-        grad_b = -out_grad * a / (b * b) if b.requires_grad else None
+        grad_a = _like(out_grad / b, a) if a.requires_grad else None
+        grad_b = _like(-out_grad * a / (b * b), b) if b.requires_grad else None
         return grad_a, grad_b
 
 
@@ -109,7 +163,7 @@ class DivScalar(_ScalarOp):
 
 class Negate(TensorOp):
     def compute(self, a: NDArray) -> NDArray:
-        return a * -1.0
+        return -a
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
         return -out_grad
@@ -157,17 +211,19 @@ class Sigmoid(TensorOp):
         return out_grad * node * (1.0 - node)
 
 
-class EWiseMaximum(TensorOp):
+class EWiseMaximum(_Binary):
     """Elementwise maximum; where the two are equal the gradient is split evenly."""
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a.maximum(b)
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
-        a, b = (x.realize_cached_data() for x in node.inputs)
-        ge, le = a >= b, b >= a
+        x, y = node.inputs
+        a, b = x.realize_cached_data(), y.realize_cached_data()
+        ge = (a >= b)._cast(out_grad.dtype)
+        le = (b >= a)._cast(out_grad.dtype)
         share = ge + le
-        return out_grad * _const(ge / share), out_grad * _const(le / share)
+        return _like(out_grad * _const(ge / share), x), _like(out_grad * _const(le / share), y)
 
 
 def add(a: Tensor, b: Tensor) -> Tensor:
@@ -228,3 +284,8 @@ def sigmoid(a: Tensor) -> Tensor:
 
 def maximum(a: Tensor, b: Tensor) -> Tensor:
     return EWiseMaximum()(a, b)
+
+
+def astype(a: Tensor, dtype: Any) -> Tensor:
+    """``a`` converted to ``dtype`` (itself when it has it); differentiable between floats."""
+    return a if a.dtype == dt.canonical(dtype) else Cast(dtype)(a)

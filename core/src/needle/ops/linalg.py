@@ -21,13 +21,14 @@ def batched_matmul(a: NDArray, b: NDArray) -> NDArray:
         raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not align ({n} != {n2})")
     if a.ndim == 2 and b.ndim == 2:
         return a @ b
+    a, b = a._matmul_operands(b)
     batch = st.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if b.ndim == 2 and a.shape[:-2] == batch:  # (..., m, n) @ (n, p): one big product
         return (a.reshape((-1, n)) @ b).reshape(batch + (m, p))
     count = st.prod(batch)
     lhs = a.broadcast_to(batch + (m, n)).compact().reshape((count, m, n))
     rhs = b.broadcast_to(batch + (n, p)).compact().reshape((count, n, p))
-    out = NDArray.make((count, m, p), device=a.device)
+    out = NDArray.make((count, m, p), device=a.device, dtype=lhs.dtype)
     if out.size == 0:
         return out.reshape(batch + (m, p))
     if n == 0:

@@ -136,7 +136,7 @@ class Dilate(TensorOp):
             return a
         idx = _dilation_slices(a.shape, self.axes, self.dilation)
         shape = tuple(d * (self.dilation + 1) if s.step else d for d, s in zip(a.shape, idx))
-        out = a.device.full(shape, 0.0)
+        out = a.device.full(shape, 0, a.dtype)
         out[idx] = a
         return out
 
@@ -184,7 +184,7 @@ class _ScatterItem(TensorOp):
         self.idxs, self.shape = idxs, shape
 
     def compute(self, a: NDArray) -> NDArray:
-        out = a.device.full(self.shape, 0.0)
+        out = a.device.full(self.shape, 0, a.dtype)
         out[self.idxs] = a
         return out
 
@@ -213,7 +213,7 @@ def _row_copies(src: NDArray, dst: NDArray, moves: Sequence[tuple[int, int]], wi
     offset, ``ewise_setitem`` writes one at any offset).
     """
     mod = src.device.mod
-    row = NDArray.make((width,), device=src.device).handle
+    row = NDArray.make((width,), device=src.device, dtype=src.dtype).handle
     shape, strides = (width,), (1,)
     for i, j in moves:
         mod.compact(src.handle, row, shape, strides, i * width)
@@ -242,7 +242,7 @@ class Take(TensorOp):
         if a.ndim < 1:
             raise ValueError("take needs an array of at least one dimension")
         rows = _check_rows(self.indices, a.shape[0])
-        out = NDArray.make((len(rows),) + a.shape[1:], device=a.device)
+        out = NDArray.make((len(rows),) + a.shape[1:], device=a.device, dtype=a.dtype)
         width = st.prod(a.shape[1:])
         if out.size:
             _row_copies(a.compact(), out, [(i, j) for j, i in enumerate(rows)], width)
@@ -260,7 +260,7 @@ class _ScatterAddRows(TensorOp):
         self.indices, self.count = tuple(indices), count
 
     def compute(self, a: NDArray) -> NDArray:
-        out = a.device.full((self.count,) + a.shape[1:], 0.0)
+        out = a.device.full((self.count,) + a.shape[1:], 0, a.dtype)
         width = st.prod(a.shape[1:])
         if not out.size or not a.size:
             return out

@@ -44,7 +44,7 @@ class TupleGetItem(TensorOp):
         parts = node.inputs[0].realize_cached_data()
         index = self.index % len(parts)
         grads = [
-            out_grad if i == index else Tensor.make_const(x.device.full(x.shape, 0.0))
+            out_grad if i == index else Tensor.make_const(x.device.full(x.shape, 0, x.dtype))
             for i, x in enumerate(parts)
         ]
         return MakeTensorTuple()(*grads)
@@ -69,7 +69,11 @@ class Stack(TensorOp):
             if x.shape != shape:
                 raise ValueError(f"stack needs equal shapes, got {shape} and {x.shape}")
         axis = st.normalize_axis(self.axis, len(shape) + 1)
-        out = args[0].device.empty(shape[:axis] + (len(args),) + shape[axis:])
+        dtype = args[0].dtype
+        for x in args[1:]:
+            if x.dtype != dtype:
+                raise TypeError(f"stack needs one dtype, got {dtype} and {x.dtype}")
+        out = args[0].device.empty(shape[:axis] + (len(args),) + shape[axis:], dtype)
         index = [slice(None)] * (len(shape) + 1)
         for i, x in enumerate(args):
             index[axis] = i

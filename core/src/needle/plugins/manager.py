@@ -91,6 +91,7 @@ class BackendRecord:
     reason: str = ""
     module: ModuleType | None = field(default=None, repr=False)
     capabilities: tuple[str, ...] = ()
+    dtypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -234,11 +235,13 @@ class _State:
             )
             return
         backend = BackendRecord(spec=spec, plugin=record.name)
-        if spec.contract_version != contract.CONTRACT_VERSION:
+        if spec.contract_version not in contract.SUPPORTED_VERSIONS:
+            supported = contract.SUPPORTED_VERSIONS
             backend.status = "skipped"
             backend.reason = (
                 f"built for backend contract v{spec.contract_version}, this needle-core speaks "
-                f"v{contract.CONTRACT_VERSION}; install a matching {spec.distribution or 'version'}"
+                f"v{supported[0]} to v{supported[-1]}; install a matching "
+                f"{spec.distribution or 'version'}"
             )
         self.backends[spec.name] = backend
 
@@ -270,13 +273,14 @@ class _State:
                 backend.status, backend.reason = "unavailable", str(reason)
                 return backend
             try:
-                contract.check_backend(module, name)
+                contract.check_backend(module, name, backend.spec.contract_version)
             except contract.ContractError as exc:
                 backend.status, backend.reason = "failed", str(exc)
                 self.fail(record, "contract check", backend.reason)
                 return backend
             backend.status, backend.module = "loaded", module
-            backend.capabilities = contract.capabilities(module)
+            backend.capabilities = contract.capabilities(module, backend.spec.contract_version)
+            backend.dtypes = contract.dtypes(module, backend.spec.contract_version)
             return backend
 
     def register_builtins(self) -> None:

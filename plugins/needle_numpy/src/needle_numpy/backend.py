@@ -1,32 +1,57 @@
 """The reference backend: every function of :mod:`needle.contract`, in numpy, for clarity.
 
-A handle is :class:`Array`, a flat float32 numpy buffer. Strides and offsets
-count elements. This module is the living specification of the contract: the
-other backends must give its results.
+A handle is :class:`Array`, a flat numpy buffer of one dtype. Strides and
+offsets count elements. This module is the living specification of the
+contract: the other backends must give its results.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 __device_name__ = "numpy"
+__tile_size__ = 4  # the course's tiled matmul (matmul_tiled)
+
+_ALL = ("float32", "float64", "int32", "int64", "bool")
+_NUMBERS = ("float32", "float64", "int32", "int64")
+__dtypes__ = {
+    "memory": _ALL,
+    "arithmetic": _NUMBERS,
+    "compare": _NUMBERS,
+    "unary": ("float32", "float64"),
+    "matmul": _NUMBERS,
+    "reduce": _NUMBERS,
+}
 
 
 class Array:
-    """A flat buffer of ``size`` float32 elements."""
+    """A flat buffer of ``size`` elements of ``dtype``."""
 
-    __slots__ = ("array",)
+    __slots__ = ("array", "__weakref__")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, dtype: str = "float32") -> None:
         if size < 0:
             raise ValueError(f"Array size must be >= 0, got {size}")
-        self.array = np.empty(size, dtype=np.float32)  # numpy's allocator aligns it
+        if dtype not in _ALL:
+            raise ValueError(f"the numpy backend holds {', '.join(_ALL)}, not {dtype!r}")
+        self.array = np.empty(size, dtype=dtype)  # numpy's allocator aligns it
+
+    @classmethod
+    def _wrap(cls, flat: np.ndarray) -> Array:
+        out = cls.__new__(cls)
+        out.array = flat
+        return out
 
     @property
     def size(self) -> int:
         return self.array.size
+
+    @property
+    def dtype(self) -> str:
+        return self.array.dtype.name
 
     def ptr(self) -> int:
         return self.array.ctypes.data
@@ -60,11 +85,13 @@ def _view(a: Array, shape: Sequence[int], strides: Sequence[int], offset: int) -
     )
 
 
-def _same_size(*arrays: np.ndarray) -> None:
+def _same(*arrays: np.ndarray, dtype: bool = True) -> None:
+    """Equal sizes (and, with ``dtype``, equal dtypes) or ``ValueError``."""
     size = arrays[0].size
-    for x in arrays:
-        if x.size != size:
-            raise ValueError(f"buffer sizes differ: {[x.size for x in arrays]}")
+    if any(x.size != size for x in arrays):
+        raise ValueError(f"buffer sizes differ: {[x.size for x in arrays]}")
+    if dtype and any(x.dtype != arrays[0].dtype for x in arrays):
+        raise ValueError(f"buffer dtypes differ: {[x.dtype.name for x in arrays]}")
 
 
 def to_numpy(a: Array, shape: Sequence[int], strides: Sequence[int], offset: int) -> np.ndarray:
@@ -72,12 +99,12 @@ def to_numpy(a: Array, shape: Sequence[int], strides: Sequence[int], offset: int
 
 
 def from_numpy(arr: np.ndarray, out: Array) -> None:
-    flat = np.asarray(arr, dtype=np.float32).reshape(-1)
-    _same_size(flat, _check(out, "out"))
-    out.array[:] = flat
+    flat, z = np.asarray(arr).reshape(-1), _check(out, "out")
+    _same(flat, z)
+    z[:] = flat
 
 
-def fill(out: Array, val: float) -> None:
+def fill(out: Array, val: Any) -> None:
     _check(out, "out")[:] = val
 
 
@@ -85,7 +112,7 @@ def compact(
     a: Array, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int
 ) -> None:
     view = _view(a, shape, strides, offset)
-    _same_size(view, _check(out, "out"))
+    _same(view, _check(out, "out"))
     out.array[:] = view.reshape(-1)
 
 
@@ -93,12 +120,12 @@ def ewise_setitem(
     a: Array, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int
 ) -> None:
     view = _view(out, shape, strides, offset)
-    _same_size(view, _check(a))
+    _same(view, _check(a))
     view[...] = a.array.reshape(view.shape)
 
 
 def scalar_setitem(
-    size: int, val: float, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int
+    size: int, val: Any, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int
 ) -> None:
     view = _view(out, shape, strides, offset)
     if view.size != size:
@@ -106,21 +133,33 @@ def scalar_setitem(
     view[...] = val
 
 
-def _binary(fn):  # noqa: ANN001, ANN202
+def cast(a: Array, out: Array) -> None:
+    x, z = _check(a), _check(out, "out")
+    _same(x, z, dtype=False)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf to int: unspecified
+        z[:] = x.astype(z.dtype, casting="unsafe")
+
+
+def _binary(fn, compare: bool = False):  # noqa: ANN001, ANN202
     def kernel(a: Array, b: Array, out: Array) -> None:
         x, y, z = _check(a), _check(b, "b"), _check(out, "out")
-        _same_size(x, y, z)
-        fn(x, y, out=z, casting="unsafe")
+        _same(x, y)
+        _same(x, z, dtype=not compare)
+        if compare and z.dtype != np.bool_:
+            raise ValueError(f"a comparison writes bool, not {z.dtype}")
+        fn(x, y, out=z)
 
     kernel.__name__ = fn.__name__
     return kernel
 
 
-def _scalar(fn):  # noqa: ANN001, ANN202
-    def kernel(a: Array, val: float, out: Array) -> None:
+def _scalar(fn, compare: bool = False):  # noqa: ANN001, ANN202
+    def kernel(a: Array, val: Any, out: Array) -> None:
         x, z = _check(a), _check(out, "out")
-        _same_size(x, z)
-        fn(x, np.float32(val), out=z, casting="unsafe")
+        _same(x, z, dtype=not compare)
+        if compare and z.dtype != np.bool_:
+            raise ValueError(f"a comparison writes bool, not {z.dtype}")
+        fn(x, x.dtype.type(val), out=z)
 
     kernel.__name__ = fn.__name__
     return kernel
@@ -129,7 +168,7 @@ def _scalar(fn):  # noqa: ANN001, ANN202
 def _unary(fn):  # noqa: ANN001, ANN202
     def kernel(a: Array, out: Array) -> None:
         x, z = _check(a), _check(out, "out")
-        _same_size(x, z)
+        _same(x, z)
         fn(x, out=z)
 
     kernel.__name__ = fn.__name__
@@ -140,16 +179,22 @@ ewise_add = _binary(np.add)
 ewise_mul = _binary(np.multiply)
 ewise_div = _binary(np.divide)
 ewise_maximum = _binary(np.maximum)
-ewise_eq = _binary(np.equal)
-ewise_ge = _binary(np.greater_equal)
 ewise_power = _binary(np.power)
 scalar_add = _scalar(np.add)
 scalar_mul = _scalar(np.multiply)
 scalar_div = _scalar(np.divide)
 scalar_power = _scalar(np.power)
 scalar_maximum = _scalar(np.maximum)
-scalar_eq = _scalar(np.equal)
-scalar_ge = _scalar(np.greater_equal)
+ewise_eq = _binary(np.equal, compare=True)
+ewise_ne = _binary(np.not_equal, compare=True)
+ewise_ge = _binary(np.greater_equal, compare=True)
+ewise_gt = _binary(np.greater, compare=True)
+scalar_eq = _scalar(np.equal, compare=True)
+scalar_ne = _scalar(np.not_equal, compare=True)
+scalar_ge = _scalar(np.greater_equal, compare=True)
+scalar_gt = _scalar(np.greater, compare=True)
+scalar_le = _scalar(np.less_equal, compare=True)
+scalar_lt = _scalar(np.less, compare=True)
 ewise_log = _unary(np.log)
 ewise_exp = _unary(np.exp)
 ewise_tanh = _unary(np.tanh)
@@ -161,6 +206,8 @@ def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
         raise ValueError(
             f"matmul sizes {x.size}, {y.size}, {z.size} do not match m={m} n={n} p={p}"
         )
+    if not x.dtype == y.dtype == z.dtype:
+        raise ValueError(f"matmul dtypes differ: {x.dtype}, {y.dtype}, {z.dtype}")
     np.matmul(x.reshape(m, n), y.reshape(n, p), out=z.reshape(m, p))
 
 
@@ -168,13 +215,27 @@ def bmm(a: Array, b: Array, out: Array, batch: int, m: int, n: int, p: int) -> N
     x, y, z = _check(a), _check(b, "b"), _check(out, "out")
     if (x.size, y.size, z.size) != (batch * m * n, batch * n * p, batch * m * p):
         raise ValueError(f"bmm sizes do not match batch={batch} m={m} n={n} p={p}")
+    if not x.dtype == y.dtype == z.dtype:
+        raise ValueError(f"bmm dtypes differ: {x.dtype}, {y.dtype}, {z.dtype}")
     np.matmul(x.reshape(batch, m, n), y.reshape(batch, n, p), out=z.reshape(batch, m, p))
+
+
+def matmul_tiled(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
+    t = __tile_size__
+    x, y, z = _check(a), _check(b, "b"), _check(out, "out")
+    if m % t or n % t or p % t or (x.size, y.size, z.size) != (m * n, n * p, m * p):
+        raise ValueError(f"matmul_tiled needs m, n, p divisible by {t} and matching buffers")
+    lhs = x.reshape(m // t, n // t, t, t)
+    rhs = y.reshape(n // t, p // t, t, t)
+    z.reshape(m // t, p // t, t, t)[...] = np.einsum("ikab,kjbc->ijac", lhs, rhs)
 
 
 def _reduce(a: Array, out: Array, reduce_size: int) -> tuple[np.ndarray, np.ndarray]:
     x, z = _check(a), _check(out, "out")
     if reduce_size <= 0 or x.size != z.size * reduce_size:
         raise ValueError(f"cannot reduce {x.size} elements into {z.size} by {reduce_size}")
+    if x.dtype != z.dtype:
+        raise ValueError(f"reduce dtypes differ: {x.dtype} into {z.dtype}")
     return x.reshape(z.size, reduce_size), z
 
 
@@ -186,3 +247,16 @@ def reduce_sum(a: Array, out: Array, reduce_size: int) -> None:
 def reduce_max(a: Array, out: Array, reduce_size: int) -> None:
     x, z = _reduce(a, out, reduce_size)
     np.max(x, axis=1, out=z)
+
+
+def to_dlpack(a: Array, shape: Sequence[int], strides: Sequence[int], offset: int) -> np.ndarray:
+    return _view(a, shape, strides, offset)  # numpy exports DLPack; the view keeps `a` alive
+
+
+def from_dlpack(obj: Any) -> Array:
+    flat = np.from_dlpack(obj).reshape(-1)  # a view when the producer is C-contiguous
+    if flat.dtype.name not in _ALL:
+        raise BufferError(f"the numpy backend cannot hold {flat.dtype} data")
+    if not flat.flags.c_contiguous or flat.base is None:
+        raise BufferError("the producer's memory is not one C-contiguous block")
+    return Array._wrap(flat)

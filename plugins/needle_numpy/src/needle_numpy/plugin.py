@@ -9,7 +9,7 @@ def needle_backends() -> list[BackendSpec]:
         BackendSpec(
             name="numpy",
             module="needle_numpy.backend",
-            contract_version=1,
+            contract_version=2,
             priority=0,
             distribution="needle-numpy",
         )
