@@ -57,8 +57,13 @@ class Backends:
     def clone(
         self, base: Any, name: str, drop: tuple[str, ...] = (), **attrs: Any
     ) -> types.ModuleType:
-        """A kernel module with ``base``'s contract functions (minus ``drop``), in sys.modules."""
+        """A kernel module with ``base``'s contract functions (minus ``drop``), in sys.modules.
+
+        It declares ``base``'s contract version (2 when ``base`` has a dtype table, else 1),
+        which :meth:`register` uses unless told otherwise.
+        """
         mod = types.ModuleType(f"needle_tests_kernels_{name}")
+        mod.contract_version = 2 if hasattr(base, "__dtypes__") else 1
         for fn in (*contract.REQUIRED, *contract.OPTIONAL, "__dtypes__", "__tile_size__"):
             if fn not in drop and hasattr(base, fn):
                 setattr(mod, fn, getattr(base, fn))
@@ -73,7 +78,8 @@ class Backends:
     ) -> manager.PluginRecord:
         """Register plugin ``test-<name>`` declaring backend ``name`` with kernels ``module``."""
         path = module if isinstance(module, str) else module.__name__
-        spec.setdefault("contract_version", contract.CONTRACT_VERSION)
+        version = getattr(module, "contract_version", contract.CONTRACT_VERSION)
+        spec.setdefault("contract_version", version)
         return manager.register(
             SpecPlugin(BackendSpec(name=name, module=path, **spec)),
             name=f"test-{name}",
@@ -87,7 +93,7 @@ def backends(fresh_plugins: Any, monkeypatch: pytest.MonkeyPatch) -> Backends:
 
 
 @pytest.fixture
-def other_device(backends: Backends, device: Any) -> Any:
+def other_device(backends: Backends, device: Any) -> Any:  # noqa: F811 (the fixture)
     """A second device, ``other``: the test device's kernels registered under another name."""
     import needle as ndl
 

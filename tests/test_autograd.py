@@ -164,8 +164,9 @@ def test_data_setter(device, other_device) -> None:
     x.data = _t(device, [1.0, 2.0, 3.0])  # as in the course: the shape may change
     assert x.shape == (3,)
     x.data = _t(device, [5.0, 6.0])
-    with pytest.raises(TypeError, match="float32.*float64"):
-        x.data = ndl.Tensor(np.zeros(2), device=device)  # but not the dtype
+    if device.supports("float64"):
+        with pytest.raises(TypeError, match="float32.*float64"):
+            x.data = ndl.Tensor(np.zeros(2), device=device)  # but not the dtype
     with pytest.raises(ValueError) as err:
         x.data = ndl.Tensor([1.0, 2.0], device=other_device)
     assert device.name in str(err.value) and "other" in str(err.value)

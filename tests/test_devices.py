@@ -112,8 +112,11 @@ def test_device_helpers(device) -> None:
     np.testing.assert_array_equal(one_hot.numpy(), np.eye(4, dtype=np.float32)[[2, 0]])
     with pytest.raises(IndexError, match=r"\[0, 4\)"):
         device.one_hot(4, np.array([4]))
-    with pytest.raises(TypeError, match="float32"):
-        device.zeros(2, dtype="float64")
+    if device.supports("int64") and device.supports("float64"):
+        assert device.zeros(2, dtype="int64").numpy().dtype == np.int64
+        assert device.one_hot(3, [1], dtype="float64").numpy().dtype == np.float64
+    with pytest.raises(TypeError, match="complex"):
+        device.zeros(2, dtype="complex64")
 
 
 @pytest.mark.parametrize("draw", ["rand", "randn"])

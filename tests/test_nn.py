@@ -299,7 +299,9 @@ def _randomize(module, seed=4):
     """Give norm layers non-trivial weights (their init is ones/zeros)."""
     rng = np.random.default_rng(seed)
     for p in module.parameters():
-        p.data = ndl.Tensor(rng.standard_normal(p.shape) * 0.5 + 1.0, device=p.device)
+        p.data = ndl.Tensor(
+            rng.standard_normal(p.shape) * 0.5 + 1.0, device=p.device, dtype=p.dtype
+        )
 
 
 def test_batchnorm1d_train(device):
@@ -583,7 +585,9 @@ def _randomize_norms(module):
     rng = np.random.default_rng(7)
     for name, p in module.named_parameters():
         if "norm" in name:
-            p.data = ndl.Tensor(rng.standard_normal(p.shape) * 0.3 + 1.0, device=p.device)
+            p.data = ndl.Tensor(
+                rng.standard_normal(p.shape) * 0.3 + 1.0, device=p.device, dtype=p.dtype
+            )
 
 
 def test_transformer_layer(device):

@@ -50,7 +50,8 @@ def test_tiny_backend_is_found_through_its_entry_point(fresh_plugins, fake_dist,
     assert (plugin.status, plugin.distribution) == ("loaded", "tiny-backend"), plugin
     assert "tiny_backend.kernels" not in sys.modules, "kernels imported before first use"
     tiny = ndl.device("tiny")
-    contract.check_backend(tiny.mod, "tiny")
+    contract.check_backend(tiny.mod, "tiny", version=1)  # a v1 backend under the v2 core
+    assert tiny.version == 1 and tiny.supports("float32") and not tiny.supports("float64")
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     x = ndl.Tensor(a, device=tiny)
     y = (x @ x.transpose()).sum() + ndl.exp(x).max()

@@ -45,7 +45,6 @@ __all__ = [
     "find_topo_sort",
     "compute_gradient_of_variables",
     "grad",
-    "TENSOR_COUNTER",
 ]
 
 # Grad mode is per thread (and per asyncio task): a ContextVar, not a global.

@@ -213,7 +213,7 @@ def _insert(out: dict[str, Any], parts: list[str], value: Any) -> None:
 
 
 def as_tensor(value: Any, device: BackendDevice, key: str) -> Tensor:
-    """A new float32 Tensor on ``device`` holding a bit-exact copy of ``value``.
+    """A new Tensor on ``device`` holding a bit-exact copy of ``value``, in its dtype.
 
     ``value`` is a Tensor, NDArray or numeric numpy array. The copy goes through
     the host, so it never aliases the source's buffer and keeps every bit
@@ -227,5 +227,5 @@ def as_tensor(value: Any, device: BackendDevice, key: str) -> Tensor:
     if isinstance(value, NDArray):
         value = value.numpy()
     if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
-        return Tensor.make_const(NDArray.from_numpy(value.astype(np.float32), device))
+        return Tensor.make_const(NDArray.from_numpy(value, device))
     raise CheckpointError(f"state key {key!r} holds a {type(value).__name__}, not array data")

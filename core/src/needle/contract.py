@@ -180,7 +180,9 @@ KERNELS: tuple[Kernel, ...] = (
     _scalar("scalar_add", "arithmetic", "a + val"),
     _scalar("scalar_mul", "arithmetic", "a * val"),
     _scalar("scalar_div", "arithmetic", "a / val (float dtypes)"),
-    _scalar("scalar_power", "arithmetic", "a ** val (as pow: no shortcuts that differ at -0.0 or -inf)"),
+    _scalar(
+        "scalar_power", "arithmetic", "a ** val (as pow: no shortcuts that differ at -0.0 or -inf)"
+    ),
     _scalar("scalar_maximum", "arithmetic", "max(a, val), NaN if a is NaN"),
     _binary("ewise_eq", "compare", "a == b"),
     _binary("ewise_ne", "compare", "a != b (true where either is NaN)", since=2),
@@ -254,8 +256,22 @@ KERNELS: tuple[Kernel, ...] = (
         optional=True,
         since=2,
     ),
-    Kernel("synchronize", (), "device", "wait until every kernel launched so far has finished", optional=True, since=2),
-    Kernel("empty_cache", (), "device", "return cached free buffers to the system", optional=True, since=2),
+    Kernel(
+        "synchronize",
+        (),
+        "device",
+        "wait until every kernel launched so far has finished",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "empty_cache",
+        (),
+        "device",
+        "return cached free buffers to the system",
+        optional=True,
+        since=2,
+    ),
     Kernel(
         "memory_stats",
         (),
@@ -309,7 +325,9 @@ def _applies(k: Kernel, version: int) -> bool:
     return k.since <= version
 
 
-def check_backend(module: ModuleType | Any, name: str | None = None, version: int = CONTRACT_VERSION) -> None:
+def check_backend(
+    module: ModuleType | Any, name: str | None = None, version: int = CONTRACT_VERSION
+) -> None:
     """Raise :class:`ContractError` naming every missing or wrong function of ``module``.
 
     ``version`` is the contract version the backend declares; the checks are those of
@@ -317,7 +335,9 @@ def check_backend(module: ModuleType | Any, name: str | None = None, version: in
     """
     problems: list[str] = []
     if version not in SUPPORTED_VERSIONS:
-        problems.append(f"contract v{version} is not one of v{SUPPORTED_VERSIONS[0]}..v{SUPPORTED_VERSIONS[-1]}")
+        problems.append(
+            f"contract v{version} is not one of v{SUPPORTED_VERSIONS[0]}..v{SUPPORTED_VERSIONS[-1]}"
+        )
     for k in KERNELS:
         if not _applies(k, version):
             continue
@@ -404,7 +424,9 @@ def describe(version: int = CONTRACT_VERSION) -> str:
     for k in KERNELS:
         if _applies(k, version):
             need = "optional" if k.optional else "required"
-            lines.append(f"| `{k.signature(version)}` | {k.group} | {need} | v{k.since} | {k.doc} |")
+            lines.append(
+                f"| `{k.signature(version)}` | {k.group} | {need} | v{k.since} | {k.doc} |"
+            )
     lines += ["", "Kernel groups (a backend declares the dtypes of each in `__dtypes__`):", ""]
     lines += [f"- `{g}`: {doc}" for g, doc in GROUPS.items()]
     return "\n".join(lines)

@@ -2,9 +2,9 @@
 
 Every random draw comes from numpy's global RNG on the host (``np.random.rand``
 / ``np.random.randn``), is scaled there in float64 as the course does, and is
-cast to the requested dtype (float32 by default) once before it moves to the device. A seeded program therefore
-draws bit-identical numbers on every backend, in the order its modules are
-created.
+cast to the requested dtype (float32 by default) once before it moves to the
+device. A seeded program therefore draws bit-identical numbers on every backend,
+in the order its modules are created.
 """
 
 from __future__ import annotations

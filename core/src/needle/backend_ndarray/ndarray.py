@@ -109,8 +109,9 @@ class NDArray:
         array._offset = offset
         array._device = dev = device if type(device) is BackendDevice else _as_device(device)
         if handle is None:
-            # A contract v1 backend holds float32 only: every array on it is float32.
-            dtype = "float32" if dtype is None or dev.version == 1 else dt.canonical(dtype)
+            dtype = "float32" if dtype is None else dt.canonical(dtype)
+            if dev.version == 1:  # a contract v1 backend holds float32 only
+                dtype = "float32"
             if dtype not in dev.dtypes.get("memory", ()):
                 raise _unsupported(dev, "Array", dtype, "memory")
             handle = dev.alloc(size, dtype)
@@ -174,7 +175,7 @@ class NDArray:
                 arr = arr.astype(wanted)
         if arr.dtype.name == "uint64" and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise OverflowError("uint64 data holds values beyond int64, needle's widest integer")
-        arr = np.ascontiguousarray(arr, dtype=target)
+        arr = np.asarray(arr, dtype=target, order="C")  # (ascontiguousarray makes 0-d 1-d)
         out = NDArray.make(arr.shape, device=dev, dtype=target)
         if arr.size:
             dev.mod.from_numpy(arr, out._handle)
@@ -366,14 +367,14 @@ class NDArray:
         Values are converted to this array's dtype. A view that repeats elements (a
         broadcast view: a zero stride on an axis longer than 1) cannot be written, as in numpy.
         """
+        if 0 in self._strides and any(s == 0 and d > 1 for d, s in zip(self._shape, self._strides)):
+            raise ValueError(
+                f"cannot write into a broadcast view (shape {self._shape}, strides "
+                f"{self._strides}): it repeats elements, so it is read-only; compact() it first"
+            )
         view = self[idxs]
         if view.size == 0:
             return
-        if any(s == 0 and d > 1 for d, s in zip(view._shape, view._strides)):
-            raise ValueError(
-                f"cannot write into a broadcast view (shape {view._shape}, strides "
-                f"{view._strides}): it repeats elements; compact() it first"
-            )
         mod = self._device.mod
         if isinstance(other, _REAL):
             mod.scalar_setitem(
@@ -708,7 +709,9 @@ def empty(shape: Sequence[int], dtype: Any = "float32", device: Any = None) -> N
     return NDArray.make(shape, device=device, dtype=dtype)
 
 
-def full(shape: Sequence[int], fill_value: Any, dtype: Any = "float32", device: Any = None) -> NDArray:
+def full(
+    shape: Sequence[int], fill_value: Any, dtype: Any = "float32", device: Any = None
+) -> NDArray:
     """An array of ``shape`` filled with ``fill_value``."""
     out = NDArray.make(shape, device=device, dtype=dtype)
     if out.size:

@@ -6,6 +6,7 @@ import operator
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
+from .elementwise import _like
 from .movement import Dilate, Flip, GetItem, Pad, Transpose
 
 __all__ = ["Conv", "ConvWeightGrad", "conv", "conv_weight_grad"]
@@ -35,6 +36,7 @@ def conv2d(a: NDArray, b: NDArray, stride: int, padding: Padding) -> NDArray:
         raise ValueError(f"conv input has {cin} channels, the weight expects {cin2} ({b.shape})")
     if a.device != b.device:
         raise ValueError(f"conv got arrays on {a.device.name} and {b.device.name}")
+    a, b = a._matmul_operands(b)
     ph, pw = _pair(padding)
     ho, wo = (h + 2 * ph - kh) // stride + 1, (w + 2 * pw - kw) // stride + 1
     if ho <= 0 or wo <= 0:
@@ -84,7 +86,7 @@ class Conv(TensorOp):
             grad_x = _conv_input_grad(out_grad, weight, x.shape, self.stride, self.padding)
         if weight.requires_grad:
             grad_w = ConvWeightGrad(kernel, self.stride, self.padding)(x, out_grad)
-        return grad_x, grad_w
+        return _like(grad_x, x), _like(grad_w, weight)
 
 
 def _conv_input_grad(
@@ -155,6 +157,7 @@ class ConvWeightGrad(TensorOp):
                 f"conv_weight_grad: gradient of shape {grad.shape} does not fit input {x.shape} "
                 f"with kernel {self.kernel}, stride {s}, padding {self.padding}"
             )
+        x, grad = x._matmul_operands(grad)
         if ph or pw:
             x = x.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
         sn, sh, sw, sc = x.strides
@@ -173,7 +176,7 @@ class ConvWeightGrad(TensorOp):
             grad_x = _conv_input_grad(grad, out_grad, x.shape, self.stride, self.padding)
         if grad.requires_grad:
             grad_g = Conv(self.stride, self.padding)(x, out_grad)
-        return grad_x, grad_g
+        return _like(grad_x, x), _like(grad_g, grad)
 
 
 def conv(a: Tensor, b: Tensor, stride: int = 1, padding: Padding = 0) -> Tensor:

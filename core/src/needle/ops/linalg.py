@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import strides as st
+from .elementwise import _like
 from .movement import Transpose, reduce_to_shape
 
 __all__ = ["MatMul", "matmul"]
@@ -51,9 +52,9 @@ class MatMul(TensorOp):
         a, b = node.inputs
         grad_a = grad_b = None  # None for an input that needs none (a constant one-hot, data)
         if a.requires_grad:
-            grad_a = reduce_to_shape(MatMul()(out_grad, Transpose()(b)), a.shape)
+            grad_a = _like(reduce_to_shape(MatMul()(out_grad, Transpose()(b)), a.shape), a)
         if b.requires_grad:
-            grad_b = reduce_to_shape(MatMul()(Transpose()(a), out_grad), b.shape)
+            grad_b = _like(reduce_to_shape(MatMul()(Transpose()(a), out_grad), b.shape), b)
         return grad_a, grad_b
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_ndarray import NDArray
+from .elementwise import _like
 
 __all__ = ["BatchNorm", "batch_norm"]
 
@@ -57,10 +58,11 @@ class BatchNorm(TensorOp):
             n, shape = x.shape[0], x.shape
             centered = x - _rows(x.sum((0,)) / n, shape)
             std = ((centered**2).sum((0,)) / n + self.eps) ** 0.5
-            return _gradients(out_grad, centered / _rows(std, shape), std, weight)
-        # first order only: on the saved NDArrays, without graph nodes
-        grads = _gradients(out_grad.cached_data, self.normed, self.std, weight.cached_data)
-        return tuple(Tensor.make_const(g) for g in grads)
+            grads = _gradients(out_grad, centered / _rows(std, shape), std, weight)
+        else:  # first order only: on the saved NDArrays, without graph nodes
+            raw = _gradients(out_grad.cached_data, self.normed, self.std, weight.cached_data)
+            grads = tuple(Tensor.make_const(g) for g in raw)
+        return tuple(_like(g, x) for g, x in zip(grads, node.inputs))
 
 
 def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import strides as st
+from ..backend_ndarray.dtypes import float_of
 from .movement import BroadcastTo, reshape_to
 
 __all__ = [
@@ -61,14 +64,27 @@ class Max(TensorOp):
         return _expand(out_grad, a.shape, self.axes) * Tensor.make_const(mask / count)
 
 
+def _finite_max(a: NDArray, axes: Axes) -> NDArray:
+    """The max over ``axes`` (keepdims), clamped to the dtype's finite range: the shift that
+    keeps ``exp`` in range, and that is finite for rows of -inf or holding +inf."""
+    big = float(np.finfo(a.dtype).max)
+    top = a.max(axes, keepdims=True).maximum(-big)
+    return -((-top).maximum(-big))
+
+
 class LogSumExp(TensorOp):
-    """``log(sum(exp(a), axes))``, computed stably (subtracting the max), so 1e10 inputs work."""
+    """``log(sum(exp(a), axes))``, computed stably (subtracting the max), so 1e10 inputs work.
+
+    A row of -inf gives -inf and a row holding +inf gives +inf, as numpy's formula does.
+    The gradient is the softmax, ``exp(a - max) / sum(exp(a - max))``, exact at ties.
+    """
 
     def __init__(self, axes: Axes = None) -> None:
         self.axes = tuple(axes) if isinstance(axes, list) else axes
 
     def compute(self, a: NDArray) -> NDArray:
-        top = a.max(self.axes, keepdims=True)
+        a = a.astype(float_of(a.dtype), copy=False)
+        top = _finite_max(a, self.axes)
         # Negate the reduced max before broadcasting it: one pass over ``a`` fewer.
         shifted = (a + (-top).broadcast_to(a.shape)).exp().sum(self.axes, keepdims=True)
         return (shifted.log() + top).reshape(
@@ -77,8 +93,10 @@ class LogSumExp(TensorOp):
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
         a = node.inputs[0]
-        softmax = (a + _expand(-node, a.shape, self.axes)).exp()  # negated before broadcasting
-        return _expand(out_grad, a.shape, self.axes) * softmax
+        top = Tensor.make_const(_finite_max(a.realize_cached_data(), self.axes))
+        e = (a + BroadcastTo(a.shape)(-top)).exp()  # the shift is a constant: exact softmax
+        total = _expand(Summation(self.axes)(e), a.shape, self.axes)
+        return _expand(out_grad, a.shape, self.axes) * (e / total)
 
 
 class LogSoftmax(TensorOp):

@@ -15,7 +15,7 @@ Each :class:`Sample` gives input shapes and a *layout*:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,12 @@ import numpy as np
 from .. import ops
 from ..autograd import Tensor
 
-__all__ = ["Sample", "OpInfo", "OP_TABLE", "make_input", "reference_conv"]
+__all__ = [
+    "Sample", "OpInfo", "OP_TABLE", "FLOATS", "NUMBERS", "make_input", "reference_conv"
+]  # fmt: skip
+
+FLOATS = ("float32", "float64")
+NUMBERS = ("float32", "float64", "int32", "int64")
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,12 @@ class Sample:
 
 @dataclass(frozen=True)
 class OpInfo:
-    """One op: ``fn(*tensors, **kwargs)`` must match ``ref(*arrays, **kwargs)`` on every sample."""
+    """One op: ``fn(*tensors, **kwargs)`` must match ``ref(*arrays, **kwargs)`` on every sample.
+
+    ``dtypes`` are the input dtypes the op is checked on (gradients: the float ones);
+    ``rtol``/``atol`` are float32's tolerances (float64 is checked to 1e-10, integers
+    exactly).
+    """
 
     name: str
     fn: Callable[..., Tensor]
@@ -51,39 +61,58 @@ class OpInfo:
     grad: bool = True
     rtol: float = 1e-5
     atol: float = 1e-5
+    dtypes: tuple[str, ...] = FLOATS
+
+
+def _drawer(rng: np.random.Generator, domain: str, dtype: str) -> Callable[[Any], np.ndarray]:
+    if dtype.startswith("int"):  # small integers: exact products and sums
+        if domain == "positive":
+            return lambda s: rng.integers(1, 4, s)
+        if domain == "nonzero":
+            return lambda s: rng.integers(1, 4, s) * rng.choice([-1, 1], s)
+        if domain == "distinct":
+            return lambda s: rng.permutation(np.arange(int(np.prod(s))) - 3).reshape(s)
+        return lambda s: rng.integers(-5, 6, s)
+    if domain == "positive":
+        return lambda s: rng.uniform(0.5, 2.0, s)
+    if domain == "nonzero":
+        return lambda s: rng.uniform(0.5, 2.0, s) * rng.choice([-1.0, 1.0], s)
+    if domain == "distinct":  # well separated values: no ties for max/relu kinks
+        return lambda s: rng.permutation(np.arange(int(np.prod(s))) * 0.37 - 3.1).reshape(s)
+    return lambda s: rng.standard_normal(s)
 
 
 def make_input(
-    shape: tuple[int, ...], layout: str, device: Any, rng: np.random.Generator, domain: str
+    shape: tuple[int, ...],
+    layout: str,
+    device: Any,
+    rng: np.random.Generator,
+    domain: str,
+    dtype: str = "float32",
 ) -> tuple[Tensor, np.ndarray]:
-    """A float32 Tensor of ``shape`` on ``device``, laid out as ``layout``; and its values."""
+    """A Tensor of ``shape`` and ``dtype`` on ``device``, laid out as ``layout``; and its
+    values (float64 for float dtypes, so references are computed accurately)."""
     from ..backend_ndarray import NDArray
 
-    if domain == "positive":
-        draw = lambda s: rng.uniform(0.5, 2.0, s)  # noqa: E731
-    elif domain == "nonzero":
-        draw = lambda s: rng.uniform(0.5, 2.0, s) * rng.choice([-1.0, 1.0], s)  # noqa: E731
-    elif domain == "distinct":  # well separated values: no ties for max/relu kinks
-        draw = lambda s: rng.permutation(np.arange(int(np.prod(s))) * 0.37 - 3.1).reshape(s)  # noqa: E731
-    else:
-        draw = lambda s: rng.standard_normal(s)  # noqa: E731
+    draw = _drawer(rng, domain, dtype)
     if layout == "noncontiguous" and len(shape) >= 2:
-        base = draw(shape[::-1]).astype(np.float32)
+        base = draw(shape[::-1]).astype(dtype)
         nd = NDArray(base, device=device).permute(tuple(range(len(shape)))[::-1])
         value = base.transpose()
     elif layout == "noncontiguous" and len(shape) == 1:
-        base = draw((shape[0] * 2,)).astype(np.float32)
+        base = draw((shape[0] * 2,)).astype(dtype)
         nd = NDArray(base, device=device)[::2]
         value = base[::2]
     elif layout == "broadcast" and len(shape) >= 1:
         small_shape = (1,) + tuple(shape[1:])
-        base = draw(small_shape).astype(np.float32)
+        base = draw(small_shape).astype(dtype)
         nd = NDArray(base, device=device).broadcast_to(shape)
         value = np.broadcast_to(base, shape)
     else:
-        value = draw(shape).astype(np.float32)
+        value = draw(shape).astype(dtype)
         nd = NDArray(value, device=device)
-    return Tensor(nd, requires_grad=True), np.array(value, dtype=np.float64)
+    exact = np.array(value, dtype=np.float64 if dtype in FLOATS else dtype)
+    return Tensor(nd, requires_grad=dtype in FLOATS), exact
 
 
 def reference_conv(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
@@ -149,15 +178,17 @@ _UNARY = _samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS) + _samples(
 _BINARY = _samples(((3, 4), (3, 4)), ((2, 3, 4), (2, 3, 4)), layouts=ALL_LAYOUTS) + _samples(
     ((0, 3), (0, 3)), ((1,), (1,)), ((5,), (5,))
 )
+# numpy's implicit broadcasting of binary Tensor ops (each gradient sums back to its input)
+_BROADCASTING = _samples(((3, 4), (4,)), ((3, 1), (1, 4)), ((2, 1, 3), (4, 1)), ((), (2, 3)))
 _SCALAR = 1.7
 
 OP_TABLE: tuple[OpInfo, ...] = (
     # elementwise
-    OpInfo("add", ops.add, np.add, tuple(_BINARY)),
+    OpInfo("add", ops.add, np.add, tuple(_BINARY + _BROADCASTING), dtypes=NUMBERS),
     OpInfo(
         "add_scalar", lambda a: ops.add_scalar(a, _SCALAR), lambda a: a + _SCALAR, tuple(_UNARY)
     ),
-    OpInfo("multiply", ops.multiply, np.multiply, tuple(_BINARY)),
+    OpInfo("multiply", ops.multiply, np.multiply, tuple(_BINARY + _BROADCASTING), dtypes=NUMBERS),
     OpInfo(
         "mul_scalar", lambda a: ops.mul_scalar(a, _SCALAR), lambda a: a * _SCALAR, tuple(_UNARY)
     ),
@@ -170,15 +201,29 @@ OP_TABLE: tuple[OpInfo, ...] = (
     ),
     OpInfo("power", ops.power, np.power, tuple(_BINARY), domain="positive", rtol=1e-4),
     OpInfo(
-        "power_scalar", lambda a: ops.power_scalar(a, 3), lambda a: a**3, tuple(_UNARY), rtol=1e-4
+        "power_scalar",
+        lambda a: ops.power_scalar(a, 3),
+        lambda a: a**3,
+        tuple(_UNARY),
+        rtol=1e-4,
+        dtypes=NUMBERS,
     ),
-    OpInfo("negate", ops.negate, np.negative, tuple(_UNARY)),
+    OpInfo("negate", ops.negate, np.negative, tuple(_UNARY), dtypes=NUMBERS),
     OpInfo("log", ops.log, np.log, tuple(_UNARY), domain="positive"),
     OpInfo("exp", ops.exp, np.exp, tuple(_UNARY), rtol=1e-5),
     OpInfo("relu", ops.relu, lambda a: np.maximum(a, 0), tuple(_UNARY), domain="distinct"),
     OpInfo("tanh", ops.tanh, np.tanh, tuple(_UNARY)),
     OpInfo("sigmoid", ops.sigmoid, lambda a: 1 / (1 + np.exp(-a)), tuple(_UNARY)),
-    OpInfo("maximum", ops.maximum, np.maximum, tuple(_BINARY), domain="distinct"),
+    OpInfo("maximum", ops.maximum, np.maximum, tuple(_BINARY), domain="distinct", dtypes=NUMBERS),
+    OpInfo(
+        "astype",
+        lambda a, dtype: ops.astype(a, dtype),
+        lambda a, dtype: a,  # the values, in float64 (finite differences need the precision)
+        tuple(
+            _samples(((3, 4),), layouts=ALL_LAYOUTS, dtype="float64")
+            + _samples(((2, 3),), dtype="float32")
+        ),
+    ),
     # movement
     OpInfo(
         "transpose",
@@ -420,3 +465,10 @@ OP_TABLE: tuple[OpInfo, ...] = (
         tuple(_samples(((3, 4), (2, 2)), layouts=ALL_LAYOUTS)),
     ),
 )
+
+# Ops that are exact on integers too: their table rows also run on int32 and int64.
+_INTEGER_OPS = {
+    "transpose", "permute", "reshape", "broadcast_to", "flip", "dilate", "undilate", "getitem",
+    "pad", "summation", "max", "matmul", "take", "stack", "split",
+}  # fmt: skip
+OP_TABLE = tuple(replace(op, dtypes=NUMBERS) if op.name in _INTEGER_OPS else op for op in OP_TABLE)

@@ -1,4 +1,9 @@
-"""Kernel-level tests: each backend-contract function on handles, against numpy."""
+"""Kernel-level tests: each backend-contract function on handles, against numpy, per dtype.
+
+Every test that takes ``dtype`` runs for the dtypes the backend declares for the
+kernel's group (``__dtypes__``; float32 only for a contract v1 backend) and skips
+the others with a message.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,23 @@ import pytest
 from needle import contract
 
 RNG = np.random.default_rng(0)
+ALL = contract.DTYPES
+NUMBERS = ("float32", "float64", "int32", "int64")
+FLOATS = ("float32", "float64")
 
 
-def _put(device, values: np.ndarray):
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    handle = device.mod.Array(values.size)
+def _need(device, dtype: str, group: str) -> None:
+    if not device.supports(dtype, group):
+        pytest.skip(f"{device.name} declares no {dtype} for its {group} kernels")
+
+
+def _alloc(device, size: int, dtype: str = "float32"):
+    return device.alloc(size, dtype)
+
+
+def _put(device, values: np.ndarray, dtype: str | None = None):
+    values = np.ascontiguousarray(values, dtype=dtype or values.dtype)
+    handle = _alloc(device, values.size, values.dtype.name)
     if values.size:
         device.mod.from_numpy(values, handle)
     return handle
@@ -24,25 +41,53 @@ def _get(device, handle, shape) -> np.ndarray:
     return device.mod.to_numpy(handle, shape, strides, 0)
 
 
+def _values(dtype: str, size, low: float = -3.0, high: float = 3.0) -> np.ndarray:
+    """Random values of ``dtype`` (integers in [low, high], bools half True)."""
+    if dtype == "bool":
+        return RNG.random(size) < 0.5
+    if dtype.startswith("int"):
+        return RNG.integers(int(low), int(high) + 1, size).astype(dtype)
+    return RNG.uniform(low, high, size).astype(dtype)
+
+
+def _compare_dtype(device) -> str:
+    return "float32" if device.version == 1 else "bool"
+
+
 def test_backend_meets_the_contract(device) -> None:
-    contract.check_backend(device.mod, device.name)
+    contract.check_backend(device.mod, device.name, device.version)
     assert device.mod.__device_name__ == device.name or device.mod.__device_name__
 
 
+def test_dtype_table(device) -> None:
+    table = contract.dtypes(device.mod, device.version)
+    assert "float32" in table["memory"], "every backend holds float32"
+    for group, names in table.items():
+        assert set(names) <= set(table["memory"]), f"{group} has dtypes memory lacks"
+    if device.version >= 2 and table["compare"]:
+        assert "bool" in table["memory"], "comparisons write bool: memory must hold it"
+
+
+@pytest.mark.parametrize("dtype", ALL)
 @pytest.mark.parametrize("size", [0, 1, 7, 1000, 100_003])
-def test_array_roundtrip_and_fill(device, size: int) -> None:
-    values = RNG.standard_normal(size).astype(np.float32)
+def test_array_roundtrip_and_fill(device, size: int, dtype: str) -> None:
+    _need(device, dtype, "memory")
+    values = _values(dtype, size)
     handle = _put(device, values)
     assert handle.size == size
+    assert getattr(handle, "dtype", "float32") == dtype
     assert isinstance(handle.ptr(), int)
     if size:
-        np.testing.assert_array_equal(_get(device, handle, (size,)), values)
-        device.mod.fill(handle, 2.5)
-        np.testing.assert_array_equal(_get(device, handle, (size,)), np.full(size, 2.5, np.float32))
+        got = _get(device, handle, (size,))
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, values)
+        fill = {"bool": True, "int32": -7, "int64": 2**40}.get(dtype, 2.5)
+        device.mod.fill(handle, fill)
+        np.testing.assert_array_equal(_get(device, handle, (size,)), np.full(size, fill, dtype))
 
 
 def test_to_numpy_returns_a_copy(device) -> None:
-    handle = _put(device, np.arange(6))
+    handle = _put(device, np.arange(6, dtype=np.float32))
     out = device.mod.to_numpy(handle, (2, 3), (3, 1), 0)
     out[:] = -1
     np.testing.assert_array_equal(_get(device, handle, (6,)), np.arange(6))
@@ -63,21 +108,22 @@ VIEWS = [  # (buffer size, shape, strides, offset)
 ]
 
 
-def _np_view(buf: np.ndarray, shape, strides, offset) -> np.ndarray:
-    return (
-        np.lib.stride_tricks.as_strided(buf[offset:], shape, [s * 4 for s in strides])
-        if shape
-        else buf[offset]
-    )
+def _np_view(buf: np.ndarray, shape, strides, offset, writeable: bool = False) -> np.ndarray:
+    if not shape:
+        return buf[offset : offset + 1].reshape(())
+    byte_strides = [s * buf.itemsize for s in strides]
+    return np.lib.stride_tricks.as_strided(buf[offset:], shape, byte_strides, writeable=writeable)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "bool"])
 @pytest.mark.parametrize("size,shape,strides,offset", VIEWS, ids=[str(v[1:]) for v in VIEWS])
-def test_compact_and_setitem(device, size, shape, strides, offset) -> None:
-    values = RNG.standard_normal(size).astype(np.float32)
+def test_compact_and_setitem(device, size, shape, strides, offset, dtype) -> None:
+    _need(device, dtype, "memory")
+    values = _values(dtype, size, -100, 100)
     src = _put(device, values)
     n = int(np.prod(shape))
     want = np.array(_np_view(values, shape, strides, offset)).reshape(-1)
-    out = device.mod.Array(n)
+    out = _alloc(device, n, dtype)
     device.mod.compact(src, out, shape, strides, offset)
     np.testing.assert_array_equal(_get(device, out, (n,)), want)
     np.testing.assert_array_equal(
@@ -86,73 +132,169 @@ def test_compact_and_setitem(device, size, shape, strides, offset) -> None:
 
     if 0 in strides:  # writing through a broadcast view is ill-defined
         return
-    new = RNG.standard_normal(n).astype(np.float32)
+    new = _values(dtype, n, -100, 100)
     device.mod.ewise_setitem(_put(device, new), src, shape, strides, offset)
     expect = values.copy()
-    view = _np_view(expect, shape, strides, offset) if shape else None
-    if shape:
-        np.lib.stride_tricks.as_strided(
-            expect[offset:], shape, [s * 4 for s in strides], writeable=True
-        )[...] = new.reshape(shape)
-    else:
-        expect[offset] = new[0]
-    del view
+    _np_view(expect, shape, strides, offset, writeable=True)[...] = new.reshape(shape)
     np.testing.assert_array_equal(_get(device, src, (size,)), expect)
-    device.mod.scalar_setitem(n, 7.0, src, shape, strides, offset)
-    if shape:
-        np.lib.stride_tricks.as_strided(
-            expect[offset:], shape, [s * 4 for s in strides], writeable=True
-        )[...] = 7.0
-    else:
-        expect[offset] = 7.0
+    fill = np.array(7, dtype=dtype).item()
+    device.mod.scalar_setitem(n, fill, src, shape, strides, offset)
+    _np_view(expect, shape, strides, offset, writeable=True)[...] = fill
     np.testing.assert_array_equal(_get(device, src, (size,)), expect)
 
 
-BINARY = {
+@pytest.mark.parametrize("target", ALL)
+@pytest.mark.parametrize("source", ALL)
+def test_cast(device, source: str, target: str) -> None:
+    if device.version == 1:
+        pytest.skip("contract v1 has no cast (float32 only)")
+    _need(device, source, "memory")
+    _need(device, target, "memory")
+    values = _values(source, 1001, -50, 50)
+    if source in FLOATS:
+        values[:4] = [0.0, -0.0, -2.7, 2.7]  # truncation toward zero both ways
+    out = _alloc(device, values.size, target)
+    device.mod.cast(_put(device, values), out)
+    got = _get(device, out, (values.size,))
+    assert got.dtype == target
+    np.testing.assert_array_equal(got, values.astype(target))
+
+
+def test_cast_of_nan_and_inf_to_integers_does_not_crash(device) -> None:
+    if device.version == 1 or not device.supports("int32"):
+        pytest.skip("no integer dtypes")
+    values = np.array([np.nan, np.inf, -np.inf, 1e30, 3.0], dtype=np.float32)
+    out = _alloc(device, 5, "int32")
+    device.mod.cast(_put(device, values), out)
+    assert _get(device, out, (5,))[4] == 3  # the others are unspecified, but no crash
+
+
+ARITHMETIC = {
     "ewise_add": np.add, "ewise_mul": np.multiply, "ewise_div": np.divide,
-    "ewise_maximum": np.maximum, "ewise_eq": np.equal, "ewise_ge": np.greater_equal,
+    "ewise_maximum": np.maximum,
+}  # fmt: skip
+COMPARE = {
+    "ewise_eq": np.equal, "ewise_ge": np.greater_equal, "ewise_ne": np.not_equal,
+    "ewise_gt": np.greater,
 }  # fmt: skip
 SCALAR = {
     "scalar_add": np.add, "scalar_mul": np.multiply, "scalar_div": np.divide,
-    "scalar_power": np.power, "scalar_maximum": np.maximum, "scalar_eq": np.equal,
-    "scalar_ge": np.greater_equal,
+    "scalar_power": np.power, "scalar_maximum": np.maximum,
+}  # fmt: skip
+SCALAR_COMPARE = {
+    "scalar_eq": np.equal, "scalar_ge": np.greater_equal, "scalar_ne": np.not_equal,
+    "scalar_gt": np.greater, "scalar_le": np.less_equal, "scalar_lt": np.less,
 }  # fmt: skip
 UNARY = {"ewise_log": np.log, "ewise_exp": np.exp, "ewise_tanh": np.tanh}
+V1 = {"ewise_eq", "ewise_ge", "scalar_eq", "scalar_ge"}  # v1 has only these comparisons
+SIZES = [1, 17, 4099, 300_001]
 
 
-@pytest.mark.parametrize("size", [1, 17, 4099, 300_001])
-@pytest.mark.parametrize("name", list(BINARY))
-def test_binary_kernels(device, name: str, size: int) -> None:
-    a = RNG.uniform(0.5, 2.0, size).astype(np.float32)
-    b = RNG.uniform(0.5, 2.0, size).astype(np.float32)
+def _tolerance(dtype: str) -> dict:
+    return {"float32": {"rtol": 2e-6}, "float64": {"rtol": 1e-13}}.get(dtype, {"rtol": 0})
+
+
+def _skip_unless_defined(device, name: str) -> None:
+    if device.version == 1 and name.startswith(("ewise_", "scalar_")) and name not in V1:
+        if name in COMPARE or name in SCALAR_COMPARE:
+            pytest.skip(f"contract v1 has no {name}")
+
+
+@pytest.mark.parametrize("dtype", NUMBERS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", [*ARITHMETIC, *COMPARE])
+def test_binary_kernels(device, name: str, size: int, dtype: str) -> None:
+    _skip_unless_defined(device, name)
+    compare = name in COMPARE
+    _need(device, dtype, "compare" if compare else "arithmetic")
+    if name == "ewise_div" and dtype not in FLOATS:
+        pytest.skip("true division runs on floats (core casts integers first)")
+    a = _values(dtype, size, 1, 9) if dtype not in FLOATS else _values(dtype, size, 0.5, 2.0)
+    b = _values(dtype, size, 1, 9) if dtype not in FLOATS else _values(dtype, size, 0.5, 2.0)
     b[::3] = a[::3]  # ties for eq / ge / maximum
-    out = device.mod.Array(size)
+    out_dtype = _compare_dtype(device) if compare else dtype
+    out = _alloc(device, size, out_dtype)
     getattr(device.mod, name)(_put(device, a), _put(device, b), out)
-    np.testing.assert_allclose(
-        _get(device, out, (size,)), BINARY[name](a, b).astype(np.float32), rtol=1e-6
-    )
+    got = _get(device, out, (size,))
+    want = ARITHMETIC.get(name, COMPARE.get(name))(a, b)
+    assert got.dtype == out_dtype, f"{name} on {dtype} wrote {got.dtype}"
+    np.testing.assert_allclose(got, want.astype(out_dtype), **_tolerance(dtype))
 
 
-@pytest.mark.parametrize("size", [1, 17, 4099, 300_001])
-@pytest.mark.parametrize("name", list(SCALAR))
-def test_scalar_kernels(device, name: str, size: int) -> None:
-    a = RNG.uniform(0.5, 2.0, size).astype(np.float32)
-    val = float(a[size // 2])  # a tie for eq / ge
-    out = device.mod.Array(size)
+@pytest.mark.parametrize("dtype", NUMBERS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", [*SCALAR, *SCALAR_COMPARE])
+def test_scalar_kernels(device, name: str, size: int, dtype: str) -> None:
+    _skip_unless_defined(device, name)
+    compare = name in SCALAR_COMPARE
+    _need(device, dtype, "compare" if compare else "arithmetic")
+    if name == "scalar_div" and dtype not in FLOATS:
+        pytest.skip("true division runs on floats (core casts integers first)")
+    a = _values(dtype, size, 1, 9) if dtype not in FLOATS else _values(dtype, size, 0.5, 2.0)
+    val = a[size // 2].item()  # a tie for eq / ge
+    if name == "scalar_power":
+        val = 3 if dtype not in FLOATS else 1.7
+    out_dtype = _compare_dtype(device) if compare else dtype
+    out = _alloc(device, size, out_dtype)
     getattr(device.mod, name)(_put(device, a), val, out)
-    want = SCALAR[name](a, np.float32(val)).astype(np.float32)
-    np.testing.assert_allclose(_get(device, out, (size,)), want, rtol=2e-6)
+    want = SCALAR.get(name, SCALAR_COMPARE.get(name))(a, np.array(val, dtype=dtype))
+    got = _get(device, out, (size,))
+    assert got.dtype == out_dtype
+    np.testing.assert_allclose(got, want.astype(out_dtype), **_tolerance(dtype))
 
 
-@pytest.mark.parametrize("size", [1, 17, 4099, 300_001])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", list(UNARY))
-def test_unary_kernels(device, name: str, size: int) -> None:
-    a = RNG.uniform(0.1, 4.0, size).astype(np.float32) * (
-        1 if name == "ewise_log" else RNG.choice([-1, 1], size)
+def test_unary_kernels(device, name: str, size: int, dtype: str) -> None:
+    _need(device, dtype, "unary")
+    a = RNG.uniform(0.1, 4.0, size).astype(dtype) * (
+        1 if name == "ewise_log" else RNG.choice([-1, 1], size).astype(dtype)
     )
-    out = device.mod.Array(size)
+    out = _alloc(device, size, dtype)
     getattr(device.mod, name)(_put(device, a), out)
-    np.testing.assert_allclose(_get(device, out, (size,)), UNARY[name](a), rtol=2e-6, atol=1e-7)
+    tol = {"rtol": 2e-6, "atol": 1e-7} if dtype == "float32" else {"rtol": 1e-12, "atol": 1e-15}
+    np.testing.assert_allclose(_get(device, out, (size,)), UNARY[name](a), **tol)
+
+
+EDGES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 1e-40, -1e-40, 3.5])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_float_edge_values_match_numpy(device, dtype: str) -> None:
+    """NaN, inf, -0.0 and subnormals through every float kernel, bit for bit where numpy's
+    result is exact (sign of zero included)."""
+    _need(device, dtype, "arithmetic")
+    a = EDGES.astype(dtype)
+    b = np.roll(a, 3)
+    mod = device.mod
+
+    def check(got: np.ndarray, want: np.ndarray, what: str) -> None:
+        np.testing.assert_array_equal(got, want, err_msg=f"{what} on {dtype}")
+        zero = want == 0
+        np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]), what)
+
+    for name in ("ewise_add", "ewise_mul", "ewise_div", "ewise_maximum"):
+        out = _alloc(device, a.size, dtype)
+        getattr(mod, name)(_put(device, a), _put(device, b), out)
+        with np.errstate(all="ignore"):
+            check(_get(device, out, (a.size,)), ARITHMETIC[name](a, b), name)
+    if device.supports(dtype, "unary"):
+        for name in ("ewise_tanh", "ewise_exp"):
+            out = _alloc(device, a.size, dtype)
+            getattr(mod, name)(_put(device, a), out)
+            with np.errstate(all="ignore"):
+                check(_get(device, out, (a.size,)), UNARY[name](a), name)
+    for val in (0.5, 2.0, -1.0, 0.0):
+        out = _alloc(device, a.size, dtype)
+        mod.scalar_power(_put(device, a), val, out)
+        with np.errstate(all="ignore"):
+            check(_get(device, out, (a.size,)), np.power(a, np.array(val, dtype)), f"** {val}")
+    if device.version >= 2:
+        for name, ref in COMPARE.items():
+            out = _alloc(device, a.size, "bool")
+            getattr(mod, name)(_put(device, a), _put(device, b), out)
+            np.testing.assert_array_equal(_get(device, out, (a.size,)), ref(a, b), name)
 
 
 MATMUL_SHAPES = [
@@ -161,52 +303,73 @@ MATMUL_SHAPES = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("dtype", NUMBERS)
 @pytest.mark.parametrize("m,n,p", MATMUL_SHAPES)
-def test_matmul(device, m: int, n: int, p: int) -> None:
-    a, b = (
-        RNG.standard_normal((m, n)).astype(np.float32),
-        RNG.standard_normal((n, p)).astype(np.float32),
-    )
-    out = device.mod.Array(m * p)
+def test_matmul(device, m: int, n: int, p: int, dtype: str) -> None:
+    _need(device, dtype, "matmul")
+    a, b = _values(dtype, (m, n)), _values(dtype, (n, p))
+    out = _alloc(device, m * p, dtype)
     device.mod.matmul(_put(device, a), _put(device, b), out, m, n, p)
-    np.testing.assert_allclose(
-        _get(device, out, (m, p)), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4
-    )
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = {"float32": 1e-4, "float64": 1e-10}.get(dtype, 0)
+    np.testing.assert_allclose(_get(device, out, (m, p)), want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", NUMBERS)
 @pytest.mark.parametrize(
     "outer,reduce_size", [(1, 1), (1, 1000), (7, 13), (1000, 3), (3, 100_000), (4096, 64)]
 )
-def test_reductions(device, outer: int, reduce_size: int) -> None:
-    a = RNG.standard_normal((outer, reduce_size)).astype(np.float32)
+def test_reductions(device, outer: int, reduce_size: int, dtype: str) -> None:
+    _need(device, dtype, "reduce")
+    a = _values(dtype, (outer, reduce_size), -100, 100)
+    tol = {"float32": {"rtol": 1e-4, "atol": 1e-3}, "float64": {"rtol": 1e-10, "atol": 1e-9}}
     for name, ref in (("reduce_sum", np.sum), ("reduce_max", np.max)):
-        out = device.mod.Array(outer)
+        out = _alloc(device, outer, dtype)
         getattr(device.mod, name)(_put(device, a), out, reduce_size)
+        want = ref(a.astype(np.float64) if dtype in FLOATS else a, axis=1)
         np.testing.assert_allclose(
-            _get(device, out, (outer,)), ref(a.astype(np.float64), axis=1), rtol=1e-4, atol=1e-3,
-            err_msg=f"{name} on {device.name}",
+            _get(device, out, (outer,)), want, **tol.get(dtype, {"rtol": 0}),
+            err_msg=f"{name} on {device.name} ({dtype})",
         )  # fmt: skip
 
 
+def test_reduce_max_propagates_nan(device) -> None:
+    a = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]], np.float32)
+    out = _alloc(device, 2)
+    device.mod.reduce_max(_put(device, a), out, 3)
+    got = _get(device, out, (2,))
+    assert np.isnan(got[0]) and got[1] == 6.0
+
+
 def test_optional_capabilities(device) -> None:
-    caps = contract.capabilities(device.mod)
+    caps = contract.capabilities(device.mod, device.version)
     assert set(caps) <= set(contract.OPTIONAL)
     if "ewise_power" in caps:
         a, b = (
             RNG.uniform(0.5, 2, 100).astype(np.float32),
             RNG.uniform(-2, 2, 100).astype(np.float32),
         )
-        out = device.mod.Array(100)
+        out = _alloc(device, 100)
         device.mod.ewise_power(_put(device, a), _put(device, b), out)
         np.testing.assert_allclose(_get(device, out, (100,)), a**b, rtol=1e-5)
     if "bmm" in caps:
+        for dtype in [d for d in NUMBERS if device.supports(d, "matmul")]:
+            a, b = _values(dtype, (3, 5, 7)), _values(dtype, (3, 7, 2))
+            out = _alloc(device, 30, dtype)
+            device.mod.bmm(_put(device, a), _put(device, b), out, 3, 5, 7, 2)
+            np.testing.assert_allclose(_get(device, out, (3, 5, 2)), a @ b, rtol=1e-4, atol=1e-4)
+    if "matmul_tiled" in caps:
+        t = device.mod.__tile_size__
+        m, n, p = 2 * t, 3 * t, t
         a, b = (
-            RNG.standard_normal((3, 5, 7)).astype(np.float32),
-            RNG.standard_normal((3, 7, 2)).astype(np.float32),
+            _values("float32", (m // t, n // t, t, t)),
+            _values("float32", (n // t, p // t, t, t)),
         )
-        out = device.mod.Array(30)
-        device.mod.bmm(_put(device, a), _put(device, b), out, 3, 5, 7, 2)
-        np.testing.assert_allclose(_get(device, out, (3, 5, 2)), a @ b, rtol=1e-4, atol=1e-4)
+        out = _alloc(device, m * p)
+        device.mod.matmul_tiled(_put(device, a), _put(device, b), out, m, n, p)
+        dense = lambda x, r, c: x.transpose(0, 2, 1, 3).reshape(r, c)  # noqa: E731
+        got = dense(_get(device, out, (m // t, p // t, t, t)), m, p)
+        np.testing.assert_allclose(got, dense(a, m, n) @ dense(b, n, p), rtol=1e-4, atol=1e-4)
     if "conv2d" in caps:
         from needle.testing.optable import reference_conv
 
@@ -218,27 +381,44 @@ def test_optional_capabilities(device) -> None:
             x = RNG.standard_normal((n, h, w, cin)).astype(np.float32)
             wt = RNG.standard_normal((k, k, cin, cout)).astype(np.float32)
             want = reference_conv(x, wt, stride, pad)
-            out = device.mod.Array(want.size)
+            out = _alloc(device, want.size)
             device.mod.conv2d(
                 _put(device, x), _put(device, wt), out, n, h, w, cin, cout, k, stride, pad
             )
             np.testing.assert_allclose(_get(device, out, want.shape), want, rtol=1e-4, atol=1e-4)
 
 
+def test_device_services(device) -> None:
+    """The optional device services answer through the device, declared or not."""
+    device.synchronize()
+    device.empty_cache()
+    stats = device.memory_stats()
+    assert isinstance(stats, dict) and all(isinstance(v, int) for v in stats.values())
+
+
 def test_bad_calls_raise_python_errors(device) -> None:
     mod = device.mod
-    a, b, small = mod.Array(10), mod.Array(10), mod.Array(3)
+    a, b, small = _alloc(device, 10), _alloc(device, 10), _alloc(device, 3)
     mod.fill(a, 1.0)
     mod.fill(b, 1.0)
-    with pytest.raises((ValueError, RuntimeError, IndexError)):
+    errors = (ValueError, RuntimeError, IndexError, TypeError)
+    with pytest.raises(errors):
         mod.ewise_add(a, b, small)
-    with pytest.raises((ValueError, RuntimeError, IndexError)):
+    with pytest.raises(errors):
         mod.matmul(a, b, small, 2, 5, 2)
-    with pytest.raises((ValueError, RuntimeError, IndexError)):
+    with pytest.raises(errors):
         mod.compact(a, small, (3, 3), (3, 1), 5)  # reaches past the end of a
-    with pytest.raises((ValueError, RuntimeError, IndexError)):
+    with pytest.raises(errors):
         mod.reduce_sum(a, small, 4)
-    with pytest.raises((ValueError, RuntimeError, IndexError, TypeError)):
+    with pytest.raises(errors):
         mod.from_numpy(np.zeros(4, np.float32), a)
-    with pytest.raises((ValueError, RuntimeError, MemoryError, OverflowError, TypeError)):
-        mod.Array(-1)
+    with pytest.raises((*errors, MemoryError, OverflowError)):
+        mod.Array(-1) if device.version == 1 else mod.Array(-1, "float32")
+    if device.version >= 2 and device.supports("float64"):
+        wide = _alloc(device, 10, "float64")
+        with pytest.raises(errors):
+            mod.ewise_add(a, wide, b)  # mixed dtypes
+        with pytest.raises(errors):
+            mod.from_numpy(np.zeros(10, np.float64), a)  # not out's dtype
+        with pytest.raises(errors):
+            mod.ewise_eq(a, b, _alloc(device, 10))  # a comparison writes bool

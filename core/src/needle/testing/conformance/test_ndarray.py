@@ -105,6 +105,141 @@ def test_as_strided_pad_and_errors(device) -> None:
         nd.reshape((3, 7))
 
 
+def test_writes_through_a_broadcast_view_are_refused(device) -> None:
+    nd, _ = _arange((1, 4), device)
+    view = nd.broadcast_to((3, 4))
+    with pytest.raises(ValueError, match="broadcast view"):
+        view[0, 1] = 5.0
+    with pytest.raises(ValueError, match="broadcast view"):
+        view[...] = NDArray(np.ones((3, 4), np.float32), device=device)
+    huge = NDArray(np.zeros(1, np.float32), device=device).broadcast_to((2**40,))
+    with pytest.raises(ValueError, match="broadcast view"):
+        huge.fill(1.0)  # refused at once, not minutes of work
+    nd[0, 1] = 5.0  # the base array stays writable
+    assert nd.numpy()[0, 1] == 5.0
+
+
+BAD_SHAPES = [(-1, -1, 2), (2.0, 3), ("a",), (2, -3)]
+
+
+@pytest.mark.parametrize("shape", BAD_SHAPES, ids=[str(s) for s in BAD_SHAPES])
+def test_bad_shapes_and_strides_are_refused_where_they_enter(device, shape) -> None:
+    nd, _ = _arange((2, 3), device)
+    with pytest.raises((TypeError, ValueError)):
+        nd.broadcast_to(shape)
+    with pytest.raises((TypeError, ValueError)):
+        NDArray.make(shape, device=device)
+    with pytest.raises((TypeError, ValueError)):
+        nd.as_strided((2, 3), (3.0, 1))
+
+
+DTYPES = ["float32", "float64", "int32", "int64", "bool"]
+
+
+def _typed(device, values: np.ndarray) -> NDArray:
+    if not device.supports(values.dtype.name):
+        pytest.skip(f"{device.name} holds no {values.dtype}")
+    return NDArray(values, device=device)
+
+
+PROMOTIONS = [  # (a, b, a + b): arrays promote by category, then by width
+    ("int32", "float32", "float32"), ("float32", "float64", "float64"),
+    ("int64", "int32", "int64"), ("bool", "int32", "int32"), ("bool", "float64", "float64"),
+    ("int64", "float32", "float32"), ("bool", "bool", "bool"),
+]  # fmt: skip
+SCALAR_PROMOTIONS = [  # (array, scalar, array * scalar): Python scalars are weak
+    ("float32", 2.5, "float32"), ("float64", 2, "float64"), ("int32", 2, "int32"),
+    ("int32", 2.5, "float32"), ("bool", 3, "int64"), ("bool", True, "bool"),
+    ("int64", np.float64(0.5), "float32"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("a,b,want", PROMOTIONS)
+def test_binary_promotion_table(device, a: str, b: str, want: str) -> None:
+    x = _typed(device, np.ones(3, a))
+    y = _typed(device, np.ones(3, b))
+    for got in (x + y, y + x, x * y, x.maximum(y)):
+        assert got.dtype == want, f"{a} with {b} gave {got.dtype}, expected {want}"
+    quotient = x / y
+    assert quotient.dtype == (want if want.startswith("float") else "float32")
+    assert (x == y).dtype == "bool"
+
+
+@pytest.mark.parametrize("a,scalar,want", SCALAR_PROMOTIONS)
+def test_scalar_promotion_table(device, a: str, scalar, want: str) -> None:
+    x = _typed(device, np.ones(3, a))
+    got = x * scalar
+    assert got.dtype == want, f"{a} * {scalar!r} gave {got.dtype}, expected {want}"
+    np.testing.assert_array_equal(got.numpy(), np.ones(3, a) * scalar)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool"])
+def test_integer_and_bool_results_follow_numpy(device, dtype: str) -> None:
+    values = np.array([[3, 0, 7], [2, 5, 1]]).astype(dtype)
+    x = _typed(device, values)
+    assert x.sum().dtype == "int64" and x.sum().item() == values.sum()
+    np.testing.assert_array_equal(x.max(axis=1).numpy(), values.max(axis=1))
+    np.testing.assert_array_equal((x / 2).numpy(), (values / 2).astype(np.float32))
+    assert x.exp().dtype == "float32", "float-only ops on integers give float32"
+    if dtype != "bool":
+        np.testing.assert_array_equal((x - 1).numpy(), values - 1)
+        np.testing.assert_array_equal((x**2).numpy(), values**2)
+        with pytest.raises(ValueError, match="negative integer powers"):
+            x ** (-1)
+
+
+def test_astype_follows_numpy(device) -> None:
+    values = np.array([-2.7, -0.5, 0.0, 0.5, 2.7, 300.0], np.float32)
+    x = _typed(device, values)
+    for dtype in ("int32", "int64", "bool", "float64"):
+        if device.supports(dtype):
+            np.testing.assert_array_equal(x.astype(dtype).numpy(), values.astype(dtype))
+    if device.supports("int32"):  # a dtype needle lacks: numpy's conversion, stored in int32
+        got = x.astype(np.uint8)
+        assert got.dtype == "int32"
+        np.testing.assert_array_equal(got.numpy(), values.astype(np.uint8))
+
+
+SPECIAL = np.array([np.nan, -np.inf, -1.0, -0.0, 0.0, 1.0, np.inf], np.float32)
+
+
+def test_comparisons_with_nan_inf_and_signed_zero_match_numpy(device) -> None:
+    a = NDArray(SPECIAL, device=device)
+    b = NDArray(np.roll(SPECIAL, 2), device=device)
+    other = np.roll(SPECIAL, 2)
+    cases = {
+        "==": (a == b, SPECIAL == other), "!=": (a != b, SPECIAL != other),
+        "<": (a < b, SPECIAL < other), "<=": (a <= b, SPECIAL <= other),
+        ">": (a > b, SPECIAL > other), ">=": (a >= b, SPECIAL >= other),
+        "< 0": (a < 0.0, SPECIAL < 0), "<= 0": (a <= 0.0, SPECIAL <= 0),
+        "> 0": (a > 0.0, SPECIAL > 0), "!= 1": (a != 1.0, SPECIAL != 1),
+    }  # fmt: skip
+    for name, (got, want) in cases.items():
+        np.testing.assert_array_equal(got.numpy().astype(bool), want, err_msg=name)
+
+
+specials = hs.sampled_from([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -2.5, 1e-40])
+
+
+@given(hs.lists(specials, min_size=1, max_size=12), hs.lists(specials, min_size=1, max_size=12))
+def test_elementwise_on_special_values_matches_numpy(device, xs, ys) -> None:
+    n = min(len(xs), len(ys))
+    a_np, b_np = np.array(xs[:n], np.float32), np.array(ys[:n], np.float32)
+    a, b = NDArray(a_np, device=device), NDArray(b_np, device=device)
+    with np.errstate(all="ignore"):
+        pairs = {
+            "+": (a + b, a_np + b_np), "*": (a * b, a_np * b_np), "/": (a / b, a_np / b_np),
+            "max": (a.maximum(b), np.maximum(a_np, b_np)), "tanh": (a.tanh(), np.tanh(a_np)),
+            "exp": (a.exp(), np.exp(a_np)), "< ": (a < b, a_np < b_np),
+            "**2": (a**2, a_np**2), "**0.5": (a**0.5, a_np**0.5),
+        }  # fmt: skip
+    for name, (got, want) in pairs.items():
+        got = got.numpy()
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} on {xs[:n]}, {ys[:n]}")
+        zero = want == 0
+        np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]), name)
+
+
 def test_arithmetic_matches_numpy(device) -> None:
     a_np = np.random.default_rng(0).uniform(0.5, 2, (3, 4)).astype(np.float32)
     b_np = np.random.default_rng(1).uniform(0.5, 2, (3, 4)).astype(np.float32)
@@ -113,7 +248,7 @@ def test_arithmetic_matches_numpy(device) -> None:
         (a + b, a_np + b_np), (a - b, a_np - b_np), (a * b, a_np * b_np), (a / b, a_np / b_np),
         (1 - a, 1 - a_np), (2 / a, 2 / a_np), (a ** 2, a_np ** 2), (a ** b, a_np ** b_np),
         (a.maximum(b), np.maximum(a_np, b_np)), (a == a, np.ones_like(a_np)),
-        (a >= b, (a_np >= b_np).astype(np.float32)), (a > b, (a_np > b_np).astype(np.float32)),
+        (a >= b, a_np >= b_np), (a > b, a_np > b_np), (a < b, a_np < b_np),
         (a.log(), np.log(a_np)), (a.exp(), np.exp(a_np)), (a.tanh(), np.tanh(a_np)),
         (a @ b.permute((1, 0)), a_np @ b_np.T), (-a, -a_np),
     ]  # fmt: skip

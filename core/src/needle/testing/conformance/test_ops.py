@@ -7,18 +7,40 @@ import pytest
 
 import needle as ndl
 from needle import ops
-from needle.testing.optable import OP_TABLE, OpInfo, Sample, make_input
+from needle.backend_ndarray.dtypes import canonical
+from needle.testing.optable import FLOATS, OP_TABLE, OpInfo, Sample, make_input
 
-CASES = [pytest.param(op, s, id=f"{op.name}-{s.id}") for op in OP_TABLE for s in op.samples]
+CASES = [
+    pytest.param(op, s, dtype, id=f"{op.name}-{s.id}-{dtype}")
+    for op in OP_TABLE
+    for s in op.samples
+    for dtype in op.dtypes
+]
 GRAD_CASES = [
-    pytest.param(op, s, id=f"{op.name}-{s.id}") for op in OP_TABLE if op.grad for s in op.samples
+    pytest.param(op, s, dtype, id=f"{op.name}-{s.id}-{dtype}")
+    for op in OP_TABLE
+    if op.grad
+    for s in op.samples
+    for dtype in op.dtypes
+    if dtype in FLOATS
 ]
 
 
-def _inputs(op: OpInfo, sample: Sample, device, seed: int = 0):
+def _inputs(op: OpInfo, sample: Sample, device, dtype: str, seed: int = 0):
+    for wanted in (dtype, sample.kwargs.get("dtype", dtype)):
+        if not device.supports(wanted, "arithmetic"):
+            pytest.skip(f"{device.name} declares no {wanted} arithmetic")
     rng = np.random.default_rng(seed)
-    made = [make_input(shape, sample.layout, device, rng, op.domain) for shape in sample.shapes]
+    made = [
+        make_input(shape, sample.layout, device, rng, op.domain, dtype) for shape in sample.shapes
+    ]
     return [t for t, _ in made], [v for _, v in made]
+
+
+def _tolerance(op: OpInfo, dtype: str) -> dict:
+    if dtype == "float32":
+        return {"rtol": op.rtol, "atol": op.atol}
+    return {"rtol": 1e-10, "atol": 1e-10} if dtype == "float64" else {"rtol": 0, "atol": 0}
 
 
 def test_every_public_op_is_in_the_table() -> None:
@@ -29,18 +51,20 @@ def test_every_public_op_is_in_the_table() -> None:
     )
 
 
-@pytest.mark.parametrize("op,sample", CASES)
-def test_forward(op: OpInfo, sample: Sample, device) -> None:
-    tensors, values = _inputs(op, sample, device)
+@pytest.mark.parametrize("op,sample,dtype", CASES)
+def test_forward(op: OpInfo, sample: Sample, dtype: str, device) -> None:
+    tensors, values = _inputs(op, sample, device, dtype)
     out = op.fn(*tensors, **sample.kwargs)
     want = op.ref(*values, **sample.kwargs)
+    where = f"{op.name} on {device.name} ({dtype})"
     assert out.device == device
-    assert out.shape == np.shape(want), (
-        f"{op.name} on {device.name}: shape {out.shape} != {np.shape(want)}"
-    )
-    np.testing.assert_allclose(
-        out.numpy(), want, rtol=op.rtol, atol=op.atol, err_msg=f"{op.name} on {device.name}"
-    )
+    assert out.shape == np.shape(want), f"{where}: shape {out.shape} != {np.shape(want)}"
+    expected_dtype = canonical(np.asarray(want).dtype) if dtype not in FLOATS else dtype
+    if op.name == "astype":
+        expected_dtype = sample.kwargs["dtype"]
+    assert out.dtype == expected_dtype, f"{where}: dtype {out.dtype}, expected {expected_dtype}"
+    precision = "float32" if "float32" in (dtype, out.dtype) else dtype
+    np.testing.assert_allclose(out.numpy(), want, **_tolerance(op, precision), err_msg=where)
 
 
 def _numeric_gradients(op: OpInfo, sample: Sample, values, weight, eps: float = 1e-6):
@@ -63,20 +87,27 @@ def _numeric_gradients(op: OpInfo, sample: Sample, values, weight, eps: float = 
     return grads
 
 
-@pytest.mark.parametrize("op,sample", GRAD_CASES)
-def test_gradient(op: OpInfo, sample: Sample, device) -> None:
-    tensors, values = _inputs(op, sample, device, seed=1)
+@pytest.mark.parametrize("op,sample,dtype", GRAD_CASES)
+def test_gradient(op: OpInfo, sample: Sample, dtype: str, device) -> None:
+    """Backward against central differences (eps 1e-6, in float64): within 1e-3 for float32;
+    for float64 a maximum error of 1e-6 (absolute, relative where a gradient exceeds 1)."""
+    tensors, values = _inputs(op, sample, device, dtype, seed=1)
     out = op.fn(*tensors, **sample.kwargs)
     weight = np.random.default_rng(2).standard_normal(out.shape)
-    out.backward(ndl.Tensor(weight, device=device, requires_grad=False))
+    out.backward(ndl.Tensor(weight, device=device, dtype=out.dtype, requires_grad=False))
     expected = _numeric_gradients(op, sample, values, weight)
+    tol = 1e-3 if dtype == "float32" else 1e-6
     for i, (t, want) in enumerate(zip(tensors, expected)):
-        assert t.grad is not None, f"{op.name}: input {i} got no gradient"
-        assert t.grad.shape == t.shape, f"{op.name}: grad of input {i} has shape {t.grad.shape}"
-        np.testing.assert_allclose(
-            t.grad.numpy(), want, rtol=1e-3, atol=1e-3,
-            err_msg=f"gradient of {op.name} wrt input {i} on {device.name}",
-        )  # fmt: skip
+        where = f"gradient of {op.name} wrt input {i} on {device.name} ({dtype})"
+        assert t.grad is not None, f"{where}: none"
+        assert t.grad.shape == t.shape, f"{where}: shape {t.grad.shape}"
+        assert t.grad.dtype == t.dtype, f"{where}: dtype {t.grad.dtype}, the input's {t.dtype}"
+        got = t.grad.numpy()
+        if dtype == "float64":
+            error = np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want)), initial=0.0)
+            assert error <= tol, f"{where}: maximum error {error:.2e} > {tol:.0e}"
+        else:
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=where)
 
 
 def test_logsumexp_is_stable_for_huge_inputs(device) -> None:
