@@ -103,6 +103,25 @@ def test_info_json(fresh_plugins, device, env) -> None:
     assert info["default_device"] == ndl.default_device().name
     assert info["needle_core"] == ndl.__version__
     assert info["contract_version"] == ndl.contract.CONTRACT_VERSION
+    assert mine["contract_version"] == device.version
+    assert {g: set(d) for g, d in mine["dtypes"].items()} == {
+        g: set(d) for g, d in device.dtypes.items()
+    }, "info shows the dtypes the backend declares per kernel group"
+
+
+def test_info_prints_each_backends_dtype_table(device, env) -> None:
+    out = needle("info", env=env).stdout
+    table = out.split(f"dtypes of {device.name} (contract v{device.version}):")[1]
+    memory = next(line for line in table.splitlines() if line.strip().startswith("memory"))
+    assert memory.split()[1] == "yes", "float32 memory is always there"
+    assert memory.split()[1:].count("yes") == len(device.dtypes["memory"])
+
+
+def test_info_contract_prints_the_declared_contract(env) -> None:
+    out = needle("info", "--contract", env=env).stdout
+    assert f"needle backend contract v{ndl.contract.CONTRACT_VERSION}" in out
+    for kernel in ndl.contract.KERNELS:
+        assert f"`{kernel.signature()}`" in out, kernel.name
 
 
 def test_info_shows_failed_unavailable_and_blocked_plugins(device, troubled) -> None:

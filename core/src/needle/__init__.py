@@ -24,6 +24,7 @@ from .autograd import (
     no_grad,
 )
 from .backend_ndarray import NDArray
+from .backend_ndarray.dtypes import DTypeError
 from .devices import (
     BackendDevice,
     DeviceError,
@@ -39,10 +40,19 @@ from .devices import (
 
 __version__ = "0.1.0"
 
+# dtypes are named by strings, which compare equal to numpy's dtypes of the same name.
+float32, float64, int32, int64, bool = "float32", "float64", "int32", "int64", "bool"  # noqa: A001
+
 _LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint")
-_LAZY_ATTRIBUTES = {"save": "checkpoint", "load": "checkpoint"}
+_LAZY_ATTRIBUTES = {"save": "checkpoint", "load": "checkpoint", "from_dlpack": "dlpack"}
 
 __all__ = [
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "bool",
+    "DTypeError",
     "Op",
     "Tensor",
     "TensorOp",

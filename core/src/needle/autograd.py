@@ -372,6 +372,14 @@ class Tensor(Value):
     def item(self) -> float | int | bool:
         return self.cached_data.item()
 
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        """A DLPack capsule sharing this tensor's memory (``numpy.from_dlpack(t)``,
+        ``torch.from_dlpack(t)``); see :mod:`needle.dlpack`."""
+        return self.cached_data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self.cached_data.__dlpack_device__()
+
     def astype(self, dtype: Any) -> Tensor:
         """This tensor converted to ``dtype``; differentiable between float dtypes."""
         return ops.astype(self, dtype)

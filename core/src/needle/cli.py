@@ -40,6 +40,8 @@ def collect_info() -> dict[str, Any]:
                 "reason": record.reason,
                 "accelerator": record.spec.accelerator,
                 "capabilities": list(record.capabilities),
+                "contract_version": record.spec.contract_version,
+                "dtypes": {group: list(names) for group, names in record.dtypes.items()},
             }
         )
     plugins = [
@@ -93,8 +95,20 @@ def _print_info(info: dict[str, Any]) -> None:
         elif b["capabilities"]:
             line += f" (optional: {', '.join(b['capabilities'])})"
         print(line)
+    _print_dtypes([b for b in info["backends"] if b["status"] == "loaded"])
     default = info["default_device"] or f"none ({info['default_device_error']})"
     print(f"\ndefault device: {default}")
+
+
+def _print_dtypes(backends: list[dict[str, Any]]) -> None:
+    """One table per loaded backend: which dtypes each kernel group accepts."""
+    for b in backends:
+        print(f"\ndtypes of {b['name']} (contract v{b['contract_version']}):")
+        names = list(contract.DTYPES)
+        print("  " + f"{'group':<12}" + "".join(f"{n:>9}" for n in names))
+        for group, have in b["dtypes"].items():
+            marks = "".join(f"{'yes' if n in have else '-':>9}" for n in names)
+            print(f"  {group:<12}{marks}")
 
 
 def run_doctor() -> list[dict[str, Any]]:
@@ -161,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     info_p = sub.add_parser("info", help="plugins, backends with status, the default device")
     info_p.add_argument("--json", action="store_true", help="machine-readable output")
+    info_p.add_argument(
+        "--contract", action="store_true", help="print the backend contract (kernels, dtypes)"
+    )
     doctor_p = sub.add_parser("doctor", help="smoke-test every device against numpy")
     doctor_p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("demo", help="train MLPResNet on real handwritten digits", add_help=False)
@@ -173,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "info" and args.contract:
+        print(contract.describe())
+        return 0
     if args.command == "info":
         info = collect_info()
         if args.json:

@@ -108,6 +108,8 @@ class Kernel:
         return self.v1_params if version == 1 and self.v1_params is not None else self.params
 
     def signature(self, version: int = CONTRACT_VERSION) -> str:
+        if self.name.startswith("__"):  # an attribute, not a function
+            return self.name
         return f"{self.name}({', '.join(self.params_for(version))})"
 
 
@@ -251,8 +253,9 @@ KERNELS: tuple[Kernel, ...] = (
         "from_dlpack",
         ("obj",),
         "memory",
-        "a handle sharing the memory of the C-contiguous DLPack producer `obj` (it keeps `obj` "
-        "alive); raise BufferError when the memory cannot be shared",
+        "`(handle, shape)`: a handle sharing the memory of the C-contiguous DLPack producer "
+        "`obj` (it keeps `obj` alive) and the producer's shape; raise BufferError when the "
+        "memory cannot be shared",
         optional=True,
         since=2,
     ),

@@ -238,6 +238,17 @@ class NDArray:
         out = self.numpy()
         return out if dtype is None else out.astype(dtype)
 
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        """A DLPack capsule sharing this view's memory (see :mod:`needle.dlpack`)."""
+        from ..dlpack import export
+
+        return export(self, **kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        from ..dlpack import device_of
+
+        return device_of(self)
+
     def to(self, device: BackendDevice | str) -> NDArray:
         """This array on ``device`` (itself when it is already there)."""
         device = _as_device(device)

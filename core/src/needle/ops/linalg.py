@@ -25,7 +25,7 @@ def batched_matmul(a: NDArray, b: NDArray) -> NDArray:
     a, b = a._matmul_operands(b)
     batch = st.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if b.ndim == 2 and a.shape[:-2] == batch:  # (..., m, n) @ (n, p): one big product
-        return (a.reshape((-1, n)) @ b).reshape(batch + (m, p))
+        return (a.reshape((st.prod(batch) * m, n)) @ b).reshape(batch + (m, p))
     count = st.prod(batch)
     lhs = a.broadcast_to(batch + (m, n)).compact().reshape((count, m, n))
     rhs = b.broadcast_to(batch + (n, p)).compact().reshape((count, n, p))

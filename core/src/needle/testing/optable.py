@@ -381,6 +381,7 @@ OP_TABLE: tuple[OpInfo, ...] = (
         tuple(
             _samples(((3, 4), (4, 5)), layouts=("contiguous", "noncontiguous"))
             + _samples(((1, 1), (1, 1)), ((7, 1), (1, 3)), ((5, 0), (0, 3)), ((0, 4), (4, 2)))
+            + _samples(((2, 3, 0), (0, 4)), ((2, 3, 0), (2, 0, 4)))  # empty inner: zeros
             + _samples(((2, 3, 4), (2, 4, 5)), layouts=("contiguous", "noncontiguous"))
             + _samples(((2, 3, 4), (4, 5)), ((4, 5), (2, 5, 3)), ((2, 1, 3, 4), (5, 4, 2)))
             + _samples(((4, 3, 4), (4, 4, 2)), layouts=("broadcast",))

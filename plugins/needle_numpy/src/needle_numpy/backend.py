@@ -261,10 +261,10 @@ def to_dlpack(a: Array, shape: Sequence[int], strides: Sequence[int], offset: in
     return _view(a, shape, strides, offset)  # numpy exports DLPack; the view keeps `a` alive
 
 
-def from_dlpack(obj: Any) -> Array:
-    flat = np.from_dlpack(obj).reshape(-1)  # a view when the producer is C-contiguous
-    if flat.dtype.name not in _ALL:
-        raise BufferError(f"the numpy backend cannot hold {flat.dtype} data")
-    if not flat.flags.c_contiguous or flat.base is None:
+def from_dlpack(obj: Any) -> tuple[Array, tuple[int, ...]]:
+    shared = np.from_dlpack(obj)  # numpy keeps the producer alive
+    if shared.dtype.name not in _ALL:
+        raise BufferError(f"the numpy backend cannot hold {shared.dtype} data")
+    if not shared.flags.c_contiguous:
         raise BufferError("the producer's memory is not one C-contiguous block")
-    return Array._wrap(flat)
+    return Array._wrap(shared.reshape(-1)), shared.shape
