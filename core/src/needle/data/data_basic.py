@@ -83,7 +83,8 @@ class DataLoader:
         batch_size: samples per batch.
         shuffle: draw a new random order for each epoch.
         device: the device of the yielded Tensors (the default device when None).
-        dtype: their dtype (``"float32"``).
+        dtype: the dtype of floating-point fields (``"float32"``); integer and bool fields
+            (labels, token ids, masks) keep theirs (``uint8`` labels arrive as ``int32``).
     """
 
     def __init__(
@@ -119,13 +120,13 @@ class DataLoader:
     def _collate(self, samples: list[Any]) -> tuple[Tensor, ...]:
         if not isinstance(samples[0], tuple):
             samples = [(s,) for s in samples]
-        fields = zip(*samples, strict=True)
+        fields = (np.stack([np.asarray(x) for x in f]) for f in zip(*samples, strict=True))
         return tuple(
             Tensor(
-                np.stack([np.asarray(x) for x in f]),
+                batch,
                 device=self.device,
-                dtype=self.dtype,
+                dtype=self.dtype if batch.dtype.kind == "f" else None,
                 requires_grad=False,
             )
-            for f in fields
+            for batch in fields
         )

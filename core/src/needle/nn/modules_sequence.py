@@ -62,9 +62,9 @@ class RNNCell(Module):
     def forward(self, X: Tensor, h: Tensor | None = None) -> Tensor:
         """``X`` ``(batch, input_size)``, ``h`` ``(batch, hidden_size)`` (zeros when None)."""
         batch = X.shape[0]
-        out = X @ self.W_ih
-        if h is not None:
-            out = out + h @ self.W_hh
+        if h is None:  # zeros, multiplied as the course does: W_hh gets a (zero) gradient
+            h = init.zeros(batch, self.hidden_size, device=X.device, dtype=X.dtype)
+        out = X @ self.W_ih + h @ self.W_hh
         if self.bias_ih is not None:
             out = out + _bias_row(self.bias_ih, batch) + _bias_row(self.bias_hh, batch)
         return ops.tanh(out) if self.nonlinearity == "tanh" else ops.relu(out)
@@ -162,10 +162,13 @@ class LSTMCell(Module):
     def _advance(self, x_gates: Tensor, h: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         """One step from the input's gates ``(batch, 4 * hidden)`` and the state ``h``."""
         batch, hidden = x_gates.shape[0], self.hidden_size
-        gates = x_gates if h is None else x_gates + h[0] @ self.W_hh
+        if h is None:  # zeros, used as the course does: W_hh and f get (zero) gradients
+            zeros = init.zeros(batch, hidden, device=x_gates.device, dtype=x_gates.dtype)
+            h = (zeros, zeros)
+        gates = x_gates + h[0] @ self.W_hh
         i, f, g, o = ops.split(gates.reshape((batch, 4, hidden)), 1)
         i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-        c = i * g if h is None else f * h[1] + i * g
+        c = f * h[1] + i * g
         return o * ops.tanh(c), c
 
 
