@@ -289,8 +289,8 @@ class Tensor(Value):
         device: a device or device name; the default device when None (a
             Tensor or NDArray argument keeps its own device).
         dtype: ``float32``, ``float64``, ``int32``, ``int64`` or ``bool``; when None,
-            numpy data keeps its dtype and Python lists and numbers give float32 (see
-            :mod:`needle.backend_ndarray.dtypes` for the whole rule).
+            numpy data keeps its dtype and Python lists and numbers give float64, as in the
+            course (see :mod:`needle.backend_ndarray.dtypes` for the whole rule).
         requires_grad: whether gradients flow to this tensor. Float tensors require
             grad by default (as in the course); integer and bool tensors never do, and
             asking for it explicitly raises ``TypeError``.

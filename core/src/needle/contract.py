@@ -38,7 +38,7 @@ required ones otherwise.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -55,6 +55,7 @@ __all__ = [
     "Handle",
     "ContractError",
     "kernel",
+    "check_view",
     "check_backend",
     "capabilities",
     "dtypes",
@@ -311,6 +312,32 @@ class ContractError(TypeError):
 def kernel(name: str) -> Kernel:
     """The :class:`Kernel` row called ``name`` (``KeyError`` when the contract has none)."""
     return _BY_NAME[name]
+
+
+def check_view(size: int, shape: Sequence[int], strides: Sequence[int], offset: int) -> int:
+    """The number of elements of the view ``(shape, strides, offset)`` of a ``size``-element
+    buffer; ``ValueError`` naming the view when it reaches outside the buffer.
+
+    The one bounds check of the contract: backends written in Python call it before they
+    touch memory (compiled backends check the same rule natively).
+    """
+    shape, strides = tuple(shape), tuple(strides)
+    if len(shape) != len(strides):
+        raise ValueError(f"shape {shape} and strides {strides} have different lengths")
+    if any(d < 0 for d in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
+    from .backend_ndarray.strides import extent, prod
+
+    count = prod(shape)
+    if count == 0:
+        return 0
+    lo, hi = extent(shape, strides, offset)
+    if lo < 0 or hi >= size:
+        raise ValueError(
+            f"view (shape={shape}, strides={strides}, offset={offset}) reaches elements "
+            f"{lo}..{hi} outside a buffer of {size}"
+        )
+    return count
 
 
 def _arity(fn: Any) -> int | None:

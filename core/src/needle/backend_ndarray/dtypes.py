@@ -34,6 +34,7 @@ __all__ = [
     "INTEGERS",
     "DEFAULT_FLOAT",
     "DEFAULT_INT",
+    "PYTHON_FLOAT",
     "DTypeError",
     "canonical",
     "numpy_name",
@@ -51,6 +52,7 @@ FLOATS = ("float32", "float64")
 INTEGERS = ("int32", "int64")
 DEFAULT_FLOAT = "float32"
 DEFAULT_INT = "int64"
+PYTHON_FLOAT = "float64"  # what Python numbers and lists become (the course's, numpy's float)
 
 _CATEGORY = {"bool": 0, "int32": 1, "int64": 1, "float32": 2, "float64": 2}
 _WIDTH = {"bool": 1, "int32": 4, "int64": 8, "float32": 4, "float64": 8}
@@ -104,12 +106,18 @@ def storage_dtype(name: str) -> str:
     )
 
 
-def data_dtype(data: Any) -> str:
+def data_dtype(data: Any, inferred: np.dtype | None = None) -> str:
     """The dtype ``Tensor(data)`` takes with no ``dtype=``: numpy data keeps its own (by the
-    storage rule), Python scalars, lists and tuples give the default float dtype."""
+    storage rule); Python data is read as numpy reads it (``inferred``), with integers and
+    floats as float64 and bools as bool."""
     if isinstance(data, (np.ndarray, np.generic)):
         return storage_dtype(data.dtype.name)
-    return DEFAULT_FLOAT
+    kind = (np.asarray(data).dtype if inferred is None else inferred).kind
+    if kind == "b":
+        return "bool"
+    if kind in "iuf":
+        return PYTHON_FLOAT
+    return storage_dtype((np.asarray(data).dtype if inferred is None else inferred).name)
 
 
 def promote(a: str, b: str) -> str:

@@ -157,7 +157,7 @@ class NDArray:
         """Copy ``data`` (anything ``np.asarray`` takes) to ``device``.
 
         The dtype is ``dtype`` when given, else the data's (see :mod:`.dtypes` for the rule:
-        numpy data keeps its dtype, Python lists and scalars give float32). A backend that
+        numpy data keeps its dtype, Python numbers and lists give float64). A backend that
         holds float32 only (contract v1) stores everything as float32.
         """
         dev = device if type(device) is BackendDevice else _as_device(device)
@@ -167,7 +167,7 @@ class NDArray:
         if dev.version == 1:  # a float32-only backend stores everything as float32
             target = "float32"
         elif dtype is None:
-            target = dt.data_dtype(data)
+            target = dt.data_dtype(data, arr.dtype)
         else:
             target = dt.canonical(dtype)
             wanted = dt.numpy_name(dtype)

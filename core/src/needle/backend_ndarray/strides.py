@@ -259,14 +259,8 @@ def extent(shape: Shape, strides: Shape, offset: int) -> tuple[int, int]:
 
 
 def check_view_in_bounds(shape: Shape, strides: Shape, offset: int, size: int) -> None:
-    """Raise ``ValueError`` when a view of a ``size``-element buffer reaches outside it."""
-    if any(d < 0 for d in shape):
-        raise ValueError(f"negative dimension in shape {shape}")
-    if len(shape) != len(strides):
-        raise ValueError(f"shape {shape} and strides {strides} have different lengths")
-    lo, hi = extent(shape, strides, offset)
-    if prod(shape) and (lo < 0 or hi >= size):
-        raise ValueError(
-            f"view (shape={shape}, strides={strides}, offset={offset}) reaches elements "
-            f"{lo}..{hi} outside a buffer of {size}"
-        )
+    """Raise ``ValueError`` when a view of a ``size``-element buffer reaches outside it
+    (:func:`needle.contract.check_view`, the contract's one bounds check)."""
+    from ..contract import check_view
+
+    check_view(size, shape, strides, offset)

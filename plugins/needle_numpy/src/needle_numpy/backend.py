@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from needle.contract import check_view
 
 __device_name__ = "numpy"
 __tile_size__ = 4  # the course's tiled matmul (matmul_tiled)
@@ -66,20 +67,10 @@ def _check(a: Array, name: str = "a") -> np.ndarray:
 def _view(a: Array, shape: Sequence[int], strides: Sequence[int], offset: int) -> np.ndarray:
     """The strided view of ``a``'s buffer, checked to stay inside it."""
     buf = _check(a)
-    shape, strides = tuple(shape), tuple(strides)
-    if len(shape) != len(strides) or any(d < 0 for d in shape):
-        raise ValueError(f"bad view: shape {shape}, strides {strides}")
-    if 0 not in shape:
-        lo = offset + sum((d - 1) * s for d, s in zip(shape, strides) if s < 0)
-        hi = offset + sum((d - 1) * s for d, s in zip(shape, strides) if s > 0)
-        if lo < 0 or hi >= buf.size:
-            raise ValueError(
-                f"view (shape={shape}, strides={strides}, offset={offset}) is outside a buffer "
-                f"of {buf.size}"
-            )
+    check_view(buf.size, shape, strides, offset)
     return np.lib.stride_tricks.as_strided(
         buf[offset:] if 0 not in shape else buf,
-        shape,
+        tuple(shape),
         tuple(s * buf.itemsize for s in strides),
         writeable=True,
     )
