@@ -43,7 +43,7 @@ __version__ = "0.1.0"
 # dtypes are named by strings, which compare equal to numpy's dtypes of the same name.
 float32, float64, int32, int64, bool = "float32", "float64", "int32", "int64", "bool"  # noqa: A001
 
-_LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint")
+_LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint", "apps")
 _LAZY_ATTRIBUTES = {"save": "checkpoint", "load": "checkpoint", "from_dlpack": "dlpack"}
 
 __all__ = [

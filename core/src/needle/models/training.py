@@ -66,7 +66,7 @@ def _check_opt(loss_fn: Any, opt: Any) -> None:
 
 def _step(opt: Any, loss: Tensor, clip: float | None = None) -> None:
     opt.reset_grad()
-    loss.backward()
+    loss.backward(create_graph=False)  # the lean backward: no graph for the gradients
     if clip is not None:
         opt.clip_grad_norm(clip)
     opt.step()
