@@ -164,15 +164,14 @@ class NDArray:
         arr = np.asarray(data)
         if arr.dtype.kind not in "biuf":
             raise dt.DTypeError(f"cannot make an NDArray from data of dtype {arr.dtype}")
-        if dev.version == 1:  # a float32-only backend stores everything as float32
-            target = "float32"
-        elif dtype is None:
-            target = dt.data_dtype(data, arr.dtype)
-        else:
-            target = dt.canonical(dtype)
-            wanted = dt.numpy_name(dtype)
+        if dtype is not None:
+            target, wanted = dt.canonical(dtype), dt.numpy_name(dtype)
             if wanted != target:  # a dtype needle lacks: numpy converts the values first
                 arr = arr.astype(wanted)
+        else:
+            target = dt.data_dtype(data, arr.dtype)
+        if dev.version == 1:  # a float32-only backend stores everything as float32
+            target = "float32"
         if arr.dtype.name == "uint64" and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise OverflowError("uint64 data holds values beyond int64, needle's widest integer")
         arr = np.asarray(arr, dtype=target, order="C")  # (ascontiguousarray makes 0-d 1-d)

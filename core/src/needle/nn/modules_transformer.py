@@ -56,8 +56,13 @@ class MultiHeadAttention(Module):
         return a @ b_transpose.transpose()
 
     def softmax(self, logit: Tensor) -> Tensor:
-        """Softmax over the last axis, computed stably."""
-        return ops.exp(ops.logsoftmax(logit, logit.ndim - 1))
+        """Softmax over the last axis as the course computes it: ``exp(x - max) / sum``, the
+        max a constant (exact at ties; the course's golden values depend on this form)."""
+        axis = logit.ndim - 1
+        top = logit.realize_cached_data().max(axis, keepdims=True).broadcast_to(logit.shape)
+        probs = ops.exp(logit - Tensor.make_const(top))
+        total = probs.sum((axis,)).reshape((*logit.shape[:-1], 1)).broadcast_to(logit.shape)
+        return probs / total
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         batch, heads, q_len, q_dim = q.shape
