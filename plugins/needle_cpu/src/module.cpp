@@ -35,6 +35,7 @@ PYBIND11_MODULE(_ext, m) {
   m.attr("__device_name__") = "cpu";
   m.attr("__isa__") = K.name;
   scipy_openblas_set_num_threads(1);  // our pool does the threading (see sgemm)
+  init_threads();
 
   py::class_<Array>(m, "Array", "A 64-byte aligned buffer of float32 on the host.")
       .def(py::init<int64_t>(), py::arg("size"))
@@ -81,7 +82,7 @@ PYBIND11_MODULE(_ext, m) {
   m.def("reduce_max", &reduce<false>, arg("a"), arg("out"), arg("reduce_size"));
 
   m.def("set_num_threads", &set_num_threads, arg("n"),
-        "Threads for every kernel of this backend.");
+        "Threads for every kernel of this backend: n >= 1, at most 4 per core.");
   m.def("get_num_threads", [] { return g_threads.load(); });
 
   m.def("empty_cache", &empty_cache,
