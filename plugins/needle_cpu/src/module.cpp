@@ -36,6 +36,17 @@ PYBIND11_MODULE(_ext, m) {
   m.attr("__isa__") = K.name;
   scipy_openblas_set_num_threads(1);  // our pool does the threading (see sgemm)
   init_threads();
+  // Whatever ran out of memory (a kernel's scratch space, say), the cached buffers go back to
+  // the system before the MemoryError reaches Python, so that trying again can succeed.
+  py::register_exception_translator([](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const std::bad_alloc&) {
+      empty_cache();
+      PyErr_SetString(PyExc_MemoryError,
+                      "needle-cpu: out of memory (its cached buffers were released)");
+    }
+  });
 
   py::class_<Array>(m, "Array", "A 64-byte aligned buffer of float32 on the host.")
       .def(py::init<int64_t>(), py::arg("size"))
