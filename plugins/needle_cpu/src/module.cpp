@@ -36,6 +36,8 @@ PYBIND11_MODULE(_ext, m) {
   m.attr("__isa__") = K.name;
   scipy_openblas_set_num_threads(1);  // our pool does the threading (see sgemm)
   init_threads();
+  const py::object main_thread = py::module_::import("threading").attr("main_thread")();
+  g_main_thread = main_thread.attr("ident").cast<unsigned long>();  // see MaybeRelease
   // Whatever ran out of memory (a kernel's scratch space, say), the cached buffers go back to
   // the system before the MemoryError reaches Python, so that trying again can succeed.
   py::register_exception_translator([](std::exception_ptr e) {

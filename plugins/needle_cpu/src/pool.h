@@ -190,11 +190,15 @@ inline std::atomic<int> g_kernels_without_gil{0};
 // Release the GIL for the lifetime of the guard when the work is big. The count goes up
 // before the GIL is released and down before it is taken back.
 //
-// The destructor may throw: a daemon thread that takes the GIL back while the interpreter
-// exits is ended by CPython with pthread_exit, whose unwinding must pass through here (through
-// a noexcept destructor, such as gil_scoped_release's, it is std::terminate: an abort at exit).
-// While another exception is already unwinding that is not possible, so such a thread stays
-// parked instead; the process is exiting and takes it down.
+// At interpreter exit CPython ends a daemon thread that asks for the GIL with pthread_exit.
+// Unwinding that through a noexcept destructor (gil_scoped_release's) is std::terminate, an
+// abort at exit; unwinding it at all runs destructors that drop Python references without the
+// GIL. So a kernel that ends, on another thread than the main one (which finalizes and may
+// still run kernels), once the interpreter is exiting parks its thread, as Python 3.14 does;
+// the process is exiting and takes it down. Should finalization begin between that check and
+// taking the GIL, the destructor may throw, so pthread_exit's unwinding gets through.
+inline unsigned long g_main_thread = 0;  // threading.main_thread().ident, set at import
+
 struct MaybeRelease {
   PyThreadState* saved = nullptr;
   explicit MaybeRelease(int64_t work) {
@@ -205,21 +209,17 @@ struct MaybeRelease {
   ~MaybeRelease() noexcept(false) {
     if (saved == nullptr) return;
     g_kernels_without_gil.fetch_sub(1, std::memory_order_acq_rel);
-    if (std::uncaught_exceptions() > 0 && interpreter_exiting())
+#if PY_VERSION_HEX >= 0x030D0000
+    const bool exiting = Py_IsFinalizing();
+#else
+    const bool exiting = _Py_IsFinalizing();
+#endif
+    if (exiting && PyThread_get_thread_ident() != g_main_thread)
       for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
     PyEval_RestoreThread(saved);
   }
   MaybeRelease(const MaybeRelease&) = delete;
   MaybeRelease& operator=(const MaybeRelease&) = delete;
-
- private:
-  static bool interpreter_exiting() {
-#if PY_VERSION_HEX >= 0x030D0000
-    return Py_IsFinalizing();
-#else
-    return _Py_IsFinalizing();
-#endif
-  }
 };
 
 // Array.free(): wait for kernels running without the GIL (none can start meanwhile: this

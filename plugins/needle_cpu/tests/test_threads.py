@@ -158,3 +158,25 @@ def test_set_num_threads_bounds() -> None:
             ext.set_num_threads(4 * CORES)  # the cap itself: no warning
     finally:
         ext.set_num_threads(before)
+
+
+LATE = """
+import os
+import needle_cpu._ext as e
+
+
+class Late:  # dropped while the interpreter finalizes: its kernel runs on the main thread
+    def __del__(self, e=e, write=os.write) -> None:
+        a, out = e.Array(1 << 20), e.Array(1 << 20)
+        e.fill(a, 1.0)
+        e.ewise_exp(a, out)  # big: releases and takes back the GIL
+        write(1, b"ran")
+
+
+late = Late()
+"""
+
+
+def test_a_kernel_on_the_main_thread_during_finalization_still_returns() -> None:
+    result = run_python(LATE, timeout=60)
+    assert result.returncode == 0 and result.stdout == "ran", result.stdout + result.stderr
