@@ -8,6 +8,10 @@ namespace needle_cpu {
 
 void fail(const std::string& msg) { throw pybind11::value_error(msg); }
 
+void warn(const std::string& msg) {
+  if (PyErr_WarnEx(PyExc_RuntimeWarning, msg.c_str(), 1) != 0) throw pybind11::error_already_set();
+}
+
 std::string str(const Shape& v) {
   std::string s = "(";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);

@@ -17,6 +17,7 @@ namespace needle_cpu {
 using Shape = std::vector<int64_t>;
 
 [[noreturn]] void fail(const std::string& msg);  // raises ValueError(msg)
+void warn(const std::string& msg);               // a RuntimeWarning (raises if made an error)
 std::string str(const Shape& v);                 // "(2, 3)", "(4,)"
 
 // Memory: buffers of at least kCacheMin bytes come from, and go back to, a cache of released

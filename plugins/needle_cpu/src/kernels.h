@@ -95,8 +95,9 @@ NDL_INLINE vf v_tanh(vf x) {
   p = p * z - splat(3.33332819422e-1f);
   vf small = p * z * x + x;
   vf big = splat(1.f) - splat(2.f) / (v_exp(ax + ax) + splat(1.f));
-  big = as_f(as_i(big) | (as_i(x) & int(0x80000000)));  // copy the sign of x
-  return select(ax < splat(0.625f), small, big);
+  vf r = select(ax < splat(0.625f), small, big);
+  // |r| with the sign of x: the polynomial gives +0 for -0, and big has no sign of its own.
+  return as_f((as_i(r) & 0x7fffffff) | (as_i(x) & int(0x80000000)));
 }
 
 // Apply f to whole vectors, then to a zero-padded last partial vector.
@@ -141,7 +142,8 @@ NDL_INLINE void map2(const float* __restrict a, const float* __restrict b, float
   }
 }
 
-NDL_INLINE vf v_max(vf a, vf b) { return select((a >= b) | (a != a), a, b); }  // NaN wins
+// numpy's maximum: NaN wins, and a tie (-0 and +0) gives b, as numpy's SIMD loops do.
+NDL_INLINE vf v_max(vf a, vf b) { return select((a > b) | (a != a), a, b); }
 NDL_INLINE vf v_bool(vi mask) { return as_f(mask & as_i(splat(1.f))); }     // 1.0 / 0.0
 
 // One entry per elementwise kernel; `op` numbers them (see Op in ops.h).
@@ -205,10 +207,10 @@ static float max_block(const float* a, int64_t n) {  // four accumulators hide t
   if (n >= 4 * W) {
     vf m0 = vload(a), m1 = vload(a + W), m2 = vload(a + 2 * W), m3 = vload(a + 3 * W);
     for (i = 4 * W; i + 4 * W <= n; i += 4 * W) {
-      m0 = v_max(vload(a + i), m0);
-      m1 = v_max(vload(a + i + W), m1);
-      m2 = v_max(vload(a + i + 2 * W), m2);
-      m3 = v_max(vload(a + i + 3 * W), m3);
+      m0 = v_max(m0, vload(a + i));
+      m1 = v_max(m1, vload(a + i + W));
+      m2 = v_max(m2, vload(a + i + 2 * W));
+      m3 = v_max(m3, vload(a + i + 3 * W));
     }
     m0 = v_max(v_max(m0, m1), v_max(m2, m3));
     m = m0[0];

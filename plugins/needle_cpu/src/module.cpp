@@ -35,6 +35,20 @@ PYBIND11_MODULE(_ext, m) {
   m.attr("__device_name__") = "cpu";
   m.attr("__isa__") = K.name;
   scipy_openblas_set_num_threads(1);  // our pool does the threading (see sgemm)
+  init_threads();
+  const py::object main_thread = py::module_::import("threading").attr("main_thread")();
+  g_main_thread = main_thread.attr("ident").cast<unsigned long>();  // see MaybeRelease
+  // Whatever ran out of memory (a kernel's scratch space, say), the cached buffers go back to
+  // the system before the MemoryError reaches Python, so that trying again can succeed.
+  py::register_exception_translator([](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const std::bad_alloc&) {
+      empty_cache();
+      PyErr_SetString(PyExc_MemoryError,
+                      "needle-cpu: out of memory (its cached buffers were released)");
+    }
+  });
 
   py::class_<Array>(m, "Array", "A 64-byte aligned buffer of float32 on the host.")
       .def(py::init<int64_t>(), py::arg("size"))
@@ -81,7 +95,7 @@ PYBIND11_MODULE(_ext, m) {
   m.def("reduce_max", &reduce<false>, arg("a"), arg("out"), arg("reduce_size"));
 
   m.def("set_num_threads", &set_num_threads, arg("n"),
-        "Threads for every kernel of this backend.");
+        "Threads for every kernel of this backend: n >= 1, at most 4 per core.");
   m.def("get_num_threads", [] { return g_threads.load(); });
 
   m.def("empty_cache", &empty_cache,

@@ -21,8 +21,7 @@ void scalar_setitem(int64_t size, float val, Array& out, const Shape& shape,
                     const Shape& strides, int64_t offset);
 pybind11::array_t<float> to_numpy(const Array& a, const Shape& shape, const Shape& strides,
                             int64_t offset);
-void from_numpy(pybind11::array_t<float, pybind11::array::c_style | pybind11::array::forcecast> arr,
-                Array& out);
+void from_numpy(const pybind11::object& data, Array& out);  // data: anything numpy converts
 void fill(Array& out, float val);
 
 // elementwise.cpp: elementwise ops and reductions. Op numbers the kernels' `op` argument.

@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
-#include <optional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -151,7 +150,13 @@ extern std::atomic<int> g_threads;
 // A caller holds it for its job; the pool it replaced is joined once its last job is done.
 std::shared_ptr<Pool> pool();
 
-void set_num_threads(int64_t n);  // n >= 1 (else ValueError), at most 1024
+// n >= 1 (else ValueError); more than max_threads() is cut to it with a RuntimeWarning.
+void set_num_threads(int64_t n);
+int max_threads();  // 4 x the cores this process may use: more only adds spinning workers
+
+// At import: g_threads from NEEDLE_NUM_THREADS (a whole number >= 1; anything else, or too
+// many, gives a RuntimeWarning and the default or the cap), else the cores this process may use.
+void init_threads();
 
 // Below this many elements a kernel runs on the calling thread with the GIL held.
 constexpr int64_t kParallel = 1 << 15;
@@ -183,17 +188,35 @@ void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
 inline std::atomic<int> g_kernels_without_gil{0};
 
 // Release the GIL for the lifetime of the guard when the work is big. The count goes up
-// before the GIL is released and down before it is taken back (the destructor's body runs
-// before the members are destroyed).
+// before the GIL is released and down before it is taken back.
+//
+// At interpreter exit CPython ends a daemon thread that asks for the GIL with pthread_exit.
+// Unwinding that through a noexcept destructor (gil_scoped_release's) is std::terminate, an
+// abort at exit; unwinding it at all runs destructors that drop Python references without the
+// GIL. So a kernel that ends, on another thread than the main one (which finalizes and may
+// still run kernels), once the interpreter is exiting parks its thread, as Python 3.14 does;
+// the process is exiting and takes it down. Should finalization begin between that check and
+// taking the GIL, the destructor may throw, so pthread_exit's unwinding gets through.
+inline unsigned long g_main_thread = 0;  // threading.main_thread().ident, set at import
+
 struct MaybeRelease {
-  std::optional<pybind11::gil_scoped_release> release;
+  PyThreadState* saved = nullptr;
   explicit MaybeRelease(int64_t work) {
     if (work < kParallel) return;
     g_kernels_without_gil.fetch_add(1, std::memory_order_acq_rel);
-    release.emplace();
+    saved = PyEval_SaveThread();
   }
-  ~MaybeRelease() {
-    if (release) g_kernels_without_gil.fetch_sub(1, std::memory_order_acq_rel);
+  ~MaybeRelease() noexcept(false) {
+    if (saved == nullptr) return;
+    g_kernels_without_gil.fetch_sub(1, std::memory_order_acq_rel);
+#if PY_VERSION_HEX >= 0x030D0000
+    const bool exiting = Py_IsFinalizing();
+#else
+    const bool exiting = _Py_IsFinalizing();
+#endif
+    if (exiting && PyThread_get_thread_ident() != g_main_thread)
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+    PyEval_RestoreThread(saved);
   }
   MaybeRelease(const MaybeRelease&) = delete;
   MaybeRelease& operator=(const MaybeRelease&) = delete;

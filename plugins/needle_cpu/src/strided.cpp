@@ -14,6 +14,19 @@ namespace py = pybind11;
 
 namespace {
 
+// make() (a numpy array), once more after handing the buffer cache back to the system if it
+// runs out of memory: cached buffers must not be what stands between a caller and its array.
+template <class F>
+auto with_cache_released_on_oom(F make) {
+  try {
+    return make();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_MemoryError) || cache_info().bytes == 0) throw;
+  }
+  empty_cache();
+  return make();
+}
+
 // dst[view] = src[view] for two strided views of one shape (compact, setitem, fill).
 void strided_copy(const float* src, float* dst, const Shape& shape0, const Shape& ss0,
                   const Shape& ds0) {
@@ -152,7 +165,8 @@ py::array_t<float> to_numpy(const Array& a, const Shape& shape, const Shape& str
   check_dims(shape);
   int64_t n = check_view(a.size(), shape, strides, offset);
   // A new C-contiguous array, never a view of `a`.
-  py::array_t<float> result(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  auto result = with_cache_released_on_oom(
+      [&] { return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end())); });
   if (n == 0) return result;
   const float* src = a.data() + offset;
   float* dst = result.mutable_data();
@@ -163,7 +177,11 @@ py::array_t<float> to_numpy(const Array& a, const Shape& shape, const Shape& str
   return result;
 }
 
-void from_numpy(py::array_t<float, py::array::c_style | py::array::forcecast> arr, Array& out) {
+void from_numpy(const py::object& data, Array& out) {
+  // Converted here rather than by pybind11's caster, which reports any failure to convert
+  // (numpy's MemoryError included) as a TypeError about the arguments.
+  using Floats = py::array_t<float, py::array::c_style | py::array::forcecast>;
+  const auto arr = with_cache_released_on_oom([&] { return Floats(data); });
   if (arr.size() != out.size())
     fail("from_numpy: the array has " + std::to_string(arr.size()) + " elements, out has " +
          std::to_string(out.size()));

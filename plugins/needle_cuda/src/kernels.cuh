@@ -275,6 +275,13 @@ struct Div {
 struct Pow {
   __device__ float operator()(float x, float y) const { return powf(x, y); }
 };
+// numpy's power by a scalar exponent takes sqrt for 0.5 and x * x for 2 (so -0.0 ** 0.5 is -0.0
+// and -inf ** 0.5 is NaN, where powf gives +0.0 and +inf); an array exponent takes powf.
+struct ScalarPow {
+  __device__ float operator()(float x, float y) const {
+    return y == 0.5f ? sqrtf(x) : y == 2.f ? x * x : powf(x, y);
+  }
+};
 // numpy's maximum: NaN in either operand gives NaN.
 struct Max {
   __device__ float operator()(float x, float y) const { return (x > y || x != x) ? x : y; }

@@ -439,7 +439,7 @@ PYBIND11_MODULE(_ext, m) {
   NEEDLE_SCALAR(scalar_add, Add);
   NEEDLE_SCALAR(scalar_mul, Mul);
   NEEDLE_SCALAR(scalar_div, Div);
-  NEEDLE_SCALAR(scalar_power, Pow);
+  NEEDLE_SCALAR(scalar_power, ScalarPow);
   NEEDLE_SCALAR(scalar_maximum, Max);
   NEEDLE_SCALAR(scalar_eq, Eq);
   NEEDLE_SCALAR(scalar_ge, Ge);

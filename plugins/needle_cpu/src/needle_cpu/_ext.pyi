@@ -54,7 +54,8 @@ def conv2d(
 def reduce_sum(a: Array, out: Array, reduce_size: int) -> None: ...
 def reduce_max(a: Array, out: Array, reduce_size: int) -> None: ...
 def set_num_threads(n: int) -> None:
-    """Threads for every kernel: n >= 1 (else ValueError), capped at 1024."""
+    """Threads for every kernel: n >= 1 (else ValueError); more than 4 per core (the cores
+    ``sched_getaffinity`` allows) is cut to that with a RuntimeWarning."""
 
 def get_num_threads() -> int: ...
 def empty_cache() -> None:
