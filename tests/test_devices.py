@@ -126,3 +126,25 @@ def test_random_helpers_draw_from_numpy_global_rng(device, draw) -> None:
     np.random.seed(3)
     want = getattr(np.random, draw)(3, 4).astype(np.float32)
     np.testing.assert_array_equal(got, want, err_msg=f"{device.name}.{draw} vs np.random.{draw}")
+
+
+def test_out_of_memory_on_the_host_empties_the_device_cache_and_retries(backends, device):
+    """numpy's allocations inside needle get the memory a backend's buffer cache holds."""
+    calls = {"empty_cache": 0, "to_numpy": 0}
+
+    def empty_cache() -> None:
+        calls["empty_cache"] += 1
+
+    def to_numpy(*args):
+        calls["to_numpy"] += 1
+        if calls["empty_cache"] == 0:
+            raise MemoryError("the cache holds the memory")
+        return device.mod.to_numpy(*args)
+
+    backends.register(
+        "tight", backends.clone(device.mod, "tight", empty_cache=empty_cache, to_numpy=to_numpy)
+    )
+    tight = ndl.device("tight")
+    x = ndl.NDArray(np.arange(4, dtype=np.float32), device=tight)
+    np.testing.assert_array_equal(x.numpy(), np.arange(4))
+    assert calls == {"empty_cache": 1, "to_numpy": 2}

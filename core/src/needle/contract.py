@@ -266,7 +266,6 @@ KERNELS: tuple[Kernel, ...] = (
         "device",
         "wait until every kernel launched so far has finished",
         optional=True,
-        since=2,
     ),
     Kernel(
         "empty_cache",
@@ -274,7 +273,6 @@ KERNELS: tuple[Kernel, ...] = (
         "device",
         "return cached free buffers to the system",
         optional=True,
-        since=2,
     ),
     Kernel(
         "memory_stats",
@@ -282,7 +280,6 @@ KERNELS: tuple[Kernel, ...] = (
         "device",
         "a dict of int counters about the backend's memory (e.g. cached_bytes, hits, misses)",
         optional=True,
-        since=2,
     ),
 )
 

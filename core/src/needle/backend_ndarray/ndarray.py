@@ -42,6 +42,16 @@ def _as_device(dev: BackendDevice | str | None) -> BackendDevice:
     return _lookup_device(dev)
 
 
+def _freeing_caches(device: BackendDevice, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; when the host runs out of memory, the device's buffer cache
+    is emptied (memory numpy may then take) and ``fn`` tried once more."""
+    try:
+        return fn(*args, **kwargs)
+    except MemoryError:
+        device.empty_cache()
+        return fn(*args, **kwargs)
+
+
 def _unsupported(device: BackendDevice, kernel: str, dtype: str, group: str) -> dt.DTypeError:
     if not device.enabled():
         device.mod.fail()
@@ -174,7 +184,8 @@ class NDArray:
             target = "float32"
         if arr.dtype.name == "uint64" and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise OverflowError("uint64 data holds values beyond int64, needle's widest integer")
-        arr = np.asarray(arr, dtype=target, order="C")  # (ascontiguousarray makes 0-d 1-d)
+        # (np.ascontiguousarray would make 0-d data 1-d)
+        arr = _freeing_caches(dev, np.asarray, arr, dtype=target, order="C")
         out = NDArray.make(arr.shape, device=dev, dtype=target)
         if arr.size:
             dev.mod.from_numpy(arr, out._handle)
@@ -231,7 +242,10 @@ class NDArray:
         """A new numpy array with the view's contents (never aliases device memory)."""
         if self._size == 0:
             return np.zeros(self._shape, dtype=self._dtype)
-        return self._device.mod.to_numpy(self._handle, self._shape, self._strides, self._offset)
+        dev = self._device
+        return _freeing_caches(
+            dev, dev.mod.to_numpy, self._handle, self._shape, self._strides, self._offset
+        )
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self.numpy()
