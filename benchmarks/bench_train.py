@@ -10,8 +10,11 @@ in one process, and prints time per step, samples per second and speed ratios:
   vocabulary 10,000.
 
 Then a memory check: 1,000 training steps of MLPResNet through a DataLoader on each needle
-backend, reporting live ``needle.Tensor`` objects (counted through ``gc``) and the process
-RSS at the start, middle and end; both should stay flat.
+backend, reporting live ``needle.Tensor`` objects (counted through ``gc``), the process
+RSS at the start, middle and end (both should stay flat) and the mean time per step. It
+runs the course's loop (``loss.backward()``: gradients keep their graph, every node gets
+``.grad``) and the lean one (``loss.backward(create_graph=False)``, as needle's training
+helpers do).
 
     python benchmarks/bench_train.py                      # everything
     python benchmarks/bench_train.py --only mlp --no-memory
@@ -183,8 +186,13 @@ def _live_tensors() -> int:
     return sum(1 for o in gc.get_objects() if issubclass(type(o), Tensor))
 
 
-def memory_check(device: Any, steps: int) -> list[tuple[int, int, float]]:
-    """``(step, live tensors, RSS MiB)`` after 10 warm-up steps, at the middle and the end."""
+def memory_check(
+    device: Any, steps: int, create_graph: bool = True
+) -> tuple[list[tuple[int, int, float]], float]:
+    """``(step, live tensors, RSS MiB)`` after 10 warm-up steps, at the middle and the end,
+    and the mean seconds per step (the bookkeeping excluded)."""
+    import time
+
     from needle import data, models, nn, optim
 
     np.random.seed(0)
@@ -196,20 +204,24 @@ def memory_check(device: Any, steps: int) -> list[tuple[int, int, float]]:
     loss_fn = nn.SoftmaxLoss()
     marks = {10: "start", 10 + steps // 2: "middle", 10 + steps: "end"}
     out: list[tuple[int, int, float]] = []
-    done = 0
+    done, elapsed = 0, 0.0
     while done < 10 + steps:
+        start = time.perf_counter()
         for X, y in loader:
             loss = loss_fn(model(X), y)
             opt.reset_grad()
-            loss.backward()
+            loss.backward(create_graph=create_graph)
             opt.step()
             loss.numpy()
             done += 1
             if done in marks:
-                del X, y, loss
-                out.append((done - 10, _live_tensors(), _rss_mib()))
                 break
-    return out
+        if done > 10:
+            elapsed += time.perf_counter() - start
+        if done in marks:
+            del X, y, loss
+            out.append((done - 10, _live_tensors(), _rss_mib()))
+    return out, elapsed / max(1, done - 10)
 
 
 # --------------------------------------------------------------------------- main
@@ -250,9 +262,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"\nmemory check: {args.memory_steps} MLPResNet training steps (batch 100)")
     for dev in devices:
-        marks = memory_check(dev, args.memory_steps)
-        cells = "  ".join(f"step {s}: {n} tensors, {rss:.1f} MiB" for s, n, rss in marks)
-        print(f"  {dev.name:8s} {cells}", flush=True)
+        for mode, create_graph in (("course", True), ("lean", False)):
+            marks, per_step = memory_check(dev, args.memory_steps, create_graph)
+            cells = "  ".join(f"step {s}: {n} tensors, {rss:.1f} MiB" for s, n, rss in marks)
+            print(f"  {dev.name:8s} {mode:6s} {per_step * 1e3:6.2f} ms/step  {cells}", flush=True)
 
 
 if __name__ == "__main__":
