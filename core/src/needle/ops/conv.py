@@ -6,61 +6,11 @@ import operator
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
+from ..backend_ndarray.compose import Padding, conv2d, pair
 from .elementwise import _like
 from .movement import Dilate, Flip, GetItem, Pad, Transpose
 
 __all__ = ["Conv", "ConvWeightGrad", "conv", "conv_weight_grad"]
-
-Padding = int | tuple[int, int]
-
-
-def _pair(padding: Padding) -> tuple[int, int]:
-    if isinstance(padding, (tuple, list)):
-        ph, pw = (operator.index(p) for p in padding)
-    else:
-        ph = pw = operator.index(padding)
-    return ph, pw
-
-
-def conv2d(a: NDArray, b: NDArray, stride: int, padding: Padding) -> NDArray:
-    """Forward convolution on NDArrays: the backend's ``conv2d`` when it declares one (square
-    kernels, equal padding), else im2col (one strided view, one compact) and one matmul."""
-    if a.ndim != 4 or b.ndim != 4:
-        raise ValueError(
-            f"conv needs an NHWC input and a (K, K, Cin, Cout) weight, got shapes {a.shape} "
-            f"and {b.shape}"
-        )
-    n, h, w, cin = a.shape
-    kh, kw, cin2, cout = b.shape
-    if cin != cin2:
-        raise ValueError(f"conv input has {cin} channels, the weight expects {cin2} ({b.shape})")
-    if a.device != b.device:
-        raise ValueError(f"conv got arrays on {a.device.name} and {b.device.name}")
-    a, b = a._matmul_operands(b)
-    ph, pw = _pair(padding)
-    ho, wo = (h + 2 * ph - kh) // stride + 1, (w + 2 * pw - kw) // stride + 1
-    if ho <= 0 or wo <= 0:
-        raise ValueError(
-            f"conv kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
-        )
-    out = NDArray.make((n, ho, wo, cout), device=a.device, dtype=a.dtype)
-    if out.size == 0:
-        return out
-    if a.size == 0 or b.size == 0:
-        out.fill(0.0)
-        return out
-    if kh == kw and ph == pw and a.device.has("conv2d"):
-        a.device.mod.conv2d(
-            a.compact().handle, b.compact().handle, out.handle,
-            n, h, w, cin, cout, kh, stride, ph,
-        )  # fmt: skip
-        return out
-    if ph or pw:
-        a = a.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    sn, sh, sw, sc = a.strides
-    cols = a.as_strided((n, ho, wo, kh, kw, cin), (sn, sh * stride, sw * stride, sh, sw, sc))
-    patches = cols.compact().reshape((n * ho * wo, kh * kw * cin))
-    return (patches @ b.compact().reshape((kh * kw * cin, cout))).reshape((n, ho, wo, cout))
 
 
 class Conv(TensorOp):
@@ -71,7 +21,7 @@ class Conv(TensorOp):
 
     def __init__(self, stride: int = 1, padding: Padding = 0) -> None:
         self.stride = operator.index(stride)
-        self.padding = _pair(padding)
+        self.padding = pair(padding)
         if self.stride < 1 or min(self.padding) < 0:
             raise ValueError(f"conv needs stride >= 1 and padding >= 0, got {stride}, {padding}")
 
@@ -137,7 +87,7 @@ class ConvWeightGrad(TensorOp):
     def __init__(self, kernel: tuple[int, int], stride: int = 1, padding: Padding = 0) -> None:
         self.kernel = tuple(operator.index(k) for k in kernel)
         self.stride = operator.index(stride)
-        self.padding = _pair(padding)
+        self.padding = pair(padding)
         if len(self.kernel) != 2 or min(self.kernel) < 1:
             raise ValueError(f"conv_weight_grad needs a (KH, KW) kernel >= 1, got {kernel}")
         if self.stride < 1 or min(self.padding) < 0:

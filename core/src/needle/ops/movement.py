@@ -9,6 +9,7 @@ from typing import Any
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import strides as st
+from ..backend_ndarray.compose import scatter_add_rows, take_rows
 
 __all__ = [
     "Transpose", "Permute", "Reshape", "BroadcastTo", "Flip", "Dilate", "UnDilate",
@@ -206,20 +207,6 @@ class Pad(TensorOp):
         return GetItem(tuple(slice(b, b + d) for d, (b, _) in zip(shape, self.axes)))(out_grad)
 
 
-def _row_copies(src: NDArray, dst: NDArray, moves: Sequence[tuple[int, int]], width: int) -> None:
-    """Copy row ``i`` of compact ``src`` to row ``j`` of compact ``dst`` for each ``(i, j)``.
-
-    Two contract calls per row through a one-row buffer (``compact`` reads a row at any
-    offset, ``ewise_setitem`` writes one at any offset).
-    """
-    mod = src.device.mod
-    row = NDArray.make((width,), device=src.device, dtype=src.dtype).handle
-    shape, strides = (width,), (1,)
-    for i, j in moves:
-        mod.compact(src.handle, row, shape, strides, i * width)
-        mod.ewise_setitem(row, dst.handle, shape, strides, j * width)
-
-
 def _check_rows(rows: Sequence[int], count: int) -> tuple[int, ...]:
     rows = tuple(operator.index(i) for i in rows)
     for i in rows:
@@ -242,11 +229,7 @@ class Take(TensorOp):
         if a.ndim < 1:
             raise ValueError("take needs an array of at least one dimension")
         rows = _check_rows(self.indices, a.shape[0])
-        out = NDArray.make((len(rows),) + a.shape[1:], device=a.device, dtype=a.dtype)
-        width = st.prod(a.shape[1:])
-        if out.size:
-            _row_copies(a.compact(), out, [(i, j) for j, i in enumerate(rows)], width)
-        return out
+        return take_rows(a, rows)
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
         return _ScatterAddRows(self.indices, node.inputs[0].shape[0])(out_grad)
@@ -260,22 +243,7 @@ class _ScatterAddRows(TensorOp):
         self.indices, self.count = tuple(indices), count
 
     def compute(self, a: NDArray) -> NDArray:
-        out = a.device.full((self.count,) + a.shape[1:], 0, a.dtype)
-        width = st.prod(a.shape[1:])
-        if not out.size or not a.size:
-            return out
-        a = a.compact()
-        first: dict[int, int] = {}  # target row -> first source row
-        repeats: list[tuple[int, int]] = []
-        for j, i in enumerate(self.indices):
-            if i in first:
-                repeats.append((j, i))
-            else:
-                first[i] = j
-        _row_copies(a, out, [(j, i) for i, j in first.items()], width)
-        for j, i in repeats:  # a repeated index: add its row (rare; a view sum per repeat)
-            out[i] = out[i] + a[j]
-        return out
+        return scatter_add_rows(a, self.indices, self.count)
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
         return Take(self.indices)(out_grad)

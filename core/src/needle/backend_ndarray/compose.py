@@ -1,0 +1,144 @@
+"""Array operations composed of kernels: where NDArray chooses between an optional kernel
+and a composition of the required ones (ops call these; they never reach a backend).
+
+* :func:`batched_matmul`: numpy's batch broadcasting; ``bmm`` when declared, else one
+  ``matmul`` per matrix (one big ``matmul`` when the right side is shared).
+* :func:`conv2d`: ``conv2d`` when declared (square kernels, equal padding), else im2col.
+* :func:`take_rows`, :func:`scatter_add_rows`: gathers and scatters of rows.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+from . import strides as st
+from .ndarray import NDArray
+
+__all__ = ["Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows"]
+
+Padding = int | tuple[int, int]
+
+
+def pair(padding: Padding) -> tuple[int, int]:
+    """``(rows, columns)`` of zero padding from an int or a pair."""
+    if isinstance(padding, (tuple, list)):
+        ph, pw = (operator.index(p) for p in padding)
+    else:
+        ph = pw = operator.index(padding)
+    return ph, pw
+
+
+def batched_matmul(a: NDArray, b: NDArray) -> NDArray:
+    """``a @ b`` on NDArrays of at least 2 dimensions, numpy's batch broadcasting rules."""
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul needs at least 2-D operands, got shapes {a.shape} and {b.shape}")
+    if a.device != b.device:
+        raise ValueError(f"matmul got arrays on {a.device.name} and {b.device.name}")
+    (m, n), (n2, p) = a.shape[-2:], b.shape[-2:]
+    if n != n2:
+        raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not align ({n} != {n2})")
+    if a.ndim == 2 and b.ndim == 2:
+        return a @ b
+    a, b = a._matmul_operands(b)
+    batch = st.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if b.ndim == 2 and a.shape[:-2] == batch:  # (..., m, n) @ (n, p): one big product
+        return (a.reshape((st.prod(batch) * m, n)) @ b).reshape(batch + (m, p))
+    count = st.prod(batch)
+    lhs = a.broadcast_to(batch + (m, n)).compact().reshape((count, m, n))
+    rhs = b.broadcast_to(batch + (n, p)).compact().reshape((count, n, p))
+    out = NDArray.make((count, m, p), device=a.device, dtype=lhs.dtype)
+    if out.size == 0:
+        return out.reshape(batch + (m, p))
+    if n == 0:
+        out.fill(0.0)
+    elif a.device.has("bmm"):
+        a.device.mod.bmm(lhs.handle, rhs.handle, out.handle, count, m, n, p)
+    else:
+        for i in range(count):
+            out[i] = lhs[i] @ rhs[i]
+    return out.reshape(batch + (m, p))
+
+
+def conv2d(a: NDArray, b: NDArray, stride: int, padding: Padding) -> NDArray:
+    """Forward convolution on NDArrays: the backend's ``conv2d`` when it declares one (square
+    kernels, equal padding), else im2col (one strided view, one compact) and one matmul."""
+    if a.ndim != 4 or b.ndim != 4:
+        raise ValueError(
+            f"conv needs an NHWC input and a (K, K, Cin, Cout) weight, got shapes {a.shape} "
+            f"and {b.shape}"
+        )
+    n, h, w, cin = a.shape
+    kh, kw, cin2, cout = b.shape
+    if cin != cin2:
+        raise ValueError(f"conv input has {cin} channels, the weight expects {cin2} ({b.shape})")
+    if a.device != b.device:
+        raise ValueError(f"conv got arrays on {a.device.name} and {b.device.name}")
+    a, b = a._matmul_operands(b)
+    ph, pw = pair(padding)
+    ho, wo = (h + 2 * ph - kh) // stride + 1, (w + 2 * pw - kw) // stride + 1
+    if ho <= 0 or wo <= 0:
+        raise ValueError(
+            f"conv kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
+        )
+    out = NDArray.make((n, ho, wo, cout), device=a.device, dtype=a.dtype)
+    if out.size == 0:
+        return out
+    if a.size == 0 or b.size == 0:
+        out.fill(0.0)
+        return out
+    if kh == kw and ph == pw and a.device.has("conv2d"):
+        a.device.mod.conv2d(
+            a.compact().handle, b.compact().handle, out.handle,
+            n, h, w, cin, cout, kh, stride, ph,
+        )  # fmt: skip
+        return out
+    if ph or pw:
+        a = a.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    sn, sh, sw, sc = a.strides
+    cols = a.as_strided((n, ho, wo, kh, kw, cin), (sn, sh * stride, sw * stride, sh, sw, sc))
+    patches = cols.compact().reshape((n * ho * wo, kh * kw * cin))
+    return (patches @ b.compact().reshape((kh * kw * cin, cout))).reshape((n, ho, wo, cout))
+
+
+def _row_copies(src: NDArray, dst: NDArray, moves: Sequence[tuple[int, int]], width: int) -> None:
+    """Copy row ``i`` of compact ``src`` to row ``j`` of compact ``dst`` for each ``(i, j)``.
+
+    Two contract calls per row through a one-row buffer (``compact`` reads a row at any
+    offset, ``ewise_setitem`` writes one at any offset).
+    """
+    mod = src.device.mod
+    row = NDArray.make((width,), device=src.device, dtype=src.dtype).handle
+    shape, strides = (width,), (1,)
+    for i, j in moves:
+        mod.compact(src.handle, row, shape, strides, i * width)
+        mod.ewise_setitem(row, dst.handle, shape, strides, j * width)
+
+
+def take_rows(a: NDArray, rows: Sequence[int]) -> NDArray:
+    """Rows ``rows`` of ``a`` along axis 0 (checked indices), as a new array."""
+    out = NDArray.make((len(rows),) + a.shape[1:], device=a.device, dtype=a.dtype)
+    width = st.prod(a.shape[1:])
+    if out.size:
+        _row_copies(a.compact(), out, [(i, j) for j, i in enumerate(rows)], width)
+    return out
+
+
+def scatter_add_rows(a: NDArray, indices: Sequence[int], count: int) -> NDArray:
+    """Zeros of ``count`` rows with row ``j`` of ``a`` added into row ``indices[j]``."""
+    out = a.device.full((count,) + a.shape[1:], 0, a.dtype)
+    width = st.prod(a.shape[1:])
+    if not out.size or not a.size:
+        return out
+    a = a.compact()
+    first: dict[int, int] = {}  # target row -> first source row
+    repeats: list[tuple[int, int]] = []
+    for j, i in enumerate(indices):
+        if i in first:
+            repeats.append((j, i))
+        else:
+            first[i] = j
+    _row_copies(a, out, [(j, i) for i, j in first.items()], width)
+    for j, i in repeats:  # a repeated index: add its row (rare; a view sum per repeat)
+        out[i] = out[i] + a[j]
+    return out
