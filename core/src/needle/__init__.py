@@ -37,6 +37,7 @@ from .devices import (
     default_device,
     device,
 )
+from .replay import JitError, jit
 
 __version__ = "0.1.0"
 
@@ -72,6 +73,8 @@ __all__ = [
     "all_devices",
     "no_grad",
     "enable_grad",
+    "jit",
+    "JitError",
     "is_grad_enabled",
     "ops",
     "__version__",

@@ -161,11 +161,13 @@ class BackendDevice:
 
     def rand(self, *shape: Any, dtype: Any = "float32") -> Any:
         """Uniform [0, 1) numbers drawn on the host by ``np.random.rand``."""
-        return self._from_host(np.random.rand(*_shape_arg(shape)), dtype)
+        shape = _shape_arg(shape)
+        return self._draw(lambda: np.random.rand(*shape), dtype)
 
     def randn(self, *shape: Any, dtype: Any = "float32") -> Any:
         """Standard normal numbers drawn on the host by ``np.random.randn``."""
-        return self._from_host(np.random.randn(*_shape_arg(shape)), dtype)
+        shape = _shape_arg(shape)
+        return self._draw(lambda: np.random.randn(*shape), dtype)
 
     def one_hot(self, n: int, i: Any, dtype: Any = "float32") -> Any:
         """Rows of the ``n``-by-``n`` identity picked by the integer labels ``i``."""
@@ -183,6 +185,12 @@ class BackendDevice:
         out = np.zeros((flat.size, n), dtype=np.float32)
         out[np.arange(flat.size), flat] = 1.0
         return self._from_host(out.reshape(labels.shape + (n,)), dtype)
+
+    def _draw(self, make: Any, dtype: Any) -> Any:
+        """Host random numbers as an NDArray (drawn again by every :func:`needle.jit` replay)."""
+        from .replay import host_array
+
+        return host_array(make, self, dtype)
 
     def _from_host(self, arr: np.ndarray, dtype: Any) -> Any:
         from .backend_ndarray import NDArray

@@ -10,7 +10,7 @@ in the order its modules are created.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from .autograd import Tensor
 from .backend_ndarray.dtypes import canonical
 from .devices import BackendDevice, default_device
 from .devices import device as _lookup_device
+from .replay import host_array
 
 __all__ = [
     "rand",
@@ -57,10 +58,12 @@ def _dtype(dtype: Any) -> str:
     return "float32" if dtype is None else canonical(dtype)
 
 
-def _from_host(array: np.ndarray, device: DeviceLike, dtype: Any, requires_grad: bool) -> Tensor:
-    return Tensor(
-        np.asarray(array), device=_device(device), dtype=_dtype(dtype), requires_grad=requires_grad
-    )
+def _from_host(
+    draw: Callable[[], np.ndarray], device: DeviceLike, dtype: Any, requires_grad: bool
+) -> Tensor:
+    """A tensor of the host numbers ``draw()`` makes; a :func:`needle.jit` replay draws again."""
+    data = host_array(lambda: np.asarray(draw()), _device(device), _dtype(dtype))
+    return Tensor(data, requires_grad=requires_grad)
 
 
 def rand(
@@ -84,8 +87,10 @@ def rand(
     Returns:
         A new leaf tensor, drawn by ``np.random.rand``.
     """
-    draw = np.random.rand(*_shape(shape))
-    return _from_host(draw * (high - low) + low, device, dtype, requires_grad)
+    shape = _shape(shape)
+    return _from_host(
+        lambda: np.random.rand(*shape) * (high - low) + low, device, dtype, requires_grad
+    )
 
 
 def randn(
@@ -106,8 +111,8 @@ def randn(
         dtype: the dtype (float32 by default).
         requires_grad: whether the result needs a gradient.
     """
-    draw = np.random.randn(*_shape(shape))
-    return _from_host(draw * std + mean, device, dtype, requires_grad)
+    shape = _shape(shape)
+    return _from_host(lambda: np.random.randn(*shape) * std + mean, device, dtype, requires_grad)
 
 
 def constant(
@@ -160,8 +165,8 @@ def randb(
         dtype: ``"bool"`` (the course's default) or a number dtype (1 and 0).
         requires_grad: whether the result needs a gradient (float dtypes only).
     """
-    draw = np.random.rand(*_shape(shape)) <= p
-    return _from_host(draw, device, dtype, requires_grad)
+    shape = _shape(shape)
+    return _from_host(lambda: np.random.rand(*shape) <= p, device, dtype, requires_grad)
 
 
 def one_hot(

@@ -5,17 +5,25 @@ and a composition of the required ones (ops call these; they never reach a backe
   ``matmul`` per matrix (one big ``matmul`` when the right side is shared).
 * :func:`conv2d`: ``conv2d`` when declared (square kernels, equal padding), else im2col.
 * :func:`take_rows`, :func:`scatter_add_rows`: gathers and scatters of rows.
+* :func:`assign`: write an array into another's buffer (state updated in place).
+* :func:`sgd_update`, :func:`adam_update`: optimizer updates of many parameters, in place;
+  the backend's ``sgd_update``/``adam_update`` when declared (one call for all of them),
+  else a composition of elementwise kernels whose last write goes to the state's buffer.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import Any
 
 from . import strides as st
 from .ndarray import NDArray
 
-__all__ = ["Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows"]
+__all__ = [
+    "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
+    "sgd_update", "adam_update",
+]  # fmt: skip
 
 Padding = int | tuple[int, int]
 
@@ -142,3 +150,119 @@ def scatter_add_rows(a: NDArray, indices: Sequence[int], count: int) -> NDArray:
     for j, i in repeats:  # a repeated index: add its row (rare; a view sum per repeat)
         out[i] = out[i] + a[j]
     return out
+
+
+def assign(target: NDArray, value: NDArray) -> None:
+    """Write ``value`` (same shape; cast to ``target``'s dtype) into compact ``target``'s buffer."""
+    if value.shape != target.shape:
+        raise ValueError(f"cannot assign shape {value.shape} to shape {target.shape}")
+    if not target.is_compact():
+        raise ValueError("assign writes into a compact array only")
+    value = value._cast(target.dtype)
+    if target.size:
+        target.device.mod.compact(
+            value.handle, target.handle, value.shape, value.strides, value.offset
+        )
+
+
+def _kernel(device: Any, name: str, *args: Any) -> None:
+    getattr(device.mod, name)(*args)
+
+
+def _check_state(kind: str, *groups: Sequence[NDArray]) -> tuple[Any, str]:
+    first = groups[0][0]
+    device, dtype = first.device, first.dtype
+    for group in groups:
+        for x in group:
+            if x.device != device or x.dtype != dtype or not x.is_compact():
+                raise ValueError(
+                    f"{kind}: every parameter, gradient and state must be a compact {dtype} "
+                    f"array on {device.name}; got a {x.dtype} array on {x.device.name}"
+                )
+    return device, dtype
+
+
+def sgd_update(
+    params: Sequence[NDArray],
+    grads: Sequence[NDArray],
+    momenta: Sequence[NDArray],
+    scalars: Sequence[float],
+) -> None:
+    """In place, for each parameter ``w`` with gradient ``g`` and momentum ``u``:
+    ``g += w * wd`` (when ``wd``), ``u = u * b + g * (1 - b)``, ``w = w + u * neg_lr``.
+
+    ``scalars`` is ``(b, 1 - b, neg_lr, wd)`` (Python floats or host scalars of a trace).
+    Every array is compact, of one dtype and on one device.
+    """
+    if not params:
+        return
+    device, dtype = _check_state("sgd_update", params, grads, momenta)
+    b, one_minus_b, neg_lr, wd = scalars
+    if device.has("sgd_update"):
+        device.mod.sgd_update(
+            tuple(w.handle for w in params), tuple(g.handle for g in grads),
+            tuple(u.handle for u in momenta), b, one_minus_b, neg_lr, wd,
+        )  # fmt: skip
+        return
+    for w, g, u in zip(params, grads, momenta):
+        if w.size == 0:
+            continue
+        tmp = w._fresh().handle
+        grad = g.handle
+        if wd:
+            _kernel(device, "scalar_mul", w.handle, wd, tmp)
+            grad = w._fresh().handle
+            _kernel(device, "ewise_add", g.handle, tmp, grad)
+        _kernel(device, "scalar_mul", u.handle, b, u.handle)
+        _kernel(device, "scalar_mul", grad, one_minus_b, tmp)
+        _kernel(device, "ewise_add", u.handle, tmp, u.handle)
+        _kernel(device, "scalar_mul", u.handle, neg_lr, tmp)
+        _kernel(device, "ewise_add", w.handle, tmp, w.handle)
+
+
+def adam_update(
+    params: Sequence[NDArray],
+    grads: Sequence[NDArray],
+    firsts: Sequence[NDArray],
+    seconds: Sequence[NDArray],
+    scalars: Sequence[float],
+) -> None:
+    """In place, for each parameter ``w`` with gradient ``g`` and moments ``m``, ``v``:
+    ``g += w * wd`` (when ``wd``), ``m = m * b1 + g * (1 - b1)``,
+    ``v = v * b2 + (g * g) * (1 - b2)``, ``w = w + (m * step) / (v ** 0.5 + eps_hat)``.
+
+    ``scalars`` is ``(b1, 1 - b1, b2, 1 - b2, wd, step, eps_hat)``; ``step`` and ``eps_hat``
+    carry the learning rate, the sign and both bias corrections.
+    """
+    if not params:
+        return
+    device, dtype = _check_state("adam_update", params, grads, firsts, seconds)
+    b1, one_minus_b1, b2, one_minus_b2, wd, step, eps_hat = scalars
+    if device.has("adam_update"):
+        device.mod.adam_update(
+            tuple(w.handle for w in params), tuple(g.handle for g in grads),
+            tuple(m.handle for m in firsts), tuple(v.handle for v in seconds),
+            b1, one_minus_b1, b2, one_minus_b2, wd, step, eps_hat,
+        )  # fmt: skip
+        return
+    for w, g, m, v in zip(params, grads, firsts, seconds):
+        if w.size == 0:
+            continue
+        tmp, den = w._fresh().handle, w._fresh().handle
+        grad = g.handle
+        if wd:
+            _kernel(device, "scalar_mul", w.handle, wd, tmp)
+            grad = w._fresh().handle
+            _kernel(device, "ewise_add", g.handle, tmp, grad)
+        _kernel(device, "scalar_mul", m.handle, b1, m.handle)
+        _kernel(device, "scalar_mul", grad, one_minus_b1, tmp)
+        _kernel(device, "ewise_add", m.handle, tmp, m.handle)
+        _kernel(device, "ewise_mul", grad, grad, tmp)
+        _kernel(device, "scalar_mul", tmp, one_minus_b2, tmp)
+        _kernel(device, "scalar_mul", v.handle, b2, v.handle)
+        _kernel(device, "ewise_add", v.handle, tmp, v.handle)
+        _kernel(device, "scalar_power", v.handle, 0.5, den)
+        _kernel(device, "scalar_add", den, eps_hat, den)
+        _kernel(device, "scalar_mul", m.handle, step, tmp)
+        _kernel(device, "ewise_div", tmp, den, tmp)
+        _kernel(device, "ewise_add", w.handle, tmp, w.handle)

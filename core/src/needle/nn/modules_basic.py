@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from .. import init, ops
+from .. import replay as _jit
 from ..autograd import Tensor
+from ..backend_ndarray.compose import assign
 from ..devices import BackendDevice
 
 __all__ = [
@@ -145,6 +147,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _jit._TRACE.get() is not None:  # a jit trace guards this module's state
+            _jit.note_module(self)
         return self.forward(*args, **kwargs)
 
     # ------------------------------------------------------------------ state
@@ -361,6 +365,24 @@ class Sequential(Module):
 # Up to this many classes SoftmaxLoss picks the true logits with a one-hot product (a few
 # elementwise passes over N x k); beyond it a gather (two backend calls per sample) is cheaper.
 _ONE_HOT_MAX_CLASSES = 1024
+_CLASSES: dict[tuple[str, str, int], Any] = {}  # (device, dtype, k) -> NDArray (1, k) 0..k-1
+
+
+def _device_one_hot(labels: Tensor, k: int) -> Tensor:
+    """``(N, k)`` one-hot rows of integer ``labels`` ``(N,)``, made on the device (labels ==
+    0..k-1), so a :func:`needle.jit` trace needs no host read of them."""
+    data = labels.cached_data
+    n = data.size
+    key = (data.device.name, data.dtype, k)
+    classes = _CLASSES.get(key)
+    if classes is None:
+        from ..backend_ndarray import NDArray
+
+        with _jit.untraced():  # a cached constant: never part of a replay's scratch buffers
+            classes = NDArray.from_numpy(np.arange(k).reshape(1, k), data.device, data.dtype)
+        _CLASSES[key] = classes
+    hot = data.reshape((n, 1)).broadcast_to((n, k)) == classes.broadcast_to((n, k))
+    return Tensor.make_const(hot._cast("float32") if hot.dtype != "float32" else hot)
 
 
 class SoftmaxLoss(Module):
@@ -368,6 +390,14 @@ class SoftmaxLoss(Module):
 
     def forward(self, logits: Tensor, y: Tensor) -> Tensor:
         n, k = logits.shape
+        if _jit.is_tracing():  # labels stay on the device: a one-hot made by comparison
+            if not isinstance(y, Tensor) or y.cached_data.size != n:
+                raise ValueError(f"SoftmaxLoss needs a tensor of {n} labels for logits {(n, k)}")
+            hot = _device_one_hot(y, k)
+            if hot.dtype != logits.dtype:
+                hot = Tensor.make_const(hot.cached_data._cast(logits.dtype))
+            true_logit = (logits * hot).sum((1,))
+            return (ops.logsumexp(logits, (1,)) - true_logit).sum() / n
         labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y).reshape(-1)
         if labels.shape != (n,):
             raise ValueError(f"SoftmaxLoss got {labels.size} labels for logits of shape {(n, k)}")
@@ -415,12 +445,15 @@ class BatchNorm1d(Module):
         if self.training:
             op = ops.BatchNorm(self.eps)  # one graph node; it keeps the batch statistics
             out = op(x, self.weight, self.bias)
-            m = self.momentum  # the running statistics are updated on their NDArrays
-            mean = self.running_mean.cached_data * (1 - m) + op.batch_mean * m
-            var = self.running_var.cached_data * (1 - m) + op.batch_var * m
-            dtype = self.running_mean.dtype  # buffers keep their dtype (float64 input, say)
-            self.running_mean = Tensor.make_const(mean.astype(dtype, copy=False))
-            self.running_var = Tensor.make_const(var.astype(dtype, copy=False))
+            m = self.momentum  # the running statistics are updated in place, on NDArrays
+            for buffer, batch in (
+                (self.running_mean, op.batch_mean),
+                (self.running_var, op.batch_var),
+            ):
+                running = buffer.cached_data
+                if not running.is_compact():  # a strided buffer loaded from a checkpoint
+                    running = buffer.cached_data = running.compact()
+                assign(running, running * (1 - m) + batch * m)
             return out
         centered = x - _row(self.running_mean, x.shape)
         normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)

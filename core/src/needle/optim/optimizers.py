@@ -1,7 +1,13 @@
 """Optimizers (SGD, Adam) and gradient-norm clipping.
 
-Every update works on the parameters' NDArrays (no Tensors, no graph), so a step
-never extends the graph, and the parameters' gradients are left untouched.
+Every update works on the parameters' NDArrays (no Tensors, no graph), so a step never
+extends the graph, and the parameters' gradients are left untouched. Updates are made in
+place: a parameter and its optimizer state keep their buffers from step to step (as in
+PyTorch), which is what lets :func:`needle.jit` replay a training step. All the parameters
+of one device and dtype are updated by one call of the backend's fused update when it
+declares one (``sgd_update``/``adam_update``), else by a composition of elementwise kernels.
+The per-step scalars (learning rate, bias corrections) are computed on the host by
+:func:`needle.jit.host_scalars`, so a replayed step uses the current ones.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from .. import replay as _jit
 from ..autograd import Tensor, no_grad
+from ..backend_ndarray import compose
 from ..nn.modules_basic import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
@@ -74,6 +82,43 @@ class Optimizer:
         """``{slot name: {param: tensor}}``: the per-parameter state (momentum, moments)."""
         return {}
 
+    def _state_tensors(self) -> list[tuple[str, Tensor]]:
+        """``(name, tensor)`` for every parameter and state tensor (what a step writes)."""
+        out = [(f"param {i}", p) for i, p in enumerate(self.params)]
+        for slot, table in self._slots().items():
+            out += [(f"{slot} {i}", table[p]) for i, p in enumerate(self.params) if p in table]
+        return out
+
+    def _zeros_state(self, table: dict[Parameter, Tensor]) -> None:
+        """Zeros for every parameter missing from ``table`` (state lives from the start, so
+        every step, the first included, updates the same buffers in place)."""
+        for p in self.params:
+            if p not in table:
+                data = p.cached_data
+                table[p] = Tensor.make_const(data.device.full(data.shape, 0, data.dtype))
+
+    def _groups(self, *tables: dict[Parameter, Tensor]) -> list[tuple[list, ...]]:
+        """Parameters with a gradient, grouped by (device, dtype): ``(params, grads, *state)``
+        as NDArrays, one tuple per group."""
+        groups: dict[tuple[str, str], tuple[list, ...]] = {}
+        for p in self.params:
+            if p.grad is None:
+                continue
+            for table in tables:
+                if p not in table:
+                    self._zeros_state(table)
+            w = p.cached_data
+            grad = p.grad.cached_data
+            if grad.dtype != w.dtype or not grad.is_compact():
+                grad = grad._cast(w.dtype).compact()
+            empty = tuple([] for _ in range(2 + len(tables)))
+            group = groups.setdefault((w.device.name, w.dtype), empty)
+            group[0].append(w)
+            group[1].append(grad)
+            for lst, table in zip(group[2:], tables):
+                lst.append(table[p].cached_data)
+        return list(groups.values())
+
     def state_dict(self) -> dict[str, Any]:
         """Hyperparameters, step counters and per-parameter state, by parameter index.
 
@@ -125,6 +170,8 @@ class Optimizer:
             table.clear()
         for table, p, tensor in updates:
             table[p] = tensor
+        for table in slots.values():
+            self._zeros_state(table)
         for name, value in hyper.items():
             setattr(self, name, value)
 
@@ -156,26 +203,20 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.u: dict[Parameter, Tensor] = {}
+        self._zeros_state(self.u)
 
     def _slots(self) -> dict[str, dict[Parameter, Tensor]]:
         return {"u": self.u}
 
+    def _scalars(self) -> tuple[float, ...]:
+        b = self.momentum
+        return (b, 1 - b, -self.lr, self.weight_decay)
+
     def step(self) -> None:
-        # The update runs on the parameters' NDArrays: no graph, and no per-op Tensor cost.
-        for p in self.params:
-            if p.grad is None:
-                continue
-            w, grad = p.cached_data, p.grad.cached_data
-            if self.weight_decay:
-                grad = grad + w * self.weight_decay
-            u = self.u.get(p)
-            u = (
-                grad * (1 - self.momentum)
-                if u is None
-                else (u.cached_data * self.momentum + grad * (1 - self.momentum))
-            )
-            self.u[p] = Tensor.make_const(u)
-            p.cached_data = w - u * self.lr
+        _jit.note_optimizer(self)
+        scalars = _jit.host_scalars(self._scalars)
+        for params, grads, momenta in self._groups(self.u):
+            compose.sgd_update(params, grads, momenta, scalars)
 
 
 class Adam(Optimizer):
@@ -214,27 +255,25 @@ class Adam(Optimizer):
         self.t = 0
         self.m: dict[Parameter, Tensor] = {}
         self.v: dict[Parameter, Tensor] = {}
+        self._zeros_state(self.m)
+        self._zeros_state(self.v)
 
     def _slots(self) -> dict[str, dict[Parameter, Tensor]]:
         return {"m": self.m, "v": self.v}
 
-    def step(self) -> None:
+    def _advance(self) -> tuple[float, ...]:
+        """Count the step and return its scalars (run again by every replay of a jit trace)."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        # The update runs on the parameters' NDArrays: no graph, and no per-op Tensor cost.
-        for p in self.params:
-            if p.grad is None:
-                continue
-            w, grad = p.cached_data, p.grad.cached_data
-            if self.weight_decay:
-                grad = grad + w * self.weight_decay
-            m, v = self.m.get(p), self.v.get(p)
-            m = grad * (1 - b1) if m is None else m.cached_data * b1 + grad * (1 - b1)
-            square = grad * grad
-            v = square * (1 - b2) if v is None else v.cached_data * b2 + square * (1 - b2)
-            self.m[p], self.v[p] = Tensor.make_const(m), Tensor.make_const(v)
-            # w - lr * m_hat / (sqrt(v_hat) + eps), with sqrt(v_hat) = sqrt(v) / c and
-            # c = sqrt(1 - b2^t): w - (lr * c / (1 - b1^t)) * m / (sqrt(v) + eps * c). The
-            # scalars fold lr, the sign and both bias corrections: three passes fewer.
-            c = (1 - b2**self.t) ** 0.5
-            p.cached_data = w + m * (-self.lr * c / (1 - b1**self.t)) / (v**0.5 + self.eps * c)
+        # w - lr * m_hat / (sqrt(v_hat) + eps), with sqrt(v_hat) = sqrt(v) / c and
+        # c = sqrt(1 - b2^t): w - (lr * c / (1 - b1^t)) * m / (sqrt(v) + eps * c). The
+        # scalars fold lr, the sign and both bias corrections: three passes fewer.
+        c = (1 - b2**self.t) ** 0.5
+        step = -self.lr * c / (1 - b1**self.t)
+        return (b1, 1 - b1, b2, 1 - b2, self.weight_decay, step, self.eps * c)
+
+    def step(self) -> None:
+        _jit.note_optimizer(self)
+        scalars = _jit.host_scalars(self._advance)
+        for params, grads, firsts, seconds in self._groups(self.m, self.v):
+            compose.adam_update(params, grads, firsts, seconds, scalars)
