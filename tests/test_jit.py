@@ -248,3 +248,87 @@ def test_bad_arguments():
         ndl.jit(lambda x: x)([1, 2])
     with pytest.raises(ndl.JitError, match="returned a float"):
         ndl.jit(lambda: 1.0)()
+
+
+def _lstm_lm(device, vocab=30):
+    model = models.LanguageModel(8, vocab, 12, num_layers=2, seq_model="lstm", device=device)
+    return model, optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
+
+
+def test_lstm_language_model_replays_bit_identical(device):
+    seq, batch, vocab = 5, 3, 30
+    rng = np.random.default_rng(0)
+    xs = [_labels(device, rng.integers(0, vocab, (seq, batch))) for _ in range(3)]
+    ys = [_labels(device, rng.integers(0, vocab, seq * batch)) for _ in range(3)]
+    runs = []
+    for use_jit in (False, True):
+        np.random.seed(3)
+        model, opt = _lstm_lm(device, vocab)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y, h0, c0, model=model, opt=opt, loss_fn=loss_fn):
+            logits, (h, c) = model(x, (h0, c0))
+            loss = loss_fn(logits, y)
+            opt.reset_grad()
+            loss.backward(create_graph=False)
+            opt.step()
+            return loss, h.detach(), c.detach()
+
+        step = ndl.jit(step) if use_jit else step
+        zeros = ndl.Tensor(np.zeros((2, batch, 12), np.float32), device=device)
+        h, c = zeros, zeros
+        losses = []
+        for i in range(STEPS):
+            loss, h, c = step(xs[i % 3], ys[i % 3], h, c)
+            losses.append(loss.numpy())
+        runs.append((model, np.array(losses), h.numpy()))
+    (eager, losses_e, h_e), (traced, losses_j, h_j) = runs
+    np.testing.assert_array_equal(losses_e, losses_j)
+    np.testing.assert_array_equal(h_e, h_j)
+    _assert_same_state(eager, traced)
+
+
+def test_training_helpers_replay_and_match_eager(device):
+    from needle import data
+
+    rng = np.random.default_rng(0)
+    X = rng.random((70, 32), dtype=np.float32)  # 70 = 4 batches of 16 and a short one of 6
+    y = rng.integers(0, 5, 70)
+    results = []
+    for use_jit in (False, True):
+        np.random.seed(3)
+        model, opt = _mlp_resnet(device)
+        loader = data.DataLoader(data.NDArrayDataset(X, y), 16, device=device)
+        np.random.seed(7)
+        train = [models.epoch(loader, model, None, opt, jit=use_jit) for _ in range(2)]
+        results.append((train, models.evaluate(model, loader, jit=use_jit), model))
+    (train_e, eval_e, eager), (train_j, eval_j, traced) = results
+    assert train_e == train_j and eval_e == eval_j
+    _assert_same_state(eager, traced)
+
+
+def test_ptb_helper_replays_and_matches_eager(device):
+    corpus = np.random.default_rng(0).integers(0, 30, (41, 3)).astype(np.float32)
+    results = []
+    for use_jit in (False, True):
+        np.random.seed(3)
+        model, _ = _lstm_lm(device)
+        opt = optim.Adam(model.parameters(), lr=0.01)
+        got = models.epoch_general_ptb(corpus, model, 5, opt=opt, device=device, jit=use_jit)
+        results.append((got, model))
+    (got_e, eager), (got_j, traced) = results
+    assert got_e == got_j
+    _assert_same_state(eager, traced)
+
+
+def test_every_device_object_is_recorded(device):
+    # Devices compare equal by name; a second object of one name (a rebuilt registry) must be
+    # recorded too, or replays would return the first call's values.
+    twin = ndl.BackendDevice(
+        device.name, device.mod, device.capabilities, device.version, dict(device.dtypes)
+    )
+    model = nn.Linear(4, 3, device=twin)
+    fast = ndl.jit(model)
+    (x1, x2), _ = _data(twin, (5, 4), 3, count=2)
+    fast(x1)
+    np.testing.assert_array_equal(fast(x2).numpy(), model(x2).numpy())

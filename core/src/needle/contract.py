@@ -17,6 +17,10 @@ Conventions every function follows:
   functions write into it and return ``None``.
 * Inputs named ``a``/``b`` of elementwise, reduction and matrix kernels are
   *compact* (dense, row-major) buffers; the caller compacts strided views first.
+* The elementwise kernels (``ewise_*``, ``scalar_*``, ``cast`` between equal dtypes) accept
+  ``out`` equal to an input (the same handle): they update it in place, as numpy's ufuncs
+  do with ``out=``. Optimizers and BatchNorm use this to keep their state in one buffer.
+  No other kernel may be called with ``out`` overlapping an input.
 * Handles carry their dtype (``handle.dtype``, one of :data:`DTYPES`). Core calls
   a kernel only with the dtypes the backend declares for the kernel's group, and
   with ``a``, ``b`` and ``out`` of one dtype, except: ``cast`` converts between
@@ -257,6 +261,69 @@ KERNELS: tuple[Kernel, ...] = (
         "`(handle, shape)`: a handle sharing the memory of the C-contiguous DLPack producer "
         "`obj` (it keeps `obj` alive) and the producer's shape; raise BufferError when the "
         "memory cannot be shared",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "gather_rows",
+        ("a", "indices", "out", "count", "width"),
+        "memory",
+        "out (count, width) = rows indices[j] of compact a (rows of width); indices is a "
+        "compact int64 buffer of count values in range (checked: IndexError otherwise)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "scatter_add_rows",
+        ("a", "indices", "out", "count", "width"),
+        "arithmetic",
+        "out[indices[j]] += a[j] for j = 0..count-1 in order (rows of width; indices int64, "
+        "checked); out holds the starting values",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "sgd_update",
+        ("params", "grads", "momenta", "b", "one_minus_b", "neg_lr", "weight_decay"),
+        "arithmetic",
+        "in place, for each handle triple (tuples of compact buffers of one dtype): "
+        "g = grads[i] + params[i] * weight_decay (skipped when weight_decay is 0); "
+        "momenta[i] = momenta[i] * b + g * one_minus_b; params[i] = params[i] + momenta[i] * "
+        "neg_lr; each operation rounded to the dtype, in that order (without it core runs "
+        "the same composition of elementwise kernels)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "adam_update",
+        (
+            "params",
+            "grads",
+            "firsts",
+            "seconds",
+            "b1",
+            "one_minus_b1",
+            "b2",
+            "one_minus_b2",
+            "weight_decay",
+            "step",
+            "eps_hat",
+        ),  # fmt: skip
+        "arithmetic",
+        "in place, for each parameter i: g = grads[i] + params[i] * weight_decay (skipped "
+        "when 0); m = m * b1 + g * one_minus_b1; v = v * b2 + (g * g) * one_minus_b2; "
+        "params[i] = params[i] + (m * step) / (v ** 0.5 + eps_hat), each operation rounded "
+        "to the dtype (without it core runs the same composition of elementwise kernels)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "run_program",
+        ("calls",),
+        "device",
+        "run a recorded program: a list of (kernel name, args) pairs, in order, exactly as "
+        "if each kernel were called with its args (ndl.jit's replay; without it core calls "
+        "the kernels one by one)",
         optional=True,
         since=2,
     ),

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-jit", action="store_true", help="run every step eagerly (no ndl.jit replay)"
+    )
     return p
 
 
@@ -200,9 +203,11 @@ def _run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         desc = f"epoch {i}/{args.epochs}"
         train_acc, train_loss = models.epoch(
-            train_loader, model, None, opt, progress=progress, desc=desc
+            train_loader, model, None, opt, progress=progress, desc=desc, jit=not args.no_jit
         )
-        test_acc, test_loss = models.evaluate(model, test_loader, progress=progress)
+        test_acc, test_loss = models.evaluate(
+            model, test_loader, progress=progress, jit=not args.no_jit
+        )
         for key, value in zip(history, (train_loss, train_acc, test_loss, test_acc), strict=True):
             history[key].append(value)
         print(

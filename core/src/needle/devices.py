@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +59,9 @@ class BackendDevice:
     draws the same numbers on every backend.
     """
 
-    __slots__ = ("name", "mod", "capabilities", "_caps", "version", "dtypes", "alloc")
+    __slots__ = (
+        "name", "mod", "capabilities", "_caps", "version", "dtypes", "alloc", "__weakref__"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -86,6 +89,7 @@ class BackendDevice:
             self.alloc = mod.fail if isinstance(mod, _Unavailable) else None
         else:
             self.alloc = _v1_alloc(mod) if self.version == 1 else mod.Array
+            _LIVE[id(self)] = self
 
     def __getattr__(self, attr: str) -> Any:
         # Course code reaches backend functions through the device (``device.matmul_tiled``,
@@ -214,6 +218,17 @@ class _Unavailable:
     def fail(self, *args: Any) -> Any:
         """Raise the error that says why the device cannot run."""
         raise type(self.error)(self.reason)
+
+
+#: Every usable device object alive, by identity (devices compare equal by name, and tests
+#: may rebuild the registry while older objects live on in arrays): where needle.jit
+#: installs its recorders.
+_LIVE: weakref.WeakValueDictionary[int, BackendDevice] = weakref.WeakValueDictionary()
+
+
+def live_devices() -> list[BackendDevice]:
+    """Every usable :class:`BackendDevice` object alive in this process (by identity)."""
+    return list(_LIVE.values())
 
 
 def _v1_alloc(mod: Any) -> Any:

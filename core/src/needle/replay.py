@@ -655,12 +655,16 @@ class JitFunction:
             else:
                 call_args.append(a)
         trace = _Trace(self.strict)
-        devices = [d for d in _devices._devices.values() if d.enabled()]
+        devices = _devices.live_devices()
         state = np.random.get_state()
         with trace.installed(devices):
             value = self.fn(*call_args)
             leaves: list[NDArray] = []
             structure = _flatten(value, leaves)
+        watched = {id(d) for d in devices}
+        for nd in (*inputs, *leaves):
+            if id(nd.device) not in watched:  # a device object made during the call
+                trace.fail(f"device {nd.device.name} was not recorded (made during the call)")
         if trace.failure is None:
             _check_rebinding(trace)
         if trace.failure is None:

@@ -5,6 +5,9 @@ and a composition of the required ones (ops call these; they never reach a backe
   ``matmul`` per matrix (one big ``matmul`` when the right side is shared).
 * :func:`conv2d`: ``conv2d`` when declared (square kernels, equal padding), else im2col.
 * :func:`take_rows`, :func:`scatter_add_rows`: gathers and scatters of rows.
+* :func:`one_hot`, :func:`gather`, :func:`scatter_add`: one-hot rows, gathers and
+  scatter-adds of rows by an index *array* on the device (no host read of the indices); the
+  backend's ``gather_rows``/``scatter_add_rows`` when declared, else one-hot products.
 * :func:`assign`: write an array into another's buffer (state updated in place).
 * :func:`sgd_update`, :func:`adam_update`: optimizer updates of many parameters, in place;
   the backend's ``sgd_update``/``adam_update`` when declared (one call for all of them),
@@ -22,7 +25,7 @@ from .ndarray import NDArray
 
 __all__ = [
     "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
-    "sgd_update", "adam_update",
+    "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
 ]  # fmt: skip
 
 Padding = int | tuple[int, int]
@@ -150,6 +153,70 @@ def scatter_add_rows(a: NDArray, indices: Sequence[int], count: int) -> NDArray:
     for j, i in repeats:  # a repeated index: add its row (rare; a view sum per repeat)
         out[i] = out[i] + a[j]
     return out
+
+
+_CLASSES: dict[tuple[str, str, int], NDArray] = {}  # (device, dtype, k) -> (1, k) of 0..k-1
+
+
+def one_hot(index: NDArray, classes: int, dtype: str = "float32") -> NDArray:
+    """``index.shape + (classes,)`` rows of the identity picked by the integer array ``index``,
+    computed on the device (``index == 0..classes-1``)."""
+    from ..replay import untraced
+
+    count, dev = index.size, index.device
+    key = (dev.name, index.dtype, classes)
+    row = _CLASSES.get(key)
+    if row is None:
+        import numpy as np
+
+        with untraced():  # a cached constant: never one of a replay's scratch buffers
+            row = NDArray.from_numpy(np.arange(classes).reshape(1, classes), dev, index.dtype)
+        _CLASSES[key] = row
+    shape = (count, classes)
+    hot = index.compact().reshape((count, 1)).broadcast_to(shape) == row.broadcast_to(shape)
+    return hot._cast(dtype).reshape(index.shape + (classes,))
+
+
+def _indices(index: NDArray) -> NDArray:
+    return index._cast("int64").compact()
+
+
+def gather(a: NDArray, index: NDArray) -> NDArray:
+    """Rows of ``a`` (axis 0) at the integers of ``index`` (any shape), as a new array of shape
+    ``index.shape + a.shape[1:]``; out-of-range indices raise ``IndexError`` where the
+    backend checks them (``gather_rows``)."""
+    if a.ndim < 1:
+        raise ValueError("gather needs an array of at least one dimension")
+    if a.device != index.device:
+        raise ValueError(f"gather got arrays on {a.device.name} and {index.device.name}")
+    count, rows, width = index.size, a.shape[0], st.prod(a.shape[1:])
+    dev = a.device
+    if dev.has("gather_rows") and dev.supports("int64"):
+        out = NDArray.make((count, width), device=dev, dtype=a.dtype)
+        if out.size:
+            dev.mod.gather_rows(
+                a.compact().handle, _indices(index).handle, out.handle, count, width
+            )
+    else:
+        out = one_hot(index.reshape((count,)), rows, a.dtype) @ a.compact().reshape((rows, width))
+    return out.reshape(index.shape + a.shape[1:])
+
+
+def scatter_add(a: NDArray, index: NDArray, count: int) -> NDArray:
+    """Zeros of ``count`` rows (of ``a.shape[index.ndim:]``) with row ``j`` of ``a`` added
+    into row ``index[j]``, in order: the adjoint of :func:`gather`."""
+    n = index.size
+    rest = a.shape[index.ndim :]
+    width = st.prod(rest)
+    dev = a.device
+    if dev.has("scatter_add_rows") and dev.supports("int64"):
+        out = dev.full((count,) + rest, 0, a.dtype)
+        if out.size and n:
+            flat = a.compact()
+            dev.mod.scatter_add_rows(flat.handle, _indices(index).handle, out.handle, n, width)
+        return out
+    hot = one_hot(index.reshape((n,)), count, a.dtype).permute((1, 0))
+    return (hot.compact() @ a.compact().reshape((n, width))).reshape((count,) + rest)
 
 
 def assign(target: NDArray, value: NDArray) -> None:

@@ -2,12 +2,19 @@
 
 Each loop shows a tqdm progress bar when stderr is a terminal and tqdm is installed, and
 stays quiet otherwise; ``progress=True/False`` overrides the choice.
+
+The loops run each batch's step through :func:`needle.jit` (``jit=True``, the default): the
+first batch of each shape is recorded, later ones replay it, with the values eager gives. A
+model or loss the recorder cannot replay (a host read inside it) runs eagerly, and so do
+steps with gradient clipping (the global norm is read on the host); ``jit=False`` turns
+recording off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +22,7 @@ import numpy as np
 from .. import nn, optim
 from ..autograd import Tensor, TensorTuple, no_grad
 from ..data import get_batch
+from ..replay import JitFunction
 
 __all__ = [
     "epoch",
@@ -72,6 +80,57 @@ def _step(opt: Any, loss: Tensor, clip: float | None = None) -> None:
     opt.step()
 
 
+def _flatten_state(h: Any) -> tuple[tuple[Tensor, ...], Any]:
+    """A recurrent state as ``(tensors, structure)``: jit takes tensors and constants."""
+    if h is None:
+        return (), None
+    if isinstance(h, Tensor):
+        return (h,), "tensor"
+    parts = [_flatten_state(x) for x in h]
+    return tuple(t for ts, _ in parts for t in ts), tuple(s for _, s in parts)
+
+
+def _unflatten_state(tensors: Sequence[Tensor], structure: Any) -> Any:
+    if structure is None:
+        return None
+    if structure == "tensor":
+        return tensors[0]
+    out, i = [], 0
+    for s in structure:
+        count = _count(s)
+        out.append(_unflatten_state(tensors[i : i + count], s))
+        i += count
+    return tuple(out)
+
+
+def _count(structure: Any) -> int:
+    if structure is None:
+        return 0
+    if structure == "tensor":
+        return 1
+    return sum(_count(s) for s in structure)
+
+
+def _batch_step(model: nn.Module, loss_fn: Any, opt: Any, clip: float | None, use_jit: bool) -> Any:
+    """``step(X, y, structure, *state) -> (loss, logits, new state)``: one training step
+    (``opt`` given) or evaluation, replayed by :func:`needle.jit` when ``use_jit``. A
+    recurrent state comes in flattened (its tensors, and its structure as a constant)."""
+
+    def step(X: Tensor, y: Tensor, structure: Any = None, *state: Tensor) -> tuple:
+        with contextlib.nullcontext() if opt is not None else no_grad():
+            if structure is None:
+                out = model(X)
+            else:
+                out = model(X, _unflatten_state(state, structure))
+            logits, h = out if isinstance(out, tuple) else (out, None)
+            loss = loss_fn(logits, y)
+            if opt is not None:
+                _step(opt, loss, clip)
+        return loss.detach(), logits.detach(), _detach(h)
+
+    return JitFunction(step, strict=False, enabled=use_jit and clip is None)
+
+
 def epoch(
     dataloader: Iterable[tuple[Tensor, Tensor]],
     model: nn.Module,
@@ -80,6 +139,7 @@ def epoch(
     *,
     progress: bool | None = None,
     desc: str = "",
+    jit: bool = True,
 ) -> tuple[float, float]:
     """One pass over ``dataloader``: trains when ``opt`` is given, else evaluates.
 
@@ -90,6 +150,7 @@ def epoch(
         opt: the optimizer; None evaluates without building a graph.
         progress: show a progress bar (None: only on a terminal).
         desc: the bar's label.
+        jit: replay each step through :func:`needle.jit` (False: eager).
 
     Returns:
         ``(accuracy, mean loss)`` over all samples.
@@ -98,17 +159,11 @@ def epoch(
     loss_fn = _loss_module(loss_fn)
     training = opt is not None
     model.train() if training else model.eval()
+    step = _batch_step(model, loss_fn, opt, None, jit)
     correct, total_loss, count = 0, 0.0, 0
     total = len(dataloader) if hasattr(dataloader, "__len__") else None
     for X, y in progress_bar(dataloader, total, desc, progress):
-        if training:
-            logits = model(X)
-            loss = loss_fn(logits, y)
-            _step(opt, loss)
-        else:
-            with no_grad():
-                logits = model(X)
-                loss = loss_fn(logits, y)
+        loss, logits, _ = step(X, y)
         n = y.shape[0]
         correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
         total_loss += float(loss.numpy()) * n
@@ -128,6 +183,7 @@ def train(
     loss_fn: Any = nn.SoftmaxLoss,
     *,
     progress: bool | None = None,
+    jit: bool = True,
 ) -> tuple[float, float]:
     """Train a classifier for ``n_epochs`` (course ``train_cifar10``).
 
@@ -138,7 +194,9 @@ def train(
     loss_fn = _loss_module(loss_fn)
     result = (0.0, 0.0)
     for i in range(n_epochs):
-        result = epoch(dataloader, model, loss_fn, opt, progress=progress, desc=f"epoch {i + 1}")
+        result = epoch(
+            dataloader, model, loss_fn, opt, progress=progress, desc=f"epoch {i + 1}", jit=jit
+        )
     return result
 
 
@@ -148,9 +206,10 @@ def evaluate(
     loss_fn: Any = nn.SoftmaxLoss,
     *,
     progress: bool | None = None,
+    jit: bool = True,
 ) -> tuple[float, float]:
     """``(accuracy, mean loss)`` of a classifier on ``dataloader`` (course ``evaluate_cifar10``)."""
-    return epoch(dataloader, model, loss_fn, None, progress=progress, desc="eval")
+    return epoch(dataloader, model, loss_fn, None, progress=progress, desc="eval", jit=jit)
 
 
 def _detach(h: Any) -> Any:
@@ -173,6 +232,7 @@ def epoch_general_ptb(
     *,
     progress: bool | None = None,
     desc: str = "",
+    jit: bool = True,
 ) -> tuple[float, float]:
     """One pass of truncated back-propagation through time over batchified word ids.
 
@@ -190,6 +250,8 @@ def epoch_general_ptb(
         dtype: their dtype.
         progress: show a progress bar (None: only on a terminal).
         desc: the bar's label.
+        jit: replay each step through :func:`needle.jit` (False: eager; with ``clip`` the
+            steps run eagerly anyway).
 
     Returns:
         ``(accuracy, mean loss)`` per predicted word.
@@ -200,18 +262,12 @@ def epoch_general_ptb(
     model.train() if training else model.eval()
     nbatch = data.shape[0]
     starts = range(0, nbatch - 1, seq_len)
+    step = _batch_step(model, loss_fn, opt, clip, jit)
     correct, total_loss, count, h = 0, 0.0, 0, None
     for i in progress_bar(starts, len(starts), desc, progress):
         X, y = get_batch(data, i, seq_len, device=device, dtype=dtype)
-        if training:
-            logits, h = model(X, h)
-            loss = loss_fn(logits, y)
-            _step(opt, loss, clip)
-        else:
-            with no_grad():
-                logits, h = model(X, h)
-                loss = loss_fn(logits, y)
-        h = _detach(h)
+        tensors, structure = _flatten_state(h)
+        loss, logits, h = step(X, y, structure, *tensors)
         n = y.shape[0]
         correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
         total_loss += float(loss.numpy()) * n
@@ -235,6 +291,7 @@ def train_ptb(
     dtype: str = "float32",
     *,
     progress: bool | None = None,
+    jit: bool = True,
 ) -> tuple[float, float]:
     """Train a language model for ``n_epochs``; ``(accuracy, mean loss)`` of the last epoch."""
     opt = optimizer(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -243,7 +300,7 @@ def train_ptb(
     for i in range(n_epochs):
         result = epoch_general_ptb(
             data, model, seq_len, loss_fn, opt, clip, device, dtype,
-            progress=progress, desc=f"epoch {i + 1}",
+            progress=progress, desc=f"epoch {i + 1}", jit=jit,
         )  # fmt: skip
     return result
 
@@ -257,11 +314,13 @@ def evaluate_ptb(
     dtype: str = "float32",
     *,
     progress: bool | None = None,
+    jit: bool = True,
 ) -> tuple[float, float]:
     """``(accuracy, mean loss)`` of a language model on batchified ids."""
     return epoch_general_ptb(
-        data, model, seq_len, loss_fn, None, None, device, dtype, progress=progress, desc="eval"
-    )
+        data, model, seq_len, loss_fn, None, None, device, dtype,
+        progress=progress, desc="eval", jit=jit,
+    )  # fmt: skip
 
 
 # The course's hw4 names for the classification loops.

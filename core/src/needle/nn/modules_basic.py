@@ -10,7 +10,7 @@ import numpy as np
 from .. import init, ops
 from .. import replay as _jit
 from ..autograd import Tensor
-from ..backend_ndarray.compose import assign
+from ..backend_ndarray.compose import assign, one_hot
 from ..devices import BackendDevice
 
 __all__ = [
@@ -365,24 +365,19 @@ class Sequential(Module):
 # Up to this many classes SoftmaxLoss picks the true logits with a one-hot product (a few
 # elementwise passes over N x k); beyond it a gather (two backend calls per sample) is cheaper.
 _ONE_HOT_MAX_CLASSES = 1024
-_CLASSES: dict[tuple[str, str, int], Any] = {}  # (device, dtype, k) -> NDArray (1, k) 0..k-1
+_STARTS: dict[tuple[str, int, int], Any] = {}
 
 
-def _device_one_hot(labels: Tensor, k: int) -> Tensor:
-    """``(N, k)`` one-hot rows of integer ``labels`` ``(N,)``, made on the device (labels ==
-    0..k-1), so a :func:`needle.jit` trace needs no host read of them."""
-    data = labels.cached_data
-    n = data.size
-    key = (data.device.name, data.dtype, k)
-    classes = _CLASSES.get(key)
-    if classes is None:
+def _row_starts(n: int, k: int, device: BackendDevice) -> Any:
+    """The int64 NDArray ``0, k, 2k, ...`` (n of them), cached outside any jit trace."""
+    found = _STARTS.get((device.name, n, k))
+    if found is None:
         from ..backend_ndarray import NDArray
 
-        with _jit.untraced():  # a cached constant: never part of a replay's scratch buffers
-            classes = NDArray.from_numpy(np.arange(k).reshape(1, k), data.device, data.dtype)
-        _CLASSES[key] = classes
-    hot = data.reshape((n, 1)).broadcast_to((n, k)) == classes.broadcast_to((n, k))
-    return Tensor.make_const(hot._cast("float32") if hot.dtype != "float32" else hot)
+        with _jit.untraced():
+            found = NDArray.from_numpy(np.arange(n, dtype=np.int64) * k, device, "int64")
+        _STARTS[(device.name, n, k)] = found
+    return found
 
 
 class SoftmaxLoss(Module):
@@ -390,13 +385,17 @@ class SoftmaxLoss(Module):
 
     def forward(self, logits: Tensor, y: Tensor) -> Tensor:
         n, k = logits.shape
-        if _jit.is_tracing():  # labels stay on the device: a one-hot made by comparison
+        if _jit.is_tracing():  # the labels stay on the device (no host read to replay)
             if not isinstance(y, Tensor) or y.cached_data.size != n:
                 raise ValueError(f"SoftmaxLoss needs a tensor of {n} labels for logits {(n, k)}")
-            hot = _device_one_hot(y, k)
-            if hot.dtype != logits.dtype:
-                hot = Tensor.make_const(hot.cached_data._cast(logits.dtype))
-            true_logit = (logits * hot).sum((1,))
+            labels = y.cached_data.reshape((n,))
+            if k <= _ONE_HOT_MAX_CLASSES or not logits.device.has("gather_rows"):
+                hot = Tensor.make_const(one_hot(labels, k, logits.dtype))
+                true_logit = (logits * hot).sum((1,))
+            else:  # the flat positions i * k + label, gathered on the device
+                picks = labels._cast("int64") + _row_starts(n, k, logits.device)
+                flat = logits.reshape((n * k, 1))
+                true_logit = ops.gather(flat, Tensor.make_const(picks)).reshape((n,))
             return (ops.logsumexp(logits, (1,)) - true_logit).sum() / n
         labels = np.asarray(y.numpy() if hasattr(y, "numpy") else y).reshape(-1)
         if labels.shape != (n,):

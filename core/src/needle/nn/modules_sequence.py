@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import init, ops
+from .. import replay as _jit
 from ..autograd import Tensor
 from .modules_basic import DeviceLike, Module, Parameter
 
@@ -228,6 +229,11 @@ class LSTM(Module):
         return layer_input, (ops.stack(finals_h, 0), ops.stack(finals_c, 0))
 
 
+def _check_ids(ids: np.ndarray) -> None:
+    if ids.size and not np.all(ids == np.round(ids)):
+        raise ValueError(f"Embedding indices must be integers, got {ids.reshape(-1)[:5]}")
+
+
 class Embedding(Module):
     """A lookup table: integer indices ``(seq_len, batch)`` to vectors
     ``(seq_len, batch, embedding_dim)``. The weight ``(num_embeddings, embedding_dim)``
@@ -248,9 +254,13 @@ class Embedding(Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if _jit.is_tracing() or x.device.has("gather_rows"):
+            # The ids stay on the device: a gather (a one-hot product without the capability).
+            if not _jit.is_tracing() and x.dtype in ("float32", "float64"):
+                _check_ids(x.numpy())
+            return ops.gather(self.weight, x)
         ids = x.numpy().reshape(-1)
-        if ids.size and not np.all(ids == np.round(ids)):
-            raise ValueError(f"Embedding indices must be integers, got {ids[:5]}")
+        _check_ids(ids)
         # A gather of rows (its gradient a scatter-add), not a one-hot matmul over the vocabulary.
         rows = ops.take(self.weight, ids.astype(np.int64).tolist())
         return rows.reshape((*x.shape, self.embedding_dim))

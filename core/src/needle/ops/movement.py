@@ -9,13 +9,15 @@ from typing import Any
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import strides as st
+from ..backend_ndarray.compose import gather as _gather
+from ..backend_ndarray.compose import scatter_add as _scatter_add
 from ..backend_ndarray.compose import scatter_add_rows, take_rows
 
 __all__ = [
     "Transpose", "Permute", "Reshape", "BroadcastTo", "Flip", "Dilate", "UnDilate",
-    "GetItem", "Pad", "Take",
+    "GetItem", "Pad", "Take", "Gather", "ScatterAdd",
     "transpose", "permute", "reshape", "broadcast_to", "flip", "dilate", "undilate",
-    "getitem", "pad", "take",
+    "getitem", "pad", "take", "gather", "scatter_add",
 ]  # fmt: skip
 
 
@@ -249,6 +251,33 @@ class _ScatterAddRows(TensorOp):
         return Take(self.indices)(out_grad)
 
 
+class Gather(TensorOp):
+    """Rows of ``a`` (axis 0) at the integers of the tensor ``index``: shape
+    ``index.shape + a.shape[1:]``. Unlike :class:`Take` the indices stay on the device (no
+    host read), so :func:`needle.jit` can trace it; the gradient is a :class:`ScatterAdd`."""
+
+    def compute(self, a: NDArray, index: NDArray) -> NDArray:
+        return _gather(a, index)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, None]:
+        a, index = node.inputs
+        return ScatterAdd(a.shape[0])(out_grad, index), None
+
+
+class ScatterAdd(TensorOp):
+    """Zeros of ``count`` rows with row ``j`` of ``a`` added into row ``index[j]``: the
+    adjoint of :class:`Gather`."""
+
+    def __init__(self, count: int) -> None:
+        self.count = operator.index(count)
+
+    def compute(self, a: NDArray, index: NDArray) -> NDArray:
+        return _scatter_add(a, index, self.count)
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, None]:
+        return Gather()(out_grad, node.inputs[1]), None
+
+
 def transpose(a: Tensor, axes: tuple[int, int] | None = None) -> Tensor:
     return Transpose(axes)(a)
 
@@ -287,3 +316,11 @@ def pad(a: Tensor, axes: Sequence[tuple[int, int]]) -> Tensor:
 
 def take(a: Tensor, indices: Sequence[int]) -> Tensor:
     return Take(indices)(a)
+
+
+def gather(a: Tensor, index: Tensor) -> Tensor:
+    return Gather()(a, index)
+
+
+def scatter_add(a: Tensor, index: Tensor, count: int) -> Tensor:
+    return ScatterAdd(count)(a, index)

@@ -171,6 +171,18 @@ def _samples(
     return [Sample(s, layout, kw) for s in shapes for layout in layouts]
 
 
+def _index(indices: Any, like: Tensor) -> Tensor:
+    """An int64 index tensor on ``like``'s device."""
+    return Tensor(np.asarray(indices), device=like.device, dtype="int64", requires_grad=False)
+
+
+def _scatter_add_ref(a: np.ndarray, indices: Any, count: int) -> np.ndarray:
+    index = np.asarray(indices, dtype=np.int64)
+    out = np.zeros((count,) + a.shape[index.ndim :], dtype=np.result_type(a, np.float32))
+    np.add.at(out, index, a)
+    return out.astype(a.dtype)
+
+
 ALL_LAYOUTS = ("contiguous", "noncontiguous", "broadcast")
 _UNARY = _samples(((3, 4),), ((2, 3, 4),), layouts=ALL_LAYOUTS) + _samples(
     ((0, 3),), ((1,),), ((),), ((5,),)
@@ -401,6 +413,25 @@ OP_TABLE: tuple[OpInfo, ...] = (
         ),
     ),
     OpInfo(
+        "gather",
+        lambda a, indices: ops.gather(a, _index(indices, a)),
+        lambda a, indices: np.take(a, np.asarray(indices, dtype=np.int64), 0),
+        tuple(
+            _samples(((5, 3),), layouts=ALL_LAYOUTS, indices=((0, 2, 2), (4, 2, 1)))
+            + _samples(((6,),), indices=(5, 0, 5))
+            + _samples(((4, 2, 3),), layouts=("noncontiguous",), indices=(3, 0))
+        ),
+    ),
+    OpInfo(
+        "scatter_add",
+        lambda a, indices, count: ops.scatter_add(a, _index(indices, a), count),
+        _scatter_add_ref,
+        tuple(
+            _samples(((5, 3),), layouts=ALL_LAYOUTS, indices=(0, 2, 2, 4, 2), count=6)
+            + _samples(((2, 3, 2),), indices=((1, 1, 0), (2, 0, 1)), count=3)
+        ),
+    ),
+    OpInfo(
         "conv",
         lambda a, b, stride=1, padding=0: ops.conv(a, b, stride, padding),
         reference_conv,
@@ -470,6 +501,6 @@ OP_TABLE: tuple[OpInfo, ...] = (
 # Ops that are exact on integers too: their table rows also run on int32 and int64.
 _INTEGER_OPS = {
     "transpose", "permute", "reshape", "broadcast_to", "flip", "dilate", "undilate", "getitem",
-    "pad", "summation", "max", "matmul", "take", "stack", "split",
+    "pad", "summation", "max", "matmul", "take", "gather", "scatter_add", "stack", "split",
 }  # fmt: skip
 OP_TABLE = tuple(replace(op, dtypes=NUMBERS) if op.name in _INTEGER_OPS else op for op in OP_TABLE)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from needle.contract import check_view
+from needle.contract import KERNELS, check_view
 
 __device_name__ = "numpy"
 __tile_size__ = 4  # the course's tiled matmul (matmul_tiled)
@@ -259,3 +259,110 @@ def from_dlpack(obj: Any) -> tuple[Array, tuple[int, ...]]:
     if not shared.flags.c_contiguous:
         raise BufferError("the producer's memory is not one C-contiguous block")
     return Array._wrap(shared.reshape(-1)), shared.shape
+
+
+def _rows(a: Array, indices: Array, out: Array, count: int, width: int, rows_of: Array):
+    x, idx, z = _check(a), _check(indices, "indices"), _check(out, "out")
+    if idx.dtype != np.int64 or idx.size != count:
+        raise ValueError(f"indices must be {count} int64 values, got {idx.size} {idx.dtype}")
+    if x.dtype != z.dtype or width < 0:
+        raise ValueError(f"row kernels need one dtype and width >= 0: {x.dtype}, {z.dtype}")
+    table = _check(rows_of)
+    if width == 0 or table.size % width:
+        if width == 0:
+            return None
+        raise ValueError(f"a buffer of {table.size} elements is not rows of {width}")
+    n = table.size // width
+    if count and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"row indices must lie in [0, {n}), got {idx.min()}..{idx.max()}")
+    return x, idx, z
+
+
+def gather_rows(a: Array, indices: Array, out: Array, count: int, width: int) -> None:
+    found = _rows(a, indices, out, count, width, a)
+    if found is None:
+        return
+    x, idx, z = found
+    _same(z, np.empty(count * width), dtype=False)
+    np.take(x.reshape(-1, width), idx, axis=0, out=z.reshape(count, width))
+
+
+def scatter_add_rows(a: Array, indices: Array, out: Array, count: int, width: int) -> None:
+    found = _rows(a, indices, out, count, width, out)
+    if found is None:
+        return
+    x, idx, z = found
+    _same(x, np.empty(count * width), dtype=False)
+    np.add.at(z.reshape(-1, width), idx, x.reshape(count, width))
+
+
+def _arrays(handles: Sequence[Array], name: str) -> list[np.ndarray]:
+    return [_check(h, name) for h in handles]
+
+
+def sgd_update(
+    params: Sequence[Array],
+    grads: Sequence[Array],
+    momenta: Sequence[Array],
+    b: float,
+    one_minus_b: float,
+    neg_lr: float,
+    weight_decay: float,
+) -> None:
+    """Momentum SGD in place, one operation after another as the contract lists them."""
+    groups = zip(_arrays(params, "params"), _arrays(grads, "grads"), _arrays(momenta, "momenta"))
+    for w, g, u in groups:
+        _same(w, g, u)
+        t = w.dtype.type
+        with _ieee():
+            if weight_decay:
+                g = g + w * t(weight_decay)
+            u *= t(b)
+            u += g * t(one_minus_b)
+            w += u * t(neg_lr)
+
+
+def adam_update(
+    params: Sequence[Array],
+    grads: Sequence[Array],
+    firsts: Sequence[Array],
+    seconds: Sequence[Array],
+    b1: float,
+    one_minus_b1: float,
+    b2: float,
+    one_minus_b2: float,
+    weight_decay: float,
+    step: float,
+    eps_hat: float,
+) -> None:
+    """Adam in place, one operation after another as the contract lists them."""
+    groups = zip(
+        _arrays(params, "params"), _arrays(grads, "grads"),
+        _arrays(firsts, "firsts"), _arrays(seconds, "seconds"),
+    )  # fmt: skip
+    for w, g, m, v in groups:
+        _same(w, g, m, v)
+        t = w.dtype.type
+        with _ieee():
+            if weight_decay:
+                g = g + w * t(weight_decay)
+            m *= t(b1)
+            m += g * t(one_minus_b1)
+            v *= t(b2)
+            v += (g * g) * t(one_minus_b2)
+            w += (m * t(step)) / (np.power(v, t(0.5)) + t(eps_hat))
+
+
+def run_program(calls: Sequence[tuple[str, tuple]]) -> None:
+    """Run ``(kernel name, args)`` pairs in order, as if each kernel were called."""
+    table = globals()
+    for name, args in calls:
+        fn = table.get(name) if name in _PROGRAM_KERNELS else None
+        if fn is None:
+            raise ValueError(f"run_program: {name!r} is not a kernel of this backend")
+        fn(*args)
+
+
+_PROGRAM_KERNELS = frozenset(
+    k.name for k in KERNELS if k.name not in ("__device_name__", "Array", "run_program")
+)

@@ -1,0 +1,126 @@
+"""In-place updates and recorded programs: elementwise kernels with ``out`` equal to an input,
+the fused optimizer updates (``sgd_update``, ``adam_update``) and ``run_program``.
+
+The optimizer tests go through :mod:`needle.backend_ndarray.compose`, which runs a backend's
+fused update when it declares one and the composition of elementwise kernels otherwise:
+either way the result must be numpy's, operation by operation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from needle.backend_ndarray import NDArray, compose
+
+RNG = np.random.default_rng(1)
+FLOATS = ("float32", "float64")
+
+
+def _dtypes(device, group: str) -> list[str]:
+    return [d for d in FLOATS if device.supports(d, group)]
+
+
+def _array(device, values: np.ndarray) -> NDArray:
+    return NDArray.from_numpy(values, device)
+
+
+BINARY = {"ewise_add": np.add, "ewise_mul": np.multiply, "ewise_div": np.divide,
+          "ewise_maximum": np.maximum}  # fmt: skip
+SCALAR = {"scalar_add": np.add, "scalar_mul": np.multiply, "scalar_div": np.divide,
+          "scalar_power": np.power, "scalar_maximum": np.maximum}  # fmt: skip
+UNARY = {"ewise_exp": np.exp, "ewise_tanh": np.tanh, "ewise_log": np.log}
+
+
+@pytest.mark.parametrize("size", [1, 1000, 70_001])
+@pytest.mark.parametrize("name", [*BINARY, *SCALAR, *UNARY])
+def test_elementwise_out_may_be_an_input(device, name: str, size: int) -> None:
+    for dtype in _dtypes(device, "unary" if name in UNARY else "arithmetic"):
+        a = RNG.uniform(0.5, 2.0, size).astype(dtype)
+        b = RNG.uniform(0.5, 2.0, size).astype(dtype)
+        x, y = _array(device, a), _array(device, b)
+        kernel = getattr(device.mod, name)
+        if name in BINARY:
+            kernel(x.handle, y.handle, x.handle)  # out is the first input
+            want = BINARY[name](a, b)
+            kernel(y.handle, x.handle, x.handle)  # out is the second input
+            want = BINARY[name](b, want)
+        elif name in SCALAR:
+            kernel(x.handle, 1.5, x.handle)
+            want = SCALAR[name](a, np.array(1.5, dtype))
+        else:
+            kernel(x.handle, x.handle)
+            want = UNARY[name](a)
+        tol = {"rtol": 2e-6} if dtype == "float32" else {"rtol": 1e-13}
+        np.testing.assert_allclose(x.numpy(), want, **tol, err_msg=f"{name} {dtype} in place")
+
+
+def _state(device, dtype: str, shapes, count: int) -> list[list[NDArray]]:
+    return [
+        [_array(device, RNG.uniform(0.1, 1.0, s).astype(dtype)) for s in shapes]
+        for _ in range(count)
+    ]
+
+
+SHAPES = [(3, 4), (17,), (1, 5000), (0,)]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_sgd_update(device, weight_decay: float) -> None:
+    for dtype in _dtypes(device, "arithmetic"):
+        params, grads, momenta = _state(device, dtype, SHAPES, 3)
+        w, g, u = ([x.numpy() for x in group] for group in (params, grads, momenta))
+        b, lr = 0.9, 0.05
+        compose.sgd_update(params, grads, momenta, (b, 1 - b, -lr, weight_decay))
+        t = np.dtype(dtype).type
+        for i in range(len(SHAPES)):
+            gi = g[i] + w[i] * t(weight_decay) if weight_decay else g[i]
+            u[i] = u[i] * t(b) + gi * t(1 - b)
+            w[i] = w[i] + u[i] * t(-lr)
+            tol = {"rtol": 1e-6} if dtype == "float32" else {"rtol": 1e-14}
+            np.testing.assert_allclose(momenta[i].numpy(), u[i], **tol)
+            np.testing.assert_allclose(params[i].numpy(), w[i], **tol)
+            np.testing.assert_array_equal(grads[i].numpy(), g[i], err_msg="the gradient changed")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_update(device, weight_decay: float) -> None:
+    for dtype in _dtypes(device, "arithmetic"):
+        params, grads, firsts, seconds = _state(device, dtype, SHAPES, 4)
+        w, g, m, v = ([x.numpy() for x in group] for group in (params, grads, firsts, seconds))
+        b1, b2, step, eps_hat = 0.9, 0.999, -0.01, 1e-8
+        scalars = (b1, 1 - b1, b2, 1 - b2, weight_decay, step, eps_hat)
+        compose.adam_update(params, grads, firsts, seconds, scalars)
+        t = np.dtype(dtype).type
+        for i in range(len(SHAPES)):
+            gi = g[i] + w[i] * t(weight_decay) if weight_decay else g[i]
+            m[i] = m[i] * t(b1) + gi * t(1 - b1)
+            v[i] = v[i] * t(b2) + (gi * gi) * t(1 - b2)
+            w[i] = w[i] + (m[i] * t(step)) / (v[i] ** t(0.5) + t(eps_hat))
+            tol = {"rtol": 1e-6} if dtype == "float32" else {"rtol": 1e-14}
+            np.testing.assert_allclose(firsts[i].numpy(), m[i], **tol)
+            np.testing.assert_allclose(seconds[i].numpy(), v[i], **tol)
+            np.testing.assert_allclose(params[i].numpy(), w[i], **tol)
+
+
+def test_run_program(device) -> None:
+    if not device.has("run_program"):
+        pytest.skip(f"{device.name} declares no run_program (core replays kernel by kernel)")
+    a = RNG.uniform(0.5, 2.0, 64).astype(np.float32)
+    x, y, z = _array(device, a), _array(device, a * 2), NDArray.make((64,), device=device)
+    total = NDArray.make((1,), device=device)
+    device.mod.run_program(
+        [
+            ("ewise_add", (x.handle, y.handle, z.handle)),
+            ("scalar_mul", (z.handle, 0.5, z.handle)),
+            ("matmul", (z.handle, y.handle, x.handle, 8, 8, 8)),
+            ("reduce_sum", (x.handle, total.handle, 64)),
+        ]
+    )
+    want_z = (a + 2 * a) * 0.5
+    want_x = want_z.reshape(8, 8) @ (2 * a).reshape(8, 8)
+    np.testing.assert_allclose(z.numpy().reshape(-1), want_z, rtol=1e-6)
+    np.testing.assert_allclose(x.numpy().reshape(8, 8), want_x, rtol=1e-5)
+    np.testing.assert_allclose(total.numpy(), [want_x.sum()], rtol=1e-5)
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        device.mod.run_program([("no_such_kernel", ())])
