@@ -430,3 +430,9 @@ def test_needle_experiment_is_a_subcommand(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "--hidden: 'x' is not an integer > 0" in result.stderr
+
+
+def test_command_line_unusable_out_folder_exits_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert experiments.main(["--out", str(tmp_path / "file" / "runs"), "--epochs", "1"]) == 2
+    assert "Not a directory" in capsys.readouterr().err

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         png = None if args.no_png else Path(args.png or Path(args.out) / "curves.png")
         _report(grid, runs, png)
         return 0
-    except (ExperimentError, DeviceError, FileNotFoundError) as exc:
+    except (ExperimentError, DeviceError, OSError) as exc:
         print(f"needle experiment: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
