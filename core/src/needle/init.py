@@ -111,7 +111,7 @@ def _from_host(
     device: DeviceLike,
     dtype: Any,
     requires_grad: bool,
-    recipe: _Recipe | None = None,
+    recipe: _Recipe,
 ) -> Tensor:
     _dtype(dtype)
     tensor = Tensor(
