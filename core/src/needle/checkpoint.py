@@ -24,7 +24,15 @@ from .backend_ndarray import NDArray
 from .devices import BackendDevice, default_device
 from .devices import device as _lookup_device
 
-__all__ = ["CheckpointError", "FORMAT_KEY", "FORMAT_NAME", "FORMAT_VERSION", "save", "load"]
+__all__ = [
+    "CheckpointError",
+    "FORMAT_KEY",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "save",
+    "load",
+    "read_raw",
+]
 
 FORMAT_KEY = "__needle_checkpoint__"
 FORMAT_NAME = "needle-checkpoint"
@@ -229,3 +237,40 @@ def as_tensor(value: Any, device: BackendDevice, key: str) -> Tensor:
     if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
         return Tensor.make_const(NDArray.from_numpy(value, device))
     raise CheckpointError(f"state key {key!r} holds a {type(value).__name__}, not array data")
+
+
+def read_raw(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+    """A checkpoint as stored, for inspection: its header and ``{key: (kind, array)}``.
+
+    Arrays come back as the numpy arrays in the file (their stored dtype, nothing moved to a
+    device); ``kind`` is the saved value's kind (``"tensor"``, ``"ndarray"``, ``"numpy"``,
+    ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"none"``, ``"dict"``), and the array is
+    None for ``"none"`` and ``"dict"``. Keys are the flattened ``a/b`` paths.
+
+    Raises:
+        CheckpointError: the file is not a needle checkpoint or an entry is missing.
+    """
+    path = os.fspath(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CheckpointError(f"{path} is not a needle checkpoint ({exc})") from exc
+    if not hasattr(archive, "files"):
+        raise CheckpointError(f"{path} is not a needle checkpoint (a bare .npy array)")
+    with archive:
+        header = _read_header(archive, path)
+        keys = header.get("keys")
+        if not isinstance(keys, dict) or not all(isinstance(e, dict) for e in keys.values()):
+            raise CheckpointError(f"{path}: its index of keys is malformed")
+        entries: dict[str, tuple[str, Any]] = {}
+        for key, entry in keys.items():
+            name = entry.get("entry")
+            if name is not None and name not in archive.files:
+                raise CheckpointError(f"{path}: entry {name!r} of key {key!r} is missing")
+            try:
+                entries[key] = (str(entry.get("kind")), archive[name] if name else None)
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise CheckpointError(f"{path}: key {key!r} is unreadable ({exc})") from exc
+    return header, entries

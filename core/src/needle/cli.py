@@ -1,7 +1,9 @@
-"""The ``needle`` command line: ``info``, ``doctor`` and ``demo``.
+"""The ``needle`` command line: ``info``, ``doctor``, ``demo``, ``experiment``, ``checkpoint``.
 
 ``needle info`` lists plugins, distributions, versions and backends with their
-status; ``needle doctor`` runs a small smoke test per device against numpy.
+status; ``needle doctor`` runs a small smoke test per device against numpy;
+``needle experiment`` trains a grid of configurations and compares them;
+``needle checkpoint show|diff`` inspects and compares checkpoint files.
 """
 
 from __future__ import annotations
@@ -181,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     doctor_p = sub.add_parser("doctor", help="smoke-test every device against numpy")
     doctor_p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("demo", help="train MLPResNet on real handwritten digits", add_help=False)
+    sub.add_parser(
+        "experiment", help="train a grid of configurations and compare them", add_help=False
+    )
+    sub.add_parser("checkpoint", help="show or diff checkpoint files", add_help=False)
     args, rest = parser.parse_known_args(argv)
     manager.set_strict(False)  # the command line reports broken plugins, it never raises them
 
@@ -188,6 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import demo
 
         return demo.main(rest)
+    if args.command == "experiment":
+        from . import experiments
+
+        return experiments.main(rest)
+    if args.command == "checkpoint":
+        from . import checkpoint_tools
+
+        return checkpoint_tools.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "info" and args.contract:

