@@ -233,6 +233,19 @@ def test_mnist_bad_files_raise_naming_the_file(tmp_path, case, match):
     assert str(bad) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "shape", [(2**31, 2**31, 4), (2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["2^64", "huge"]
+)
+def test_mnist_header_whose_size_overflows_int64_names_the_file(tmp_path, shape):
+    images = tmp_path / "images-idx3-ubyte"
+    images.write_bytes(_idx(shape, np.zeros(0)))  # the header alone, no data
+    labels = tmp_path / "labels-idx1-ubyte"
+    labels.write_bytes(_idx((0,), np.zeros(0)))
+    with pytest.raises(DatasetFormatError, match="header says shape") as info:
+        data.MNISTDataset(images, labels)
+    assert str(images) in str(info.value)
+
+
 def test_mnist_real_test_set():
     images = _need(MNIST_DIR / "t10k-images-idx3-ubyte.gz")
     ds = data.MNISTDataset(images, MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
