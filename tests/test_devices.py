@@ -106,3 +106,25 @@ def test_random_helpers_draw_from_numpy_global_rng(device, draw) -> None:
     np.random.seed(3)
     want = getattr(np.random, draw)(3, 4).astype(np.float32)
     np.testing.assert_array_equal(got, want, err_msg=f"{device.name}.{draw} vs np.random.{draw}")
+
+
+def test_no_usable_backend_names_the_installed_ones_and_why(
+    fresh_plugins, backends, device, monkeypatch
+) -> None:
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
+    ghost = backends.clone(device.mod, "ghost", unavailable_reason=lambda: "no ghost card here")
+    backends.register("ghost", ghost, distribution="needle-ghost")
+    backends.register("broken", "needle_tests_no_such_kernels", distribution="needle-broken")
+    with pytest.raises(ndl.DeviceUnavailableError) as err:
+        ndl.Tensor([1.0])
+    message = str(err.value)
+    assert "no installed needle backend can run here" in message, message
+    for word in ("ghost", "no ghost card here", "needle-ghost", "broken", "ModuleNotFoundError"):
+        assert word in message, f"{word!r} not in: {message}"
+
+
+def test_no_backend_at_all_says_how_to_install_one_from_a_clone(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
+    with pytest.raises(ndl.DeviceUnavailableError, match="no needle backend is installed") as err:
+        ndl.default_device()
+    assert "pip install ./plugins/needle_cpu" in str(err.value)

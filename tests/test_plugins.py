@@ -10,6 +10,7 @@ import importlib
 import inspect
 import re
 import sys
+from pathlib import Path
 
 import needle as ndl
 import pytest
@@ -17,6 +18,7 @@ from needle import contract
 from needle.plugins import BackendSpec, hookimpl, hookspecs
 from needle.plugins.manager import PluginError
 
+REPO = Path(__file__).resolve().parents[1]
 BROKEN_SOURCE = 'raise ImportError("libneedle_broken.so: cannot open shared object file")\n'
 
 PLUGIN_SOURCE = """\
@@ -237,7 +239,7 @@ def test_autoload_off_loads_no_entry_points(
     monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
     assert fresh_plugins.plugins() == {} and fresh_plugins.backends() == {}
     assert extra not in sys.modules
-    with pytest.raises(ndl.DeviceUnavailableError, match="no usable needle backend"):
+    with pytest.raises(ndl.DeviceUnavailableError, match="no needle backend is installed"):
         ndl.default_device()
     with pytest.raises(ndl.UnknownDeviceError, match="known devices: none"):
         ndl.device(device.name)
@@ -345,7 +347,11 @@ def test_unknown_project_device_says_what_to_install(
     backends.register("other", backends.clone(device.mod, "other"))
     with pytest.raises(ndl.UnknownDeviceError) as err:
         ndl.device(name)
-    assert f"pip install {dist}" in str(err.value) and "known devices: other" in str(err.value)
+    assert "known devices: other" in str(err.value)
+    folder = dist.replace("-", "_")
+    assert f"pip install ./plugins/{folder}" in str(err.value), "no command that works from a clone"
+    assert (REPO / "plugins" / folder / "pyproject.toml").is_file(), f"{folder} is no plugin folder"
+    assert f"published on PyPI: pip install {dist}" in str(err.value)
     if name == "cuda":
         with pytest.raises(ndl.UnknownDeviceError, match="pip install needle-cuda"):
             ndl.cuda()

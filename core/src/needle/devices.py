@@ -29,10 +29,28 @@ __all__ = [
     "default_device",
     "all_devices",
     "KNOWN_DISTRIBUTIONS",
+    "INSTALL_HINT",
+    "install_hint",
 ]
 
 #: Where the devices named by this project come from, for "pip install ..." hints.
 KNOWN_DISTRIBUTIONS = {"numpy": "needle-numpy", "cpu": "needle-cpu", "cuda": "needle-cuda"}
+
+
+def install_hint(distribution: str) -> str:
+    """How to install one of this project's distributions (they are not on PyPI yet)."""
+    return (
+        f"from a clone of needle: pip install ./plugins/{distribution.replace('-', '_')} "
+        f"(once {distribution} is published on PyPI: pip install {distribution})"
+    )
+
+
+#: What to install when there is no backend at all.
+INSTALL_HINT = (
+    "install a backend from a clone of needle: pip install ./plugins/needle_cpu "
+    "(or ./plugins/needle_numpy); once they are published on PyPI: pip install needle-cpu "
+    "(or needle-numpy)"
+)
 _ALIASES = {"cpu_numpy": "numpy"}
 
 
@@ -157,9 +175,9 @@ def _unknown(name: str) -> UnknownDeviceError:
     hint = KNOWN_DISTRIBUTIONS.get(name)
     msg = f"unknown needle device {name!r}; known devices: {', '.join(known) or 'none'}"
     if hint:
-        msg += f". Install it with: pip install {hint}"
+        msg += f". It comes with {hint}; install it {install_hint(hint)}"
     else:
-        msg += ". Backends come from plugins: pip install needle-cpu, needle-numpy or needle-cuda"
+        msg += f". Devices come from plugins: {INSTALL_HINT}; or a third-party backend"
     return UnknownDeviceError(msg)
 
 
@@ -234,12 +252,24 @@ def default_device() -> BackendDevice:
             except DeviceError:
                 continue
         if dev is None:
-            raise DeviceUnavailableError(
-                "no usable needle backend is installed; install one, e.g. "
-                "pip install needle-cpu (or needle-numpy); `needle info` shows what was found"
-            )
+            raise DeviceUnavailableError(_nothing_usable(records))
     _default.append(dev)
     return dev
+
+
+def _nothing_usable(records: Sequence[Any]) -> str:
+    """Why no backend can be the default: each installed one and its reason, or none."""
+    if not records:
+        return f"no needle backend is installed; {INSTALL_HINT}"
+    why = "; ".join(
+        f"{r.spec.name} ({r.spec.distribution or 'plugin ' + repr(r.plugin)}) is {r.status}: "
+        f"{r.reason}"
+        for r in records
+    )
+    return (
+        f"no installed needle backend can run here: {why}. Fix or replace it "
+        f"({INSTALL_HINT}); `needle info` shows every plugin"
+    )
 
 
 def all_devices() -> list[BackendDevice]:
