@@ -204,3 +204,18 @@ def test_conformance_suite_fails_when_no_backend_can_run(troubled) -> None:
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert "no needle backend can run here" in proc.stdout, proc.stdout[-2000:]
     assert "ghost" in proc.stdout
+
+
+def test_version(env) -> None:
+    proc = needle("--version", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"needle-core {ndl.__version__}"
+
+
+def test_help_is_plain_text(env) -> None:
+    proc = needle("--help", env=env)
+    assert proc.returncode == 0, proc.stderr
+    for markup in ("``", ":func:", ":mod:", ":class:"):
+        assert markup not in proc.stdout, proc.stdout
+    for command in ("info", "doctor", "demo"):
+        assert command in proc.stdout

@@ -130,3 +130,11 @@ def test_import_needle_survives_a_broken_plugin_even_in_strict_mode(
     proc = _run("import needle; needle.default_device()", env=env)  # the scan raises, loudly
     assert proc.returncode != 0
     assert "PluginError" in proc.stderr and "ZeroDivisionError" in proc.stderr, proc.stderr
+
+
+def test_dir_needle_lists_the_api_not_its_imports() -> None:
+    names = dir(needle)
+    for helper in ("annotations", "importlib", "Any"):
+        assert helper not in names, f"dir(needle) shows {helper}"
+    for name in ("Tensor", "nn", "optim", "save", "load", "device", "relu", "__version__"):
+        assert name in names

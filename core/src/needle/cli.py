@@ -160,7 +160,12 @@ def _print_doctor(results: list[dict[str, Any]], failed_plugins: list[Any]) -> N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="needle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="needle",
+        description="needle's command line: plugins and backends (info), a smoke test per "
+        "device (doctor), and a training demo on real digits (demo).",
+    )
+    parser.add_argument("--version", action="version", version=f"needle-core {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info_p = sub.add_parser("info", help="plugins, backends with status, the default device")
     info_p.add_argument("--json", action="store_true", help="machine-readable output")

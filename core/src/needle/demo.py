@@ -13,7 +13,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -115,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot",
         metavar="PNG",
-        default=str(Path(tempfile.gettempdir()) / "needle-demo-curves.png"),
-        help="where to write the training curves (default: %(default)s)",
+        default="needle-demo-curves.png",
+        help="where to write the training curves (default: %(default)s in the current folder)",
     )
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
