@@ -118,7 +118,7 @@ def test_no_usable_backend_names_the_installed_ones_and_why(
     with pytest.raises(ndl.DeviceUnavailableError) as err:
         ndl.Tensor([1.0])
     message = str(err.value)
-    assert "no installed needle backend can run here" in message, message
+    assert "no installed needle backend can be the default device here" in message, message
     for word in ("ghost", "no ghost card here", "needle-ghost", "broken", "ModuleNotFoundError"):
         assert word in message, f"{word!r} not in: {message}"
 
@@ -128,3 +128,17 @@ def test_no_backend_at_all_says_how_to_install_one_from_a_clone(fresh_plugins, m
     with pytest.raises(ndl.DeviceUnavailableError, match="no needle backend is installed") as err:
         ndl.default_device()
     assert "pip install ./plugins/needle_cpu" in str(err.value)
+
+
+def test_only_an_accelerator_installed_is_named_with_how_to_choose_it(
+    fresh_plugins, backends, device, monkeypatch
+) -> None:
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
+    gpu = backends.clone(device.mod, "gpu", unavailable_reason=lambda: "no GPU driver (test)")
+    backends.register("gpu", gpu, accelerator=True, distribution="needle-gpu")
+    with pytest.raises(ndl.DeviceUnavailableError, match=r"gpu \(needle-gpu\).*no GPU driver"):
+        ndl.default_device()
+    fresh_plugins.reset()
+    backends.register("gpu", backends.clone(device.mod, "gpu"), accelerator=True)
+    with pytest.raises(ndl.DeviceUnavailableError, match="NEEDLE_DEVICE=gpu"):
+        ndl.default_device()

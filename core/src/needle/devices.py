@@ -252,23 +252,32 @@ def default_device() -> BackendDevice:
             except DeviceError:
                 continue
         if dev is None:
-            raise DeviceUnavailableError(_nothing_usable(records))
+            raise DeviceUnavailableError(_nothing_usable())
     _default.append(dev)
     return dev
 
 
-def _nothing_usable(records: Sequence[Any]) -> str:
+def _nothing_usable() -> str:
     """Why no backend can be the default: each installed one and its reason, or none."""
-    if not records:
+    from .plugins import manager
+
+    names = sorted(manager.backends())
+    if not names:
         return f"no needle backend is installed; {INSTALL_HINT}"
-    why = "; ".join(
-        f"{r.spec.name} ({r.spec.distribution or 'plugin ' + repr(r.plugin)}) is {r.status}: "
-        f"{r.reason}"
-        for r in records
-    )
+    why = []
+    for name in names:
+        record = manager.load_backend(name)  # learns why an accelerator cannot run, too
+        source = record.spec.distribution or f"plugin {record.plugin!r}"
+        if record.status == "loaded":
+            why.append(
+                f"{name} ({source}) can run but is an accelerator, never the implicit default "
+                f"(choose it: ndl.device({name!r}) or NEEDLE_DEVICE={name})"
+            )
+        else:
+            why.append(f"{name} ({source}) is {record.status}: {record.reason}")
     return (
-        f"no installed needle backend can run here: {why}. Fix or replace it "
-        f"({INSTALL_HINT}); `needle info` shows every plugin"
+        f"no installed needle backend can be the default device here: {'; '.join(why)}. "
+        f"Fix or replace it ({INSTALL_HINT}); `needle info` shows every plugin"
     )
 
 
