@@ -9,6 +9,7 @@ and ``ndl.models`` are imported on first access.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 from . import ops
@@ -94,4 +95,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public API and the submodules already imported; not the helpers this file imports.
+    loaded = {k for k, v in globals().items() if isinstance(v, ModuleType) and k != "importlib"}
+    return sorted(set(__all__) | loaded)

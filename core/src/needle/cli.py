@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, contract
+from .devices import INSTALL_HINT
 from .plugins import manager
 
 __all__ = ["main", "collect_info", "run_doctor"]
@@ -89,7 +90,7 @@ def _print_info(info: dict[str, Any]) -> None:
         print(line)
     print("\nbackends:")
     if not info["backends"]:
-        print("  (none: pip install needle-cpu, needle-numpy or needle-cuda)")
+        print(f"  (none: {INSTALL_HINT})")
     for b in info["backends"]:
         line = f"  {b['name']:<12} {b['status']:<12} from {b['distribution'] or b['plugin']}"
         if b["reason"]:
@@ -169,11 +170,18 @@ def _print_doctor(results: list[dict[str, Any]], failed_plugins: list[Any]) -> N
     for p in failed_plugins:
         print(f"plugin {p.name} ({p.distribution or '-'}) failed during {p.phase}: {p.cause}")
     if not results:
-        print("no backends installed: pip install needle-cpu (or needle-numpy)")
+        print(f"no backends installed: {INSTALL_HINT}")
+    elif not any(row["status"] == "ok" for row in results):
+        print("no device can run here: every backend above was skipped (`needle info` says why)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="needle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="needle",
+        description="needle's command line: plugins and backends (info), a smoke test per "
+        "device (doctor), and a training demo on real digits (demo).",
+    )
+    parser.add_argument("--version", action="version", version=f"needle-core {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info_p = sub.add_parser("info", help="plugins, backends with status, the default device")
     info_p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -224,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         _print_doctor(results, failed_plugins)
-    bad = any(r["status"] == "FAILED" for r in results) or failed_plugins or not results
+    runnable = any(r["status"] == "ok" for r in results)
+    bad = any(r["status"] == "FAILED" for r in results) or failed_plugins or not runnable
     return 1 if bad else 0
 
 

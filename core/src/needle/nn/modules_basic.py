@@ -10,6 +10,7 @@ import numpy as np
 from .. import init, ops
 from ..autograd import Tensor
 from ..devices import BackendDevice
+from ..devices import device as _lookup_device
 
 __all__ = [
     "Parameter",
@@ -137,6 +138,37 @@ class Module:
             yield f"{prefix}{name}", getattr(self, name)
         for name, child in self.named_children():
             yield from child.named_buffers(f"{prefix}{name}.")
+
+    def to(self, device: BackendDevice | str) -> Module:
+        """Move every parameter (with its gradient) and buffer to ``device``, in place.
+
+        Parameters stay the same objects, so an optimizer made before the move keeps
+        updating them. Modules that remember a device for tensors they create (the
+        attention layers) remember the new one.
+
+        Args:
+            device: a device or a device name (``"cpu"``).
+
+        Returns:
+            This module.
+        """
+        if isinstance(device, str):
+            device = _lookup_device(device)
+        if not isinstance(device, BackendDevice):
+            raise TypeError(f"Module.to takes a device or a device name, not {device!r}")
+        for param in self.parameters():
+            if param.device != device:
+                param.cached_data = param.cached_data.to(device)
+            if param.grad is not None and param.grad.device != device:
+                param.grad = param.grad.to(device)
+        for module in (self, *self._children()):
+            for name in module.__dict__.get("_buffer_names", ()):
+                buffer = getattr(module, name)
+                if buffer.device != device:
+                    setattr(module, name, buffer.to(device))
+            if "device" in vars(module):
+                module.device = device
+        return self
 
     # ------------------------------------------------------------------ modes and calls
 
