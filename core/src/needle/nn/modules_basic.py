@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import init, ops
 from ..autograd import Tensor
+from ..backend_ndarray.dtypes import canonical, is_float
 from ..devices import BackendDevice
 from ..devices import device as _lookup_device
 
@@ -139,35 +140,49 @@ class Module:
         for name, child in self.named_children():
             yield from child.named_buffers(f"{prefix}{name}.")
 
-    def to(self, device: BackendDevice | str) -> Module:
-        """Move every parameter (with its gradient) and buffer to ``device``, in place.
+    def to(self, device: BackendDevice | str | None = None, dtype: Any = None) -> Module:
+        """Move every parameter (with its gradient) and buffer to ``device`` and/or convert
+        the float ones to ``dtype``, in place.
 
         Parameters stay the same objects, so an optimizer made before the move keeps
-        updating them. Modules that remember a device for tensors they create (the
-        attention layers) remember the new one.
+        updating them (make it after a dtype change: its state keeps the old dtype).
+        Modules that remember a device or dtype for tensors they create (the attention
+        layers) remember the new one.
 
         Args:
-            device: a device or a device name (``"cpu"``).
+            device: a device or a device name (``"cpu"``); None keeps each where it is.
+            dtype: a float dtype (``"float64"``); None keeps each tensor's.
 
         Returns:
             This module.
         """
         if isinstance(device, str):
             device = _lookup_device(device)
-        if not isinstance(device, BackendDevice):
+        if device is not None and not isinstance(device, BackendDevice):
             raise TypeError(f"Module.to takes a device or a device name, not {device!r}")
+        if dtype is not None:
+            dtype = canonical(dtype)
+            if not is_float(dtype):
+                raise TypeError(f"Module.to converts parameters to a float dtype, not {dtype}")
+
+        def moved(data: Any) -> Any:
+            if dtype is not None and is_float(data.dtype) and data.dtype != dtype:
+                data = data.astype(dtype)
+            if device is not None and data.device != device:
+                data = data.to(device)
+            return data
+
         for param in self.parameters():
-            if param.device != device:
-                param.cached_data = param.cached_data.to(device)
-            if param.grad is not None and param.grad.device != device:
-                param.grad = param.grad.to(device)
+            param.cached_data = moved(param.cached_data)
+            if param.grad is not None:
+                param.grad = Tensor.make_const(moved(param.grad.cached_data))
         for module in (self, *self._children()):
             for name in module.__dict__.get("_buffer_names", ()):
-                buffer = getattr(module, name)
-                if buffer.device != device:
-                    setattr(module, name, buffer.to(device))
-            if "device" in vars(module):
+                setattr(module, name, Tensor.make_const(moved(getattr(module, name).cached_data)))
+            if device is not None and "device" in vars(module):
                 module.device = device
+            if dtype is not None and "dtype" in vars(module):
+                module.dtype = dtype
         return self
 
     # ------------------------------------------------------------------ modes and calls
