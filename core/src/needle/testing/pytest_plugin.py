@@ -3,7 +3,7 @@
 Installed with needle-core (entry point ``pytest11``), so a backend author can
 run the conformance suite without this repository::
 
-    pip install needle-core[test] my-backend
+    pip install '/path/to/needle/core[test]' ./my-backend  # needle-core[test] once on PyPI
     python -m pytest --pyargs needle.testing.conformance --backend mydev
 
 Installing needle never changes another project's tests: the plugin only adds
@@ -94,10 +94,9 @@ class _NeedleRun:
                     ) from exc
                 params.append(pytest.param(name, id=name, marks=pytest.mark.skip(reason=str(exc))))
         if not params:
-            raise pytest.UsageError(
-                "no needle backend is installed: pip install needle-numpy (or needle-cpu, "
-                "needle-cuda)"
-            )
+            from needle.devices import INSTALL_HINT
+
+            raise pytest.UsageError(f"no needle backend is installed; {INSTALL_HINT}")
         self._params = params
         self.unusable = [p.marks[0].kwargs["reason"] for p in params if p.marks]
         if len(self.unusable) < len(params):
