@@ -39,7 +39,7 @@ from .devices import (
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint")
+_LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint", "distributed")
 _LAZY_ATTRIBUTES = {"save": "checkpoint", "load": "checkpoint"}
 
 __all__ = [
