@@ -16,6 +16,5 @@ def needle_communicators() -> list[CommunicatorSpec]:
             module="needle.distributed.local",
             priority=-1000,
             distribution="needle-core",
-            launcher="python",
         )
     ]

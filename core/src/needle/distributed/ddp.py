@@ -35,7 +35,11 @@ class _Bucket:
 
     def write(self, index: int, grad: NDArray) -> None:
         start, size = self.offsets[index], self.sizes[index]
-        self.flat[start : start + size] = grad.reshape((size,))
+        source = host_view(grad.compact()) if self.host is not None else None
+        if source is not None:  # host memory to host memory: numpy copies it fastest
+            np.copyto(self.host[start : start + size], source.reshape(-1))
+        else:
+            self.flat[start : start + size] = grad.reshape((size,))
 
     def launch(self, comm: Communicator) -> None:
         self.buf = self.host if self.host is not None else self.flat.numpy()
@@ -46,9 +50,9 @@ class _Bucket:
         self.work.wait()
         if world_size > 1:
             np.divide(self.buf, world_size, out=self.buf)
-        source = self.flat if self.host is not None else NDArray.from_numpy(self.buf, self.device)
         for p, start, size in zip(self.params, self.offsets, self.sizes):
-            p.grad = Tensor.make_const(source[start : start + size].reshape(p.shape))
+            grad = NDArray.from_numpy(self.buf[start : start + size].reshape(p.shape), self.device)
+            p.grad = Tensor.make_const(grad)
         self.buf, self.work, self.ready = None, None, 0
 
 
