@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = ["MPICommunicator", "MPIWork", "create", "launched", "unavailable_reas
 # Set by MPI launchers in each process they start: MPICH and Intel MPI (hydra), Open MPI,
 # PMIx launchers (Open MPI 5, Slurm's srun --mpi=pmix), MVAPICH.
 _LAUNCHER_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
+_yield_cpu = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 
 
 def launched() -> bool:
@@ -53,7 +55,11 @@ class MPIWork:
         return bool(self.request.Test())
 
     def wait(self) -> None:
-        self.request.Wait()
+        # Test and yield rather than MPI's Wait, which spins: with more ranks than free
+        # cores (a shared machine, mpiexec -n 3 on 2 cores) the spinning rank would take
+        # the core from the rank it is waiting for.
+        while not self.request.Test():
+            _yield_cpu()
 
 
 class MPICommunicator:
