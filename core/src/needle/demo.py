@@ -170,10 +170,11 @@ def _run(args: argparse.Namespace) -> int:
     from needle import distributed
 
     distributed.init()  # the job mpiexec started, else a world of one process
-    try:
-        return _train(args)
-    finally:
-        distributed.finalize()
+    status = _train(args)
+    # Not in a `finally`: after an error, the job must stay up so that the uncaught exception
+    # ends every rank (finalize would hand the exception back to Python's default hook).
+    distributed.finalize()
+    return status
 
 
 def _train(args: argparse.Namespace) -> int:
