@@ -2,8 +2,8 @@
 
 ``import needle as ndl`` loads no backend: the ``needle`` entry points are
 scanned on first device use and a backend's kernels are imported when its
-device is first used. ``ndl.nn``, ``ndl.optim``, ``ndl.data``, ``ndl.init``
-and ``ndl.models`` are imported on first access.
+device is first used. ``ndl.nn``, ``ndl.optim``, ``ndl.data``, ``ndl.init``,
+``ndl.models`` and ``ndl.distributed`` are imported on first access.
 """
 
 from __future__ import annotations

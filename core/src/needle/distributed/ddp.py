@@ -126,19 +126,25 @@ class _Reducer:
         else:
             bucket.write(i, grad)
         bucket.ready += 1
-        # Launch in bucket order, so every rank issues the same collectives in the same order.
-        while self.next_launch < len(self.buckets) and self.buckets[self.next_launch].ready == len(
-            self.buckets[self.next_launch].params
-        ):
-            self.buckets[self.next_launch].launch(self.comm)
-            self.next_launch += 1
-        for bucket in self.buckets[: self.next_launch]:
-            bucket.work.test()  # lets the communicator progress while backward goes on
+        self._launch_full_buckets()
         if self.next_launch == len(self.buckets):
             for bucket in self.buckets:
                 bucket.finish(self.comm.world_size)
             self.done.clear()
             self.next_launch = 0
+
+    def _launch_full_buckets(self) -> None:
+        """Start every full bucket's all-reduce, in bucket order: so every rank issues the
+        same collectives in the same order, whatever order its gradients arrived in."""
+        buckets = self.buckets
+        while self.next_launch < len(buckets):
+            bucket = buckets[self.next_launch]
+            if bucket.ready < len(bucket.params):
+                break
+            bucket.launch(self.comm)
+            self.next_launch += 1
+        for bucket in buckets[: self.next_launch]:
+            bucket.work.test()  # lets the communicator progress while backward goes on
 
     def before_forward(self) -> None:
         if self.done:
