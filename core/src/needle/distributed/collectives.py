@@ -195,8 +195,10 @@ def _data(tensor: Any, what: str) -> NDArray:
     return tensor.realize_cached_data()
 
 
-def _dtype_code(dtype: np.dtype) -> int:
-    return _DTYPE_NAMES.index(dtype.name) if dtype.name in _DTYPE_NAMES else 100 + dtype.num
+def _dtype_code(dtype: str) -> int:
+    if dtype in _DTYPE_NAMES:
+        return _DTYPE_NAMES.index(dtype)
+    return 100 + np.dtype(dtype).num
 
 
 def _describe_rank(codes: np.ndarray, shape: Sequence[int]) -> str:
@@ -211,14 +213,14 @@ def _agree(
     """Check that every rank passed the same dtype and shape (except the first axis when
     ``rows_may_differ``); return each rank's row count. Raises the same ValueError on all."""
     shape = tuple(data.shape) or (1,)
-    dtype = np.dtype(data.dtype)
     key = shape[1:] if rows_may_differ else shape
-    mine = [_dtype_code(dtype), len(shape), zlib.crc32(repr(key).encode()), shape[0]]
+    mine = [_dtype_code(data.dtype), len(shape), zlib.crc32(repr(key).encode()), shape[0]]
     table = np.empty((comm.world_size, 4), np.int64)
     comm.all_gather(np.array(mine, np.int64), table, [4] * comm.world_size)
-    rows = table[:, 3]
-    if (table[:, :3] == table[0, :3]).all() and (rows_may_differ or (rows == rows[0]).all()):
-        return rows
+    listed = table.tolist()  # a few Python ints compare faster than small numpy arrays
+    same = listed.count(mine) == len(listed)
+    if same or (rows_may_differ and all(r[:3] == mine[:3] for r in listed)):
+        return table[:, 3]
     # They differ: gather every rank's whole shape, so each rank can say which is which.
     width = int(table[:, 1].max())
     padded = np.full(width, -1, np.int64)
