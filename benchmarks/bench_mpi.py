@@ -15,7 +15,9 @@ Run it with needle-core, needle-cpu and needle-mpi installed (``nox -s bench-mpi
   rank (``NEEDLE_NUM_THREADS=1``): one process without DistributedDataParallel against 2 ranks
   with it, each rank taking a batch of 100 (the global batch grows: weak scaling) and, for
   reference, 2 ranks x 50 (the global batch stays 100: strong scaling). Throughput is samples
-  per second over the whole job. The configurations alternate, ``--repeats`` times each.
+  per second over the whole job. A last configuration runs two independent single processes
+  at once, without MPI: what this machine gives two processes, the ceiling for 2 ranks. The
+  configurations alternate, ``--repeats`` times each.
 
 Benchmarks print; they never assert timings. The machine is shared: single runs move.
 """
@@ -153,16 +155,24 @@ def _mpiexec() -> str:
     return found
 
 
-def _run(ranks: int, *worker_args: str) -> list[dict[str, Any]]:
+def _run(ranks: int, *worker_args: str, independent: int = 1) -> list[dict[str, Any]]:
+    """Run a worker (under mpiexec for ``ranks`` > 1), or ``independent`` copies at once."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
     env["NEEDLE_NUM_THREADS"] = "1"
     cmd = [sys.executable, HERE, "--worker", *worker_args]  # worker_args[0]: which worker
     if ranks > 1:
         cmd = [_mpiexec(), "-n", str(ranks), *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if proc.returncode != 0:
-        sys.exit(f"bench_mpi: {' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(independent)
+    ]
+    rows = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            sys.exit(f"bench_mpi: {' '.join(cmd)} failed:\n{out}{err}")
+        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return rows
 
 
 def _size(nbytes: int) -> str:
@@ -186,12 +196,15 @@ def bench_train(seconds: float, repeats: int) -> None:
         "1 rank x 1 thread, batch 100 (no DDP)": (1, "100", "--no-ddp"),
         "2 ranks x 1 thread, batch 2 x 100": (2, "100"),
         "2 ranks x 1 thread, batch 2 x 50": (2, "50"),
+        "2 independent processes, batch 100 each": (1, "100", "--no-ddp"),
     }
     results: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(repeats):  # alternate, so load from elsewhere hits every configuration
         for name, (ranks, batch, *flags) in configs.items():
-            rows = _run(ranks, "train", "--batch", batch, "--seconds", str(seconds), *flags)
-            results[name].append(rows[0]["samples_per_s"])
+            independent = 2 if name.startswith("2 independent") else 1
+            args = ("train", "--batch", batch, "--seconds", str(seconds), *flags)
+            rows = _run(ranks, *args, independent=independent)
+            results[name].append(sum(row["samples_per_s"] for row in rows))
     base = statistics.median(results["1 rank x 1 thread, batch 100 (no DDP)"])
     best_base = max(results["1 rank x 1 thread, batch 100 (no DDP)"])
     print(f"\nMLPResNet(784, 100) + Adam training throughput, {repeats} runs of ~{seconds:.0f} s "
