@@ -23,6 +23,7 @@ __all__ = ["MPICommunicator", "MPIWork", "create", "launched", "unavailable_reas
 # PMIx launchers (Open MPI 5, Slurm's srun --mpi=pmix), MVAPICH.
 _LAUNCHER_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 _yield_cpu = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+_SPINS_BEFORE_YIELD = int(os.environ.get("NEEDLE_MPI_SPINS", "200"))
 
 
 def launched() -> bool:
@@ -55,11 +56,14 @@ class MPIWork:
         return bool(self.request.Test())
 
     def wait(self) -> None:
-        # Test and yield rather than MPI's Wait, which spins: with more ranks than free
-        # cores (a shared machine, mpiexec -n 3 on 2 cores) the spinning rank would take
-        # the core from the rank it is waiting for.
+        # MPI's Wait spins: with more ranks than free cores (a shared machine, mpiexec -n 3
+        # on 2 cores) the spinning rank takes the core from the rank it waits for. Spin a
+        # little (a quick answer keeps its latency), then yield the core between tests.
+        spins = 0
         while not self.request.Test():
-            _yield_cpu()
+            spins += 1
+            if spins > _SPINS_BEFORE_YIELD:
+                _yield_cpu()
 
 
 class MPICommunicator:
