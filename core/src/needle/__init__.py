@@ -2,8 +2,8 @@
 
 ``import needle as ndl`` loads no backend: the ``needle`` entry points are
 scanned on first device use and a backend's kernels are imported when its
-device is first used. ``ndl.nn``, ``ndl.optim``, ``ndl.data``, ``ndl.init``
-and ``ndl.models`` are imported on first access.
+device is first used. ``ndl.nn``, ``ndl.optim``, ``ndl.data``, ``ndl.init``,
+``ndl.models`` and ``ndl.distributed`` are imported on first access.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ __version__ = "0.1.0"
 # dtypes are named by strings, which compare equal to numpy's dtypes of the same name.
 float32, float64, int32, int64, bool = "float32", "float64", "int32", "int64", "bool"  # noqa: A001
 
-_LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint", "apps")
+_LAZY_SUBMODULES = (
+    "init", "nn", "optim", "data", "models", "checkpoint", "apps", "distributed"
+)  # fmt: skip
 _LAZY_ATTRIBUTES = {"save": "checkpoint", "load": "checkpoint", "from_dlpack": "dlpack"}
 
 __all__ = [

@@ -1,9 +1,10 @@
 """The ``needle`` command line: ``info``, ``doctor``, ``demo``, ``experiment``, ``checkpoint``.
 
-``needle info`` lists plugins, distributions, versions and backends with their
-status; ``needle doctor`` runs a small smoke test per device against numpy;
-``needle experiment`` trains a grid of configurations and compares them;
-``needle checkpoint show|diff`` inspects and compares checkpoint files.
+``needle info`` lists plugins, distributions, versions, backends (with their dtypes) and
+the communicators of ``needle.distributed`` with their status; ``needle doctor`` runs a
+small smoke test per device against numpy; ``needle experiment`` trains a grid of
+configurations and compares them; ``needle checkpoint show|diff`` inspects and compares
+checkpoint files.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def collect_info() -> dict[str, Any]:
         }
         for p in sorted(manager.plugins().values(), key=lambda p: p.name)
     ]
+    communicators = _collect_communicators()
     try:
         default = devices.default_device().name
         default_error = ""
@@ -71,9 +73,36 @@ def collect_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "plugins": plugins,
         "backends": backends,
+        "communicators": communicators,
         "default_device": default,
         "default_device_error": default_error,
     }
+
+
+def _collect_communicators() -> list[dict[str, Any]]:
+    """The communicators of needle.distributed, each probed (no MPI is initialized)."""
+    rows = []
+    for name, record in sorted(manager.communicators().items()):
+        if record.status == "registered":
+            record = manager.load_communicator(name)
+        probe = getattr(record.module, "launched", None)
+        try:
+            launched = bool(probe()) if probe is not None else False
+        except Exception:  # noqa: BLE001 - a broken probe is reported as not launched
+            launched = False
+        rows.append(
+            {
+                "name": name,
+                "plugin": record.plugin,
+                "distribution": record.spec.distribution,
+                "module": record.spec.module,
+                "status": record.status,
+                "reason": record.reason,
+                "launcher": record.spec.launcher,
+                "launched": launched,
+            }
+        )
+    return rows
 
 
 def _print_info(info: dict[str, Any]) -> None:
@@ -97,6 +126,16 @@ def _print_info(info: dict[str, Any]) -> None:
             line += f": {b['reason']}"
         elif b["capabilities"]:
             line += f" (optional: {', '.join(b['capabilities'])})"
+        print(line)
+    print("\ncommunicators (needle.distributed):")
+    for c in info["communicators"]:
+        line = f"  {c['name']:<12} {c['status']:<12} from {c['distribution'] or c['plugin']}"
+        if c["reason"]:
+            line += f": {c['reason']}"
+        elif c["launched"]:
+            line += " (this process was started by its launcher)"
+        elif c["launcher"]:
+            line += f" (start jobs with {c['launcher']})"
         print(line)
     _print_dtypes([b for b in info["backends"] if b["status"] == "loaded"])
     default = info["default_device"] or f"none ({info['default_device_error']})"

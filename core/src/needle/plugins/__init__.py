@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .hookspecs import hookimpl, hookspec
 
-__all__ = ["BackendSpec", "hookimpl", "hookspec"]
+__all__ = ["BackendSpec", "CommunicatorSpec", "hookimpl", "hookspec"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,27 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class CommunicatorSpec:
+    """What a plugin says about one communicator of :mod:`needle.distributed`.
+
+    Attributes:
+        name: the name users pass to ``needle.distributed.init(name)`` (``"mpi"``).
+        module: import path of the module that implements it, imported on first use.
+            It defines ``create()``, returning an object that follows
+            :class:`needle.distributed.Communicator`; optionally ``unavailable_reason()``
+            (a string when it cannot run here, such as a missing library, else None) and
+            ``launched()`` (True when this process was started by the communicator's
+            launcher, such as ``mpiexec``: ``init()`` without a name then picks it).
+        priority: preference among launched communicators; higher wins.
+        distribution: the PyPI distribution that provides it, for messages.
+        launcher: how jobs using it are started (``"mpiexec -n N"``), for messages.
+    """
+
+    name: str
+    module: str
+    priority: int = 0
+    distribution: str = ""
+    launcher: str = ""

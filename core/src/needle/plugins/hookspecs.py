@@ -32,6 +32,7 @@ __all__ = [
     "needle_optimizers",
     "needle_datasets",
     "needle_transforms",
+    "needle_communicators",
 ]
 
 hookspec = pluggy.HookspecMarker("needle")
@@ -82,4 +83,17 @@ def needle_transforms() -> dict[str, Any]:
     """Return ``{name: Transform subclass}``; each appears as ``needle.data.<name>``.
 
     The rules of :func:`needle_datasets` apply.
+    """
+
+
+@hookspec
+def needle_communicators() -> list[Any]:
+    """Return the communicators this plugin provides, as a list of
+    :class:`needle.plugins.CommunicatorSpec`.
+
+    A communicator moves buffers between the processes of a distributed job
+    (all-reduce, broadcast, all-gather, barrier) for :mod:`needle.distributed`.
+    Like a backend spec, a communicator spec only *describes* it: its module
+    (which may import MPI, NCCL, ...) is imported when the communicator is first
+    used or listed, never while the entry points are scanned.
     """

@@ -22,6 +22,9 @@ Environment:
 * ``NEEDLE_PLUGINS=a,b``: load only these entry points (by entry-point or distribution name).
 * ``NEEDLE_DISABLE_PLUGINS=a,b``: never load these (shown as blocked; blocked in pluggy too).
 * ``NEEDLE_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError` instead.
+
+Communicators of :mod:`needle.distributed` (hook ``needle_communicators``) are found,
+isolated and recorded the same way; see the section at the end of this module.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 import pluggy
 
 from .. import contract
-from . import BackendSpec, hookspecs
+from . import BackendSpec, CommunicatorSpec, hookspecs
 
 __all__ = [
     "PluginError",
@@ -52,10 +55,18 @@ __all__ = [
     "extensions",
     "extension_namespace",
     "reset",
+    "CommunicatorRecord",
+    "communicators",
+    "load_communicator",
 ]
 
 ENTRY_POINT_GROUP = "needle"
-BUILTIN_EXTENSION_PLUGINS = ("needle.nn._plugin", "needle.optim._plugin", "needle.data._plugin")
+BUILTIN_EXTENSION_PLUGINS = (
+    "needle.nn._plugin",
+    "needle.optim._plugin",
+    "needle.data._plugin",
+    "needle.distributed._plugin",
+)
 EXTENSION_HOOKS = {
     "nn_modules": "needle_nn_modules",
     "optimizers": "needle_optimizers",
@@ -186,6 +197,7 @@ class _State:
         self.lock = threading.RLock()
         self.scanning = False
         self.scan_failures: list[PluginRecord] = []
+        self.communicators: dict[str, CommunicatorRecord] = {}
 
     def fail(self, record: PluginRecord, phase: str, exc: BaseException | str) -> None:
         """Record a plugin failure; in strict mode raise it (after the scan, if scanning)."""
@@ -284,6 +296,7 @@ class _State:
             self._check_hook_names(plugin)
             specs = self._backend_specs(plugin)
             provided = {kind: self._extension_table(plugin, kind) for kind in EXTENSION_HOOKS}
+            communicator_specs = _communicator_specs(self, plugin)  # the communicators section
         except _HookError as exc:
             self.pm.unregister(plugin)
             self.fail(record, exc.phase, str(exc))
@@ -298,6 +311,7 @@ class _State:
                 problem = self.add_extension(kind, name, value, record.name)
                 if problem:
                     problems.append((EXTENSION_HOOKS[kind], problem))
+        problems += [("needle_communicators", p) for p in _keep(self, communicator_specs, record)]
         if problems:
             self.fail(record, problems[0][0], "; ".join(message for _, message in problems))
 
@@ -606,3 +620,100 @@ def reset() -> None:
     from .. import devices  # the device table caches loaded backends
 
     devices._reset()
+
+
+# ---------------------------------------------------------------------------- communicators
+# The communicators of needle.distributed: declared by the ``needle_communicators`` hook,
+# recorded per plugin like backends, their modules imported only when first used or listed.
+
+
+@dataclass
+class CommunicatorRecord:
+    """One communicator and its state.
+
+    ``status``: ``registered`` (module not imported yet), ``loaded``, ``unavailable``
+    (installed but cannot run here, ``reason`` says why) or ``failed`` (``reason`` says how).
+    """
+
+    spec: CommunicatorSpec
+    plugin: str
+    status: str = "registered"
+    reason: str = ""
+    module: ModuleType | None = field(default=None, repr=False)
+
+
+def _communicator_specs(state: _State, plugin: Any) -> list[CommunicatorSpec]:
+    """The communicators ``plugin`` declares, through pluggy; ``_HookError`` when malformed."""
+    specs: list[CommunicatorSpec] = []
+    for result in state._call(plugin, "needle_communicators"):
+        try:
+            items = list(result)
+        except TypeError:
+            raise _HookError(
+                "needle_communicators",
+                f"needle_communicators returned {type(result).__name__}, not a list",
+            ) from None
+        for spec in items:
+            if not isinstance(spec, CommunicatorSpec):
+                raise _HookError(
+                    "needle_communicators",
+                    f"needle_communicators returned {spec!r}, not a CommunicatorSpec",
+                )
+        specs.extend(items)
+    return specs
+
+
+def _keep(state: _State, specs: list[CommunicatorSpec], record: PluginRecord) -> list[str]:
+    """Record ``specs``; a message for each name another plugin already provides."""
+    problems = []
+    for spec in specs:
+        if spec.name in state.communicators:
+            other = state.communicators[spec.name].plugin
+            problems.append(f"communicator {spec.name!r} is already provided by plugin {other!r}")
+            continue
+        state.communicators[spec.name] = CommunicatorRecord(spec=spec, plugin=record.name)
+    return problems
+
+
+def communicators() -> dict[str, CommunicatorRecord]:
+    """Every communicator declared by a plugin (core's ``local`` included), by name."""
+    _state.scan()
+    _state.register_builtins()
+    return dict(_state.communicators)
+
+
+def load_communicator(name: str) -> CommunicatorRecord:
+    """Import and probe communicator ``name``'s module (once) and return its record.
+
+    Raises:
+        KeyError: no plugin declares ``name``.
+    """
+    state = _state
+    with state.lock:
+        state.scan()
+        state.register_builtins()
+        comm = state.communicators[name]
+        if comm.status != "registered":
+            return comm
+        record = state.plugins[comm.plugin]
+        try:
+            module = importlib.import_module(comm.spec.module)
+            if not callable(getattr(module, "create", None)):
+                raise TypeError(f"{comm.spec.module} defines no create() function")
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            comm.status, comm.reason = "failed", f"importing {comm.spec.module}: {_describe(exc)}"
+            state.fail(record, "communicator", comm.reason)
+            return comm
+        probe = getattr(module, "unavailable_reason", None)
+        try:
+            reason = probe() if probe is not None else None
+        except Exception as exc:  # noqa: BLE001
+            reason = f"availability check failed: {_describe(exc)}"
+        comm.module = module  # kept when unavailable too: its launched() explains a failed init
+        if reason:
+            comm.status, comm.reason = "unavailable", str(reason)
+        else:
+            comm.status = "loaded"
+        return comm
