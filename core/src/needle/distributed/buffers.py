@@ -1,12 +1,12 @@
 """Tensors' memory as communicator buffers, without copies where the memory is on the host.
 
 :func:`host_view` is the one place that turns device memory into a buffer a communicator
-takes. On a host backend (one not declared an accelerator) a compact NDArray's handle
-points at host memory (``handle.ptr()``, ``handle.size`` elements of the array's dtype,
-as the backend contract says), so the view is a numpy array over that memory: MPI reads
-and writes the tensor itself through the buffer protocol. Elsewhere (a GPU) the data are
-copied through the host. When NDArray exports DLPack, this function switches to
-``np.from_dlpack`` and a GPU communicator takes the DLPack capsule as it is.
+takes. On a host backend (one not declared an accelerator) the view is a numpy array over
+the tensor's own memory, so MPI reads and writes the tensor itself through the buffer
+protocol: through DLPack (``np.from_dlpack``) where the backend exports it, else over
+``handle.ptr()`` (``handle.size`` elements of the array's dtype, as the backend contract
+says; contract v1 backends). Elsewhere (a GPU) the data are copied through the host; a GPU
+communicator would take the DLPack capsule as it is.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from ..backend_ndarray import NDArray
 from ..devices import BackendDevice
+from ..dlpack import KDL_CPU
 from ..plugins import manager
 
 __all__ = ["host_view", "as_buffer", "output_buffer", "finish_output"]
@@ -36,6 +37,8 @@ def host_view(array: NDArray) -> np.ndarray | None:
     """
     if array.size == 0 or not array.is_compact() or not _on_host(array.device):
         return None
+    if array.device.has("to_dlpack") and array.__dlpack_device__()[0] == KDL_CPU:
+        return np.from_dlpack(array)  # shares the memory; the capsule keeps it alive
     handle = array.handle
     ptr = getattr(handle, "ptr", None)
     if ptr is None:
