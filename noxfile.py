@@ -1,9 +1,10 @@
 """nox sessions: one test session per backend, each in its own virtualenv, plus lint, demo, bench.
 
-``nox`` alone runs lint and the tests of every backend that can build here; the
-cuda session needs nvcc (it is skipped without it) and runs the GPU tests only
-where a GPU exists. ``nox -s demo`` trains on real digits; ``nox -s bench``
-compares the backends with numpy and PyTorch.
+``nox`` alone runs lint, the tests of every backend that can build here, and the
+distributed tests over MPI (``tests-mpi``: ``mpiexec -n 2`` and ``-n 3``); the cuda
+session needs nvcc (it is skipped without it) and runs the GPU tests only where a
+GPU exists. ``nox -s demo`` trains on real digits; ``nox -s bench`` compares the
+backends with numpy and PyTorch; ``nox -s bench-mpi`` measures needle.distributed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["lint", "tests-numpy", "tests-cpu", "tests-cuda"]
+nox.options.sessions = ["lint", "tests-numpy", "tests-cpu", "tests-cuda", "tests-mpi"]
 nox.options.error_on_missing_interpreters = False
 
 BACKENDS = {
@@ -20,6 +21,8 @@ BACKENDS = {
     "cpu": "./plugins/needle_cpu",
     "cuda": "./plugins/needle_cuda",
 }
+MPI_PLUGIN = "./plugins/needle_mpi"  # brings mpi4py and MPICH, whose mpiexec lands in the venv
+MPI_SUITE = "tests/distributed/mpi_suite.py"
 STRICT = {"NEEDLE_STRICT_PLUGINS": "1"}
 
 
@@ -96,6 +99,22 @@ def _conformance_on_emulated_cuda(session: nox.Session) -> None:
     )  # fmt: skip
 
 
+@nox.session(name="tests-mpi")
+def tests_mpi(session: nox.Session) -> None:
+    """needle.distributed: its tests in one process, then the MPI suite on 2 and on 3 ranks."""
+    backend = "cpu" if shutil.which("c++") or shutil.which("g++") else "numpy"
+    _install(session, backend, MPI_PLUGIN)
+    _pytest(session, "tests/distributed", "--backend", backend)
+    # One kernel thread per rank: 3 ranks share the 2 cores of a CI machine. An MPI job
+    # that hangs is ended after MPIEXEC_TIMEOUT seconds, failing the session.
+    env = {**STRICT, "NEEDLE_NUM_THREADS": "1", "MPIEXEC_TIMEOUT": "900"}
+    for ranks in ("2", "3"):
+        session.run(
+            "mpiexec", "-n", ranks, "python", "-m", "pytest", MPI_SUITE, "--backend", backend,
+            "-q", *session.posargs, env=env,
+        )  # fmt: skip
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
@@ -120,3 +139,10 @@ def bench(session: nox.Session) -> None:
     session.install("./core", BACKENDS["numpy"], BACKENDS["cpu"], "tqdm", "torch==2.13.0")
     session.run("python", "benchmarks/bench_ops.py", *session.posargs)
     session.run("python", "benchmarks/bench_train.py", *session.posargs)
+
+
+@nox.session(name="bench-mpi")
+def bench_mpi(session: nox.Session) -> None:
+    """needle.distributed's all-reduce against raw mpi4py; 2 ranks' training against 1."""
+    session.install("./core", BACKENDS["cpu"], MPI_PLUGIN)
+    session.run("python", "benchmarks/bench_mpi.py", *session.posargs)

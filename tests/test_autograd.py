@@ -362,3 +362,36 @@ def test_tensor_rejects_non_tensor_inputs_and_other_dtypes(device) -> None:
         ndl.Tensor(np.ones(2, np.complex128), device=device)
     with pytest.raises(TypeError):
         ndl.Tensor(["a", "b"], device=device)
+
+
+def test_no_grad_is_per_thread(device) -> None:
+    """Two threads entering and leaving no_grad() leave the other's grad mode alone."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        with ndl.no_grad():
+            entered.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    entered.wait(5)
+    assert ndl.is_grad_enabled(), "another thread's no_grad() switched this one off"
+    x = _t(device, [1.0, 2.0])
+    (x * x).sum().backward()
+    assert x.grad is not None
+    with ndl.no_grad():
+        release.set()
+        thread.join(5)
+    assert ndl.is_grad_enabled()
+
+
+def test_logsumexp_of_infinite_rows_matches_numpy(device) -> None:
+    x = np.array([[-np.inf, -np.inf, -np.inf], [np.inf, 1.0, 2.0], [1.0, 2.0, 3.0]], np.float32)
+    got = ndl.logsumexp(_t(device, x, requires_grad=False), axes=(1,)).numpy()
+    with np.errstate(all="ignore"):
+        want = np.log(np.exp(x.astype(np.float64)).sum(axis=1))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0] == -np.inf and got[1] == np.inf

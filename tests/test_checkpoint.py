@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import needle as ndl
@@ -234,3 +237,253 @@ def test_any_float32_state_round_trips_bit_exact(tmp_path_factory, state):
         assert back["t"][key].numpy().tobytes() == value.tobytes(), key
         assert back["a"][key].dtype == np.float32
         assert back["a"][key].tobytes() == value.tobytes(), key
+
+
+# ---------------------------------------------------------------------- hostile and broken files
+
+
+def _write_npz(path: Path, header: object, **arrays: np.ndarray) -> Path:
+    """An npz with the given index (any JSON, or raw text) and entries."""
+    text = header if isinstance(header, str) else json.dumps(header)
+    with open(path, "wb") as f:  # np.savez would add ".npz" to a path
+        np.savez(f, __needle_checkpoint__=np.asarray(text), **arrays)
+    return path
+
+
+def _index(keys: object) -> dict:
+    return {"format": checkpoint.FORMAT_NAME, "version": checkpoint.FORMAT_VERSION, "keys": keys}
+
+
+def _load(path: Path) -> dict:
+    return ndl.load(path, device=ndl.default_device())
+
+
+@pytest.mark.parametrize(
+    "keys, arrays, match",
+    [
+        ([["w", "a0"]], {"a0": np.ones(2)}, "'keys' is a list"),
+        ({"w": "a0"}, {"a0": np.ones(2)}, r"key 'w'.*\{'kind'"),
+        ({"w": {"kind": "tensor", "entry": 7}}, {}, "key 'w' names no entry"),
+        (
+            {"a": {"kind": "tensor", "entry": "a0"}, "a/b": {"kind": "tensor", "entry": "a1"}},
+            {"a0": np.ones(2), "a1": np.ones(2)},
+            "'a/b' lies under 'a'",
+        ),
+        (
+            {"a/b": {"kind": "tensor", "entry": "a0"}, "a": {"kind": "tensor", "entry": "a1"}},
+            {"a0": np.ones(2), "a1": np.ones(2)},
+            "key 'a' .*given twice|key 'a' .*keys under it",
+        ),
+        ({"w": {"kind": "tensor", "entry": "a0"}}, {"a0": np.array(["x", "y"])}, "'w'.*<U1"),
+        ({"n": {"kind": "int", "entry": "a0"}}, {"a0": np.arange(3)}, "'n'.*int.*shape"),
+        ({"s": {"kind": "str", "entry": "a0"}}, {"a0": np.float64(2)}, "'s'.*str"),
+        ({"w": {"kind": "pickle", "entry": "a0"}}, {"a0": np.ones(1)}, "unknown kind 'pickle'"),
+        (
+            {"w": {"kind": "tensor", "entry": "a9"}},
+            {"a0": np.ones(1)},
+            "'a9' of key 'w' is missing",
+        ),
+    ],
+    ids=[
+        "keys-list",
+        "entry-str",
+        "entry-int",
+        "a-then-a/b",
+        "a/b-then-a",
+        "string-tensor",
+        "int-array",
+        "str-float",
+        "unknown-kind",
+        "missing",
+    ],  # fmt: skip
+)
+def test_malformed_index_raises_checkpoint_error(tmp_path, keys, arrays, match):
+    path = _write_npz(tmp_path / "bad.ckpt", _index(keys), **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match=match) as err:
+        _load(path)
+    assert str(path) in str(err.value)
+
+
+def test_deeply_nested_index_raises_checkpoint_error(tmp_path):
+    path = _write_npz(tmp_path / "deep.ckpt", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable") as err:
+        _load(path)
+    assert str(path) in str(err.value)
+
+
+def test_corrupted_entry_names_file_and_entry(tmp_path):
+    path = tmp_path / "state.ckpt"
+    ndl.save({"w": np.arange(256, dtype=np.float32)}, path)
+    blob = bytearray(path.read_bytes())
+    at = blob.index(np.arange(256, dtype=np.float32)[100:104].tobytes())
+    blob[at] ^= 0xFF  # one flipped bit in the middle of the data: the CRC no longer matches
+    path.write_bytes(bytes(blob))
+    with pytest.raises(checkpoint.CheckpointError, match=r"entry 'a0' of key 'w'.*CRC") as err:
+        _load(path)
+    assert str(path) in str(err.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_damage_raises_checkpoint_error_only(tmp_path_factory, data):
+    """Truncated, cut or overwritten bytes: the file loads intact or raises CheckpointError."""
+    path = tmp_path_factory.mktemp("damage") / "state.ckpt"
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    state = {"w": w, "t": ndl.Tensor(w[:2]), "meta": {"epoch": 3, "s": "x"}}
+    ndl.save(state, path)
+    blob = bytearray(path.read_bytes())
+    how = data.draw(st.sampled_from(["truncate", "overwrite"]))
+    if how == "truncate":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    else:
+        start = data.draw(st.integers(0, len(blob) - 1))
+        junk = data.draw(st.binary(min_size=1, max_size=16))
+        blob[start : start + len(junk)] = junk
+    path.write_bytes(bytes(blob))
+    try:
+        back = _load(path)
+    except checkpoint.CheckpointError as exc:
+        assert str(path) in str(exc)
+        assert "allow_pickle" not in str(exc)
+    else:  # bytes the reader does not depend on (a timestamp, say) may change
+        np.testing.assert_array_equal(back["w"], w)
+        np.testing.assert_array_equal(back["t"].numpy(), w[:2])
+        assert back["meta"] == state["meta"]
+
+
+def _npy_header(shape: tuple, dtype: str = "<f4") -> bytes:
+    """A version 1.0 ``.npy`` header declaring ``shape`` (whatever data follows it)."""
+    text = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    return b"\x93NUMPY\x01\x00" + _padded(text)
+
+
+def _padded(text: str) -> bytes:
+    raw = text.encode("latin1")
+    pad = 64 - (10 + len(raw) + 1) % 64
+    body = raw + b" " * pad + b"\n"
+    return len(body).to_bytes(2, "little") + body
+
+
+def test_declared_size_larger_than_the_file_is_refused(tmp_path):
+    """An entry whose header claims 1 GiB of float32 but holds 1 MB must not allocate 1 GiB."""
+    import zipfile
+
+    path = tmp_path / "liar.ckpt"
+    header = json.dumps(_index({"w": {"kind": "tensor", "entry": "a0"}}))
+    with zipfile.ZipFile(path, "w") as zf:
+        with zf.open("__needle_checkpoint__.npy", "w") as f:
+            np.lib.format.write_array(f, np.asarray(header))
+        zf.writestr("a0.npy", _npy_header((2**28,)) + bytes(2**20))
+    with pytest.raises(checkpoint.CheckpointError, match=r"entry 'a0'.*\(268435456,\)") as err:
+        _load(path)
+    assert str(path) in str(err.value)
+
+
+def test_entry_that_expands_past_the_file_size_is_refused(tmp_path):
+    """A compressed entry may not expand beyond the file's own size (a zip bomb)."""
+    path = tmp_path / "bomb.ckpt"
+    header = json.dumps(_index({"w": {"kind": "numpy", "entry": "a0"}}))
+    with open(path, "wb") as f:
+        np.savez_compressed(
+            f, __needle_checkpoint__=np.asarray(header), a0=np.zeros(16 * 2**20, np.uint8)
+        )
+    assert path.stat().st_size < 2**20
+    with pytest.raises(checkpoint.CheckpointError, match="entry 'a0'.*expands to") as err:
+        _load(path)
+    assert str(path) in str(err.value)
+
+
+def test_keys_sharing_one_entry_are_refused(tmp_path):
+    """16 keys naming one entry would load it 16 times (a 256 MB file reaching 4 GB)."""
+    keys = {f"k{i}": {"kind": "tensor", "entry": "a0"} for i in range(16)}
+    path = _write_npz(tmp_path / "alias.ckpt", _index(keys), a0=np.ones(4, np.float32))
+    with pytest.raises(checkpoint.CheckpointError, match="'k0' and 'k1' both name entry 'a0'"):
+        _load(path)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "object-npy", "object-entry"])
+def test_non_checkpoints_never_suggest_unsafe_loading(tmp_path, kind):
+    path = tmp_path / "file.bin"
+    if kind == "pickle":
+        import pickle
+
+        path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    elif kind == "object-npy":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        path = path.with_suffix(".bin.npy")
+    else:
+        header = _index({"w": {"kind": "numpy", "entry": "a0"}})
+        _write_npz(path, header, a0=np.array([None, 1], dtype=object))
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        _load(path)
+    message = str(err.value)
+    assert "allow_pickle" not in message and "pickle=True" not in message, message
+    assert str(path) in message
+
+
+# ---------------------------------------------------------------------- how the file is written
+
+
+def _kill_during_save(path: Path) -> None:
+    """A child process that dies (as if killed) in the middle of ``ndl.save(path)``."""
+    code = (
+        "import os, sys, numpy as np, needle as ndl\n"
+        "from needle import checkpoint\n"
+        "def dying_savez(file, **arrays):\n"
+        "    file.write(b'half a checkpoint' * 1000); file.flush(); os._exit(9)\n"
+        "checkpoint.np.savez = dying_savez\n"
+        "ndl.save({'w': np.zeros(4, np.float32)}, sys.argv[1])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+
+
+def test_the_next_save_removes_what_a_killed_save_left(tmp_path):
+    path = tmp_path / "state.ckpt"
+    _kill_during_save(path)
+    assert len(os.listdir(tmp_path)) == 1, "a killed save leaves its temporary file"
+    _kill_during_save(path)
+    assert len(os.listdir(tmp_path)) == 1, "the second save left the first one's temporary file"
+    ndl.save({"w": np.ones(4, np.float32)}, path)
+    assert os.listdir(tmp_path) == ["state.ckpt"], "the next save left the dead ones behind"
+    np.testing.assert_array_equal(_load(path)["w"], np.ones(4))
+
+
+def test_save_leaves_other_files_alone(tmp_path):
+    (tmp_path / ".other.ckpt.needle-tmp").write_text("not ours")
+    (tmp_path / "other.ckpt").write_text("not ours either")
+    ndl.save({"w": np.ones(1, np.float32)}, tmp_path / "state.ckpt")
+    assert sorted(os.listdir(tmp_path)) == [".other.ckpt.needle-tmp", "other.ckpt", "state.ckpt"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_file_mode_follows_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        ndl.save({"w": np.ones(1, np.float32)}, tmp_path / "state.ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state.ckpt").stat().st_mode) == mode
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_overwriting_keeps_the_file_mode(tmp_path):
+    path = tmp_path / "state.ckpt"
+    ndl.save({"w": np.ones(1, np.float32)}, path)
+    path.chmod(0o640)
+    ndl.save({"w": np.zeros(1, np.float32)}, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks here")
+def test_saving_to_a_symlink_writes_through_it(tmp_path):
+    real = tmp_path / "runs" / "real.ckpt"
+    real.parent.mkdir()
+    ndl.save({"w": np.zeros(2, np.float32)}, real)
+    link = tmp_path / "latest.ckpt"
+    link.symlink_to(real)
+    ndl.save({"w": np.ones(2, np.float32)}, link)
+    assert link.is_symlink(), "saving replaced the link with a file"
+    np.testing.assert_array_equal(_load(real)["w"], np.ones(2))
+    assert sorted(os.listdir(real.parent)) == ["real.ckpt"]

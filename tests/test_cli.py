@@ -185,3 +185,56 @@ def test_bad_usage_exits_2(env) -> None:
     assert needle(env=env).returncode == 2
     proc = needle("info", "--bogus", env=env)
     assert proc.returncode == 2 and "--bogus" in proc.stderr
+
+
+FUTURE_PLUGIN = """\
+from needle.plugins import BackendSpec, hookimpl
+
+
+@hookimpl
+def needle_backends():
+    return [BackendSpec(name="future", module="needle_tests_future_kernels", contract_version=99,
+                        distribution="needle-future")]
+"""
+
+
+@pytest.mark.parametrize("only", ["ghost", "future"], ids=["unavailable", "contract-skipped"])
+def test_doctor_fails_when_no_device_can_run(troubled, fake_dist, only) -> None:
+    """Only a backend that cannot run here (no hardware, another contract): exit 1."""
+    fake_dist(
+        "needle-future", {"future": "needle_tests_future"}, {"needle_tests_future": FUTURE_PLUGIN}
+    )
+    troubled["NEEDLE_PLUGINS"] = only
+    proc = needle("doctor", env=troubled)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no device can run here" in proc.stdout, proc.stdout
+    assert only in proc.stdout
+
+
+def test_conformance_suite_fails_when_no_backend_can_run(troubled) -> None:
+    """Without --backend, a run where every backend is unavailable must not pass by skipping."""
+    troubled["NEEDLE_PLUGINS"] = "ghost"
+    troubled.pop("NEEDLE_TEST_BACKENDS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "needle.testing.conformance", "-q",
+         "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=600, env=troubled, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "no needle backend can run here" in proc.stdout, proc.stdout[-2000:]
+    assert "ghost" in proc.stdout
+
+
+def test_version(env) -> None:
+    proc = needle("--version", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"needle-core {ndl.__version__}"
+
+
+def test_help_is_plain_text(env) -> None:
+    proc = needle("--help", env=env)
+    assert proc.returncode == 0, proc.stderr
+    for markup in ("``", ":func:", ":mod:", ":class:"):
+        assert markup not in proc.stdout, proc.stdout
+    for command in ("info", "doctor", "demo"):
+        assert command in proc.stdout

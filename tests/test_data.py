@@ -6,6 +6,8 @@ import gzip
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import needle as ndl
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from needle import data
 from needle.data import DatasetFormatError
+from needle.data.datasets.cifar10 import UnsafePickleError, load_cifar_batch, safe_loads
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MNIST_DIR = SHARED_DATA / "mnist"
@@ -41,7 +44,8 @@ def test_dataloader_in_order_with_short_last_batch(device):
     assert [b[0].shape for b in batches] == [(4, 3), (4, 3), (2, 3)]
     assert all(isinstance(t, ndl.Tensor) and t.device == device for b in batches for t in b)
     assert all(not t.requires_grad for b in batches for t in b)
-    assert all(b[0].dtype == "float32" and b[1].dtype == "int64" for b in batches), (
+    labels = "int64" if device.supports("int64") else "float32"  # v1 backends: float32 only
+    assert all(b[0].dtype == "float32" and b[1].dtype == labels for b in batches), (
         "float fields take the loader's dtype, integer labels keep theirs"
     )
     np.testing.assert_array_equal(
@@ -233,6 +237,19 @@ def test_mnist_bad_files_raise_naming_the_file(tmp_path, case, match):
     assert str(bad) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "shape", [(2**31, 2**31, 4), (2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["2^64", "huge"]
+)
+def test_mnist_header_whose_size_overflows_int64_names_the_file(tmp_path, shape):
+    images = tmp_path / "images-idx3-ubyte"
+    images.write_bytes(_idx(shape, np.zeros(0)))  # the header alone, no data
+    labels = tmp_path / "labels-idx1-ubyte"
+    labels.write_bytes(_idx((0,), np.zeros(0)))
+    with pytest.raises(DatasetFormatError, match="header says shape") as info:
+        data.MNISTDataset(images, labels)
+    assert str(images) in str(info.value)
+
+
 def test_mnist_real_test_set():
     images = _need(MNIST_DIR / "t10k-images-idx3-ubyte.gz")
     ds = data.MNISTDataset(images, MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
@@ -274,6 +291,39 @@ def test_cifar10_reads_pickled_batches(tmp_path, protocol):
     assert test[0][1] == written["test_batch"][1][0]
 
 
+def _py2_pickle(x: np.ndarray, labels: list[int]) -> bytes:
+    """A batch as Python 2's cPickle wrote the real CIFAR-10 files: every str is a byte string."""
+
+    def s(b: bytes) -> bytes:  # SHORT_BINSTRING
+        return b"U" + bytes([len(b)]) + b
+
+    def i(n: int) -> bytes:  # BININT
+        return b"J" + struct.pack("<i", n)
+
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        + i(0) + b"\x85" + s(b"b") + b"\x87R"
+        + b"(" + i(1) + i(x.shape[0]) + i(x.shape[1]) + b"\x86"
+        + b"cnumpy\ndtype\n" + s(b"u1") + i(0) + i(1) + b"\x87R"
+        + b"(" + i(3) + s(b"|") + b"NNN" + i(-1) + i(-1) + i(0) + b"tb"
+        + b"\x89T" + struct.pack("<I", x.nbytes) + x.tobytes() + b"tb"
+    )  # fmt: skip
+    items = b"(" + b"".join(i(v) for v in labels) + b"e"
+    return (
+        b"\x80\x02}(" + s(b"batch_label") + s(b"py2") + s(b"data") + array
+        + s(b"labels") + b"]" + items + b"u."
+    )  # fmt: skip
+
+
+def test_cifar10_reads_python2_pickles(tmp_path):
+    x = np.random.default_rng(2).integers(0, 256, size=(3, 3072), dtype=np.uint8)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(_py2_pickle(x, [3, 1, 4]))
+    got_x, got_y = load_cifar_batch(path)
+    np.testing.assert_array_equal(got_x, x)
+    assert got_y.tolist() == [3, 1, 4]
+
+
 def test_cifar10_str_keys_and_transforms_in_hwc(tmp_path):
     _write_cifar(tmp_path / "cifar", py2_keys=False)
     ds = data.CIFAR10Dataset(tmp_path / "cifar", train=False, transforms=[lambda im: im[:, ::-1]])
@@ -313,6 +363,111 @@ def test_cifar10_refuses_malicious_pickles(tmp_path, monkeypatch, payload):
     assert "test_batch" in str(info.value) and calls == []
 
 
+class _PickledDtype:
+    """Pickles as ``numpy.dtype(spec)`` followed by BUILD with any ``state``, as a file could."""
+
+    def __init__(self, spec, state):
+        self.spec, self.state = spec, state
+
+    def __reduce__(self):
+        return (np.dtype, (self.spec, False, True), self.state)
+
+
+class _PickledArray:
+    """Pickles as numpy's protocol-2 array rebuild with any dtype, shape and raw bytes."""
+
+    def __init__(self, shape, dtype, raw, call=None):
+        self.shape, self.dtype, self.raw, self.call = shape, dtype, raw, call
+
+    def __reduce__(self):
+        reconstruct = getattr(np, "_core", getattr(np, "core", None)).multiarray._reconstruct
+        return (reconstruct, (np.ndarray, (0,), b"b"), (1, self.shape, self.dtype, False, self.raw))
+
+
+class _BareCall:
+    """Pickles as a direct call of ``callable(*args)``."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+_U1_STATE = (3, "|", None, None, None, -1, -1, 0)
+_FIELDS_OUT_OF_ITEM = (3, "|", None, ("a",), {"a": (np.dtype("u8"), 1 << 20)}, 1, 1, 16)
+_SUBARRAY = (3, "|", (np.dtype("u1"), (4096,)), None, None, 4096, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "array, match",
+    [
+        (_PickledArray((1, 3072), _PickledDtype("u1", _FIELDS_OUT_OF_ITEM), bytes(3072)), "fields"),
+        (_PickledArray((1, 3072), _PickledDtype("u1", _SUBARRAY), bytes(3072)), "subarray"),
+        (_PickledArray((1, 3072), _PickledDtype("V1", _U1_STATE), bytes(3072)), "V1"),
+        (_BareCall(np.ndarray, (1, 3072), "u1"), "numpy.ndarray"),
+    ],
+    ids=["fields-outside-the-item", "subarray", "void-dtype", "bare-ndarray-call"],
+)
+def test_cifar10_refuses_hostile_arrays(tmp_path, array, match):
+    """A pickle may not build an array from a dtype it altered, nor uninitialized memory."""
+    path = tmp_path / "test_batch"
+    path.write_bytes(pickle.dumps({b"data": array, b"labels": [0]}, protocol=2))
+    with pytest.raises(DatasetFormatError, match="not a safe CIFAR-10 pickle") as info:
+        load_cifar_batch(path)
+    assert str(path) in str(info.value)
+    assert match in str(info.value), str(info.value)
+    assert isinstance(info.value.__cause__, UnsafePickleError)
+
+
+def test_cifar10_unbuilt_array_is_refused(tmp_path):
+    """``_reconstruct`` without the BUILD that fills it would hand out uninitialized memory."""
+
+    class Unbuilt:
+        def __reduce__(self):
+            reconstruct = getattr(np, "_core", getattr(np, "core", None)).multiarray._reconstruct
+            return (reconstruct, (np.ndarray, (1, 3072), b"B"))
+
+    path = tmp_path / "test_batch"
+    path.write_bytes(pickle.dumps({b"data": Unbuilt(), b"labels": [0]}, protocol=2))
+    with pytest.raises(DatasetFormatError, match="not a safe CIFAR-10 pickle.*never filled"):
+        load_cifar_batch(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize("dtype", ["u1", ">i4", "<f8", "?", "c8"])
+def test_safe_loads_rebuilds_plain_arrays_bit_exact(protocol, dtype):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 200, size=(3, 5)).astype(dtype)
+    nested = {"a": [array, (array.T, {"b": array[::2]})], "n": 3}
+    back = safe_loads(pickle.dumps(nested, protocol=protocol))
+    for got, want in [(back["a"][0], array), (back["a"][1][0], array.T),
+                      (back["a"][1][1]["b"], array[::2])]:  # fmt: skip
+        assert type(got) is np.ndarray and got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        assert got.flags.writeable
+    assert back["n"] == 3
+
+
+def test_cifar10_hostile_dtype_does_not_crash_the_interpreter(tmp_path):
+    """The reported attack, in a child process: it must end in a clean error, not SIGSEGV."""
+    folder = tmp_path / "cifar"
+    evil = _PickledArray((4, 3072), _PickledDtype("u1", _FIELDS_OUT_OF_ITEM), bytes(4 * 3072))
+    _write_cifar(folder)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": evil, b"labels": [0] * 4}))
+    code = (
+        "import sys\nfrom needle import data\n"
+        "try:\n    ds = data.CIFAR10Dataset(sys.argv[1], train=False)\n"
+        "except data.DatasetFormatError as exc:\n    print('refused:', exc)\n"
+        "else:\n    print('loaded', ds.X.dtype, ds.X.sum())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"the loader crashed (status {proc.returncode}): {proc.stderr}"
+    assert proc.stdout.startswith("refused:") and "fields" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize(
     "content, match",
     [
@@ -322,8 +477,14 @@ def test_cifar10_refuses_malicious_pickles(tmp_path, monkeypatch, payload):
         (lambda: pickle.dumps({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]}), "3072"),
         (lambda: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}), "labels"),
         (lambda: b"not a pickle at all", "corrupt"),
+        (
+            lambda: pickle.dumps(
+                {b"data": _PickledArray((1, 3072), _PickledDtype("u1", _U1_STATE), bytes(30))}
+            ),
+            r"30 bytes.*\(1, 3072\).*3072",
+        ),
     ],
-    ids=["truncated", "not-dict", "no-labels", "wrong-width", "label-count", "garbage"],
+    ids=["truncated", "not-dict", "no-labels", "wrong-width", "label-count", "garbage", "short"],
 )
 def test_cifar10_bad_files_raise_naming_the_file(tmp_path, content, match):
     folder = tmp_path / "cifar"

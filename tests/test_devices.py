@@ -148,3 +148,39 @@ def test_out_of_memory_on_the_host_empties_the_device_cache_and_retries(backends
     x = ndl.NDArray(np.arange(4, dtype=np.float32), device=tight)
     np.testing.assert_array_equal(x.numpy(), np.arange(4))
     assert calls == {"empty_cache": 1, "to_numpy": 2}
+
+
+def test_no_usable_backend_names_the_installed_ones_and_why(
+    fresh_plugins, backends, device, monkeypatch
+) -> None:
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
+    ghost = backends.clone(device.mod, "ghost", unavailable_reason=lambda: "no ghost card here")
+    backends.register("ghost", ghost, distribution="needle-ghost")
+    backends.register("broken", "needle_tests_no_such_kernels", distribution="needle-broken")
+    with pytest.raises(ndl.DeviceUnavailableError) as err:
+        ndl.Tensor([1.0])
+    message = str(err.value)
+    assert "no installed needle backend can be the default device here" in message, message
+    for word in ("ghost", "no ghost card here", "needle-ghost", "broken", "ModuleNotFoundError"):
+        assert word in message, f"{word!r} not in: {message}"
+
+
+def test_no_backend_at_all_says_how_to_install_one_from_a_clone(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
+    with pytest.raises(ndl.DeviceUnavailableError, match="no needle backend is installed") as err:
+        ndl.default_device()
+    assert "pip install ./plugins/needle_cpu" in str(err.value)
+
+
+def test_only_an_accelerator_installed_is_named_with_how_to_choose_it(
+    fresh_plugins, backends, device, monkeypatch
+) -> None:
+    monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
+    gpu = backends.clone(device.mod, "gpu", unavailable_reason=lambda: "no GPU driver (test)")
+    backends.register("gpu", gpu, accelerator=True, distribution="needle-gpu")
+    with pytest.raises(ndl.DeviceUnavailableError, match=r"gpu \(needle-gpu\).*no GPU driver"):
+        ndl.default_device()
+    fresh_plugins.reset()
+    backends.register("gpu", backends.clone(device.mod, "gpu"), accelerator=True)
+    with pytest.raises(ndl.DeviceUnavailableError, match="NEEDLE_DEVICE=gpu"):
+        ndl.default_device()

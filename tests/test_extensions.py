@@ -8,6 +8,7 @@ The built-ins take the same road as a third-party plugin's; the throwaway plugin
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import needle as ndl
@@ -98,11 +99,22 @@ class _Clash:
 
 
 def test_clash_names_both_plugins(registered):
-    registered.register(_Clash(), name="other_swish")
-    with pytest.raises(
-        registered.PluginError, match=r"(?=.*'Swish')(?=.*'ext_demo')(?=.*'other_swish')"
-    ):
+    """Two plugins providing one name: reported when the second registers; neither is used."""
+    record = registered.register(_Clash(), name="other_swish", distribution="needle-other")
+    assert (record.status, record.phase) == ("failed", "needle_nn_modules")
+    for word in ("'Swish'", "'ext_demo'", "needle-ext-demo", "'other_swish'", "needle-other"):
+        assert word in record.cause, f"{word} not in {record.cause}"
+    with pytest.raises(AttributeError, match=r"(?=.*'Swish')(?=.*'ext_demo')(?=.*'other_swish')"):
         nn.Swish  # noqa: B018
+    assert not hasattr(nn, "Swish"), "hasattr must answer, not raise"
+    assert "Swish" not in registered.extensions("nn_modules")
+    assert optim.SignSGD.__module__ == "needle_ext_demo.extras", "the demo's other names stay"
+
+
+def test_clash_raises_at_registration_in_strict_mode(registered, monkeypatch):
+    monkeypatch.setenv("NEEDLE_STRICT_PLUGINS", "1")
+    with pytest.raises(registered.PluginError, match=r"(?=.*'Swish')(?=.*'other_swish')"):
+        registered.register(_Clash(), name="other_swish")
 
 
 class _Shadow:
@@ -113,13 +125,65 @@ class _Shadow:
         return {"SGD": object}
 
 
-def test_clash_with_a_builtin_names_core(fresh_plugins):
-    fresh_plugins.register(_Shadow(), name="shadow")
-    with pytest.raises(
-        fresh_plugins.PluginError, match=r"(?=.*'SGD')(?=.*'needle\.optim')(?=.*'shadow')"
-    ):
-        fresh_plugins.extensions("optimizers")
-    assert optim.SGD.__module__ == "needle.optim.optimizers"  # direct imports stay fast
+class _ShadowLinear:
+    """A plugin that provides its own ``Linear``."""
+
+    @hookimpl
+    def needle_nn_modules(self):
+        return {"Linear": type("Linear", (nn.Module,), {})}
+
+
+class _ShadowLoader:
+    """A dataset named like needle.data's DataLoader (not a dataset, but a name there)."""
+
+    @hookimpl
+    def needle_datasets(self):
+        return {"DataLoader": type("DataLoader", (), {})}
+
+
+@pytest.mark.parametrize(
+    "plugin, name, where",
+    [
+        (_Shadow, "SGD", "needle.optim"),
+        (_ShadowLinear, "Linear", "needle.nn"),
+        (_ShadowLoader, "DataLoader", "needle.data"),
+    ],  # fmt: skip
+    ids=["SGD", "Linear", "DataLoader"],
+)
+def test_shadowing_a_builtin_is_reported_when_the_plugin_registers(
+    fresh_plugins, plugin, name, where
+):
+    builtin = getattr(importlib.import_module(where), name)
+    record = fresh_plugins.register(plugin(), name="shadow", distribution="needle-shadow")
+    assert record.status == "failed", "the clash was not reported at registration"
+    assert f"'{name}'" in record.cause and where in record.cause and "needle-core" in record.cause
+    assert getattr(importlib.import_module(where), name) is builtin
+    kind = {"needle.nn": "nn_modules", "needle.optim": "optimizers", "needle.data": "datasets"}
+    assert fresh_plugins.extensions(kind[where]).get(name, builtin) is builtin
+
+
+@pytest.mark.parametrize(
+    "returned, match",
+    [
+        (5, "returned int"),
+        ({"bad name": object}, "'bad name'"),
+        ({3: object}, "3"),
+        ({"_Hidden": object}, "'_Hidden'"),
+        ({"Fine": None}, "'Fine'"),
+    ],  # fmt: skip
+    ids=["int", "space", "int-key", "private", "none-value"],
+)
+def test_extension_hook_returning_garbage_fails_its_plugin(fresh_plugins, returned, match):
+    class Garbage:
+        @hookimpl
+        def needle_nn_modules(self):
+            return returned
+
+    record = fresh_plugins.register(Garbage(), name="garbage")
+    assert (record.status, record.phase) == ("failed", "needle_nn_modules"), record
+    assert re.search(match, record.cause), record.cause
+    assert not hasattr(nn, "Foo"), "hasattr must answer False, not raise"
+    assert "Linear" in dir(nn)
 
 
 def test_unknown_names(fresh_plugins):

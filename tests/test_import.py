@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
 
 import needle
 
-PROBE = r"""
+
+def needle_libraries(mapped: list[str], package_dirs: list[str]) -> list[str]:
+    """The mapped shared libraries (paths from /proc/self/maps) inside needle's packages.
+
+    A path merely containing ``/needle`` is not enough: a clone in a folder named
+    ``needle`` has its nox virtualenvs, and numpy's libraries, below that folder.
+    """
+    roots = tuple(d.rstrip("/") + "/" for d in package_dirs)
+    return sorted({p for p in mapped if p.endswith(".so") and p.startswith(roots)})
+
+
+PROBE = (
+    inspect.getsource(needle_libraries)
+    + r"""
 import importlib.metadata as md
 import json
 import os
+import pkgutil
 import sys
 
 scans = []
@@ -37,10 +52,13 @@ def state():
     mapped = []
     if os.path.exists("/proc/self/maps"):
         with open("/proc/self/maps") as maps:
-            mapped = sorted({
-                line.split()[-1] for line in maps
-                if "/needle" in line and line.rstrip().endswith(".so")
-            })  # fmt: skip
+            paths = [line.split()[-1] for line in maps if "/" in line]
+        packages = [
+            os.path.join(m.module_finder.path, m.name)
+            for m in pkgutil.iter_modules()
+            if m.name.startswith("needle") and hasattr(m.module_finder, "path")
+        ]
+        mapped = needle_libraries(paths, packages)
     return {"plugin_modules": plugin_modules, "native": native, "mapped": mapped,
             "scans": list(scans)}  # fmt: skip
 
@@ -52,6 +70,20 @@ needle.default_device()
 needle.default_device()
 print(json.dumps({"import": after_import, "use": state()}))
 """
+)
+
+SITE = "/home/u/needle/.nox/tests-cpu/lib/python3.11/site-packages"
+
+
+def test_native_library_check_names_needle_packages_only() -> None:
+    """A clone in a folder named ``needle`` puts every library of its nox virtualenvs under
+    ``.../needle/...``: only libraries inside needle's own packages count."""
+    numpy_lib = f"{SITE}/numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so"
+    cpu_ext = f"{SITE}/needle_cpu/_ext.cpython-311-x86_64-linux-gnu.so"
+    packages = [f"{SITE}/needle", f"{SITE}/needle_cpu", f"{SITE}/needle_numpy"]
+    assert needle_libraries([numpy_lib, "/usr/lib/libc.so.6"], packages) == []
+    assert needle_libraries([numpy_lib, cpu_ext], packages) == [cpu_ext]
+    assert needle_libraries([f"{SITE}/needle_cpu_extra/x.so"], packages) == []
 
 
 def _run(code: str, **kwargs) -> subprocess.CompletedProcess:
@@ -98,3 +130,11 @@ def test_import_needle_survives_a_broken_plugin_even_in_strict_mode(
     proc = _run("import needle; needle.default_device()", env=env)  # the scan raises, loudly
     assert proc.returncode != 0
     assert "PluginError" in proc.stderr and "ZeroDivisionError" in proc.stderr, proc.stderr
+
+
+def test_dir_needle_lists_the_api_not_its_imports() -> None:
+    names = dir(needle)
+    for helper in ("annotations", "importlib", "Any"):
+        assert helper not in names, f"dir(needle) shows {helper}"
+    for name in ("Tensor", "nn", "optim", "save", "load", "device", "relu", "__version__"):
+        assert name in names

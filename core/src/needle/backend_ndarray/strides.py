@@ -2,7 +2,8 @@
 
 Every view operation of :class:`needle.backend_ndarray.NDArray` is a function
 from ``(shape, strides, offset)`` to a new ``(shape, strides, offset)``; they
-live here so they can be tested on their own and reused by every backend.
+live here, apart from NDArray, so they can be tested on their own; NDArray and the
+ops call them, and backends only ever receive their results as kernel arguments.
 Strides and offsets count elements, not bytes.
 """
 

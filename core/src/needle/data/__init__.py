@@ -1,8 +1,10 @@
 """Datasets, transforms and the DataLoader (the course's ``needle.data``).
 
-Built-ins are imported here; datasets and transforms registered by plugins
-(``needle_datasets`` / ``needle_transforms`` hooks) appear as attributes of this
-module on first access.
+Built-ins are imported here directly, and their datasets and transforms are
+registered through the same hooks as a plugin's (:mod:`needle.data._plugin`);
+datasets and transforms registered by plugins (``needle_datasets`` /
+``needle_transforms`` hooks) appear as attributes of this module too. A plugin
+name that this module already has is reported when the plugin registers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .datasets import (
     get_batch,
     parse_mnist,
 )
+from .samplers import DistributedSampler
 from .transforms import RandomCrop, RandomFlipHorizontal, Transform
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "DataLoader",
     "NDArrayDataset",
     "DatasetFormatError",
+    "DistributedSampler",
     "Transform",
     "RandomFlipHorizontal",
     "RandomCrop",

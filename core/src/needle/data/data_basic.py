@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,8 +75,9 @@ class DataLoader:
 
     Each batch is a tuple with one Tensor per field of the dataset's samples, stacked along
     a new first axis. Without shuffling the order is ``0..len-1``; with shuffling every
-    epoch (every ``iter``) draws a fresh ``np.random.permutation``. The last batch is short
-    when ``batch_size`` does not divide the dataset.
+    epoch (every ``iter``) draws a fresh ``np.random.permutation``; with a ``sampler`` the
+    order is the sampler's, read anew each epoch. The last batch is short when
+    ``batch_size`` does not divide the number of samples.
 
     Args:
         dataset: the dataset to draw samples from.
@@ -85,6 +86,8 @@ class DataLoader:
         device: the device of the yielded Tensors (the default device when None).
         dtype: the dtype of floating-point fields (``"float32"``); integer and bool fields
             (labels, token ids, masks) keep theirs (``uint8`` labels arrive as ``int32``).
+        sampler: an iterable of dataset indices with ``len()``, such as
+            :class:`~needle.data.DistributedSampler`; excludes ``shuffle``.
     """
 
     def __init__(
@@ -94,26 +97,39 @@ class DataLoader:
         shuffle: bool = False,
         device: BackendDevice | str | None = None,
         dtype: str = "float32",
+        sampler: Iterable[int] | None = None,
     ) -> None:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: pass shuffle=False with a sampler (it sets the order)")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.device = device
         self.dtype = dtype
-        self.ordering = self._split(np.arange(len(dataset)))
+        self.sampler = sampler
+        # No random draw here: numpy's global RNG is consumed only when an epoch starts.
+        self.ordering = self._split(self._order(shuffle=False))
+
+    def _order(self, shuffle: bool) -> np.ndarray:
+        if self.sampler is not None:
+            return np.fromiter(self.sampler, dtype=np.int64)
+        if shuffle:
+            return np.random.permutation(len(self.dataset))
+        return np.arange(len(self.dataset))
 
     def _split(self, order: np.ndarray) -> list[np.ndarray]:
         return np.array_split(order, range(self.batch_size, len(order), self.batch_size))
 
     def __len__(self) -> int:
         """The number of batches per epoch."""
-        return -(-len(self.dataset) // self.batch_size)
+        count = len(self.dataset) if self.sampler is None else len(self.sampler)
+        return -(-count // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        if self.shuffle:
-            self.ordering = self._split(np.random.permutation(len(self.dataset)))
+        if self.sampler is not None or self.shuffle:
+            self.ordering = self._split(self._order(self.shuffle))
         for indices in self.ordering:
             yield self._collate([self.dataset[int(i)] for i in indices])
 

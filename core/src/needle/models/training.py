@@ -1,13 +1,15 @@
 """Training and evaluation loops for classification and language modelling (course hw2/hw4).
 
 Each loop shows a tqdm progress bar when stderr is a terminal and tqdm is installed, and
-stays quiet otherwise; ``progress=True/False`` overrides the choice.
+stays quiet otherwise; ``progress=True/False`` overrides the choice. In a job of
+:mod:`needle.distributed` the accuracy and loss they return are over every rank's samples
+(the same numbers on every rank), and only rank 0 shows a progress bar.
 
 The loops run each batch's step through :func:`needle.jit` (``jit=True``, the default): the
 first batch of each shape is recorded, later ones replay it, with the values eager gives. A
-model or loss the recorder cannot replay (a host read inside it) runs eagerly, and so do
-steps with gradient clipping (the global norm is read on the host); ``jit=False`` turns
-recording off.
+model or loss the recorder cannot replay (a host read inside it, as a distributed gradient
+all-reduce does) runs eagerly, and so do steps with gradient clipping (the global norm is read
+on the host); ``jit=False`` turns recording off.
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ def _check_opt(loss_fn: Any, opt: Any) -> None:
         )
     if opt is not None and not isinstance(opt, optim.Optimizer):
         raise TypeError(f"opt must be a needle.optim.Optimizer, got {type(opt).__name__}")
+
+
+def _over_ranks(correct: float, loss_sum: float, count: float) -> tuple[float, float, float]:
+    """Per-rank totals summed over the ranks of a needle.distributed job (unchanged outside)."""
+    from .. import distributed
+
+    correct, loss_sum, count = distributed.all_reduce_scalars([correct, loss_sum, count])
+    return correct, loss_sum, count
+
+
+def _show_progress(progress: bool | None) -> bool | None:
+    from .. import distributed
+
+    return False if distributed.rank() != 0 else progress
 
 
 def _step(opt: Any, loss: Tensor, clip: float | None = None) -> None:
@@ -153,7 +169,7 @@ def epoch(
         jit: replay each step through :func:`needle.jit` (False: eager).
 
     Returns:
-        ``(accuracy, mean loss)`` over all samples.
+        ``(accuracy, mean loss)`` over all samples (of every rank, in a distributed job).
     """
     _check_opt(loss_fn, opt)
     loss_fn = _loss_module(loss_fn)
@@ -162,12 +178,13 @@ def epoch(
     step = _batch_step(model, loss_fn, opt, None, jit)
     correct, total_loss, count = 0, 0.0, 0
     total = len(dataloader) if hasattr(dataloader, "__len__") else None
-    for X, y in progress_bar(dataloader, total, desc, progress):
+    for X, y in progress_bar(dataloader, total, desc, _show_progress(progress)):
         loss, logits, _ = step(X, y)
         n = y.shape[0]
         correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
         total_loss += float(loss.numpy()) * n
         count += n
+    correct, total_loss, count = _over_ranks(correct, total_loss, count)
     if count == 0:
         raise ValueError("epoch: the dataloader yielded no batches")
     return correct / count, total_loss / count
@@ -254,7 +271,7 @@ def epoch_general_ptb(
             steps run eagerly anyway).
 
     Returns:
-        ``(accuracy, mean loss)`` per predicted word.
+        ``(accuracy, mean loss)`` per predicted word (of every rank, in a distributed job).
     """
     _check_opt(loss_fn, opt)
     loss_fn = _loss_module(loss_fn)
@@ -264,7 +281,7 @@ def epoch_general_ptb(
     starts = range(0, nbatch - 1, seq_len)
     step = _batch_step(model, loss_fn, opt, clip, jit)
     correct, total_loss, count, h = 0, 0.0, 0, None
-    for i in progress_bar(starts, len(starts), desc, progress):
+    for i in progress_bar(starts, len(starts), desc, _show_progress(progress)):
         X, y = get_batch(data, i, seq_len, device=device, dtype=dtype)
         tensors, structure = _flatten_state(h)
         loss, logits, h = step(X, y, structure, *tensors)
@@ -272,6 +289,7 @@ def epoch_general_ptb(
         correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
         total_loss += float(loss.numpy()) * n
         count += n
+    correct, total_loss, count = _over_ranks(correct, total_loss, count)
     if count == 0:
         raise ValueError(f"epoch_general_ptb: {nbatch} rows leave no (input, target) window")
     return correct / count, total_loss / count

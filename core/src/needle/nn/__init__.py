@@ -1,8 +1,9 @@
 """Neural-network modules: the course's ``needle.nn``.
 
-Built-in modules import directly from here. Modules that plugins provide
-(hook ``needle_nn_modules``) appear as attributes too, looked up on first
-access; built-ins arrive through the same hook (:mod:`needle.nn._plugin`).
+Built-in modules are imported here directly, and registered through the same
+hook as a plugin's (:mod:`needle.nn._plugin`), so the plugin registry lists them
+and a plugin that provides one of their names is reported when it registers.
+Modules that plugins provide (hook ``needle_nn_modules``) appear as attributes too.
 """
 
 from __future__ import annotations

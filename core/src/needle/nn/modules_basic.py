@@ -11,7 +11,9 @@ from .. import init, ops
 from .. import replay as _jit
 from ..autograd import Tensor
 from ..backend_ndarray.compose import assign, one_hot
+from ..backend_ndarray.dtypes import canonical, is_float
 from ..devices import BackendDevice
+from ..devices import device as _lookup_device
 
 __all__ = [
     "Parameter",
@@ -35,9 +37,18 @@ DeviceLike = BackendDevice | str | None
 
 
 class Parameter(Tensor):
-    """A tensor that is a trainable parameter of a :class:`Module`."""
+    """A tensor that is a trainable parameter of a :class:`Module`.
 
-    __slots__ = ()
+    A parameter made directly from an initializer's result (``Parameter(init.rand(...))``)
+    remembers the distribution it was drawn from, so :func:`needle.init.reinitialize` can
+    draw it again.
+    """
+
+    __slots__ = ("_init_recipe",)
+
+    def __init__(self, array: Any, **kwargs: Any) -> None:
+        super().__init__(array, **kwargs)
+        self._init_recipe = init._take_recipe(array)
 
 
 def _walk(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -130,6 +141,51 @@ class Module:
             yield f"{prefix}{name}", getattr(self, name)
         for name, child in self.named_children():
             yield from child.named_buffers(f"{prefix}{name}.")
+
+    def to(self, device: BackendDevice | str | None = None, dtype: Any = None) -> Module:
+        """Move every parameter (with its gradient) and buffer to ``device`` and/or convert
+        the float ones to ``dtype``, in place.
+
+        Parameters stay the same objects, so an optimizer made before the move keeps
+        updating them (make it after a dtype change: its state keeps the old dtype).
+        Modules that remember a device or dtype for tensors they create (the attention
+        layers) remember the new one.
+
+        Args:
+            device: a device or a device name (``"cpu"``); None keeps each where it is.
+            dtype: a float dtype (``"float64"``); None keeps each tensor's.
+
+        Returns:
+            This module.
+        """
+        if isinstance(device, str):
+            device = _lookup_device(device)
+        if device is not None and not isinstance(device, BackendDevice):
+            raise TypeError(f"Module.to takes a device or a device name, not {device!r}")
+        if dtype is not None:
+            dtype = canonical(dtype)
+            if not is_float(dtype):
+                raise TypeError(f"Module.to converts parameters to a float dtype, not {dtype}")
+
+        def moved(data: Any) -> Any:
+            if dtype is not None and is_float(data.dtype) and data.dtype != dtype:
+                data = data.astype(dtype)
+            if device is not None and data.device != device:
+                data = data.to(device)
+            return data
+
+        for param in self.parameters():
+            param.cached_data = moved(param.cached_data)
+            if param.grad is not None:
+                param.grad = Tensor.make_const(moved(param.grad.cached_data))
+        for module in (self, *self._children()):
+            for name in module.__dict__.get("_buffer_names", ()):
+                setattr(module, name, Tensor.make_const(moved(getattr(module, name).cached_data)))
+            if device is not None and "device" in vars(module):
+                module.device = device
+            if dtype is not None and "dtype" in vars(module):
+                module.dtype = dtype
+        return self
 
     # ------------------------------------------------------------------ modes and calls
 
@@ -287,8 +343,12 @@ class Linear(Module):
         )
         self.bias = None
         if bias:
-            b = init.kaiming_uniform(out_features, 1, device=device, dtype=dtype)
-            self.bias = _param(b.reshape((1, out_features)))
+            # The course's kaiming_uniform(out_features, 1) draw, made in its final shape.
+            self.bias = _param(
+                init.kaiming_uniform(
+                    out_features, 1, shape=(1, out_features), device=device, dtype=dtype
+                )
+            )
 
     def forward(self, X: Tensor) -> Tensor:
         if X.shape[-1] != self.in_features:

@@ -1,8 +1,9 @@
 """Optimizers: the course's ``needle.optim``.
 
-Built-in optimizers import directly from here. Optimizers that plugins provide
-(hook ``needle_optimizers``) appear as attributes too, looked up on first
-access; built-ins arrive through the same hook (:mod:`needle.optim._plugin`).
+Built-in optimizers are imported here directly, and registered through the same
+hook as a plugin's (:mod:`needle.optim._plugin`), so a plugin that provides one of
+their names is reported when it registers. Optimizers that plugins provide (hook
+``needle_optimizers``) appear as attributes too.
 """
 
 from __future__ import annotations

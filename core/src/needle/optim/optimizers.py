@@ -13,7 +13,8 @@ The per-step scalars (learning rate, bias corrections) are computed on the host 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import replay as _jit
@@ -133,24 +134,61 @@ class Optimizer:
         hyper = {name: getattr(self, name) for name in self.hyperparameters}
         return {"type": type(self).__name__, "hyper": hyper, "state": state}
 
+    def _check_hyperparameter(self, name: str, value: Any) -> Any:
+        """``value`` as hyperparameter ``name`` takes it; raises ValueError when it cannot.
+
+        Every hyperparameter is a finite real number; subclasses narrow ranges.
+        """
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(
+                f"{type(self).__name__} hyperparameter {name!r} must be a finite number, "
+                f"got {value!r}"
+            )
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{type(self).__name__} hyperparameter {name!r} must be a finite number, "
+                f"got {value!r}"
+            )
+        return value
+
+    def _check_range(self, name: str, value: float, what: str, ok: bool) -> None:
+        if not ok:
+            raise ValueError(
+                f"{type(self).__name__} hyperparameter {name!r} must be {what}, got {value!r}"
+            )
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output; validated before anything changes.
 
         Raises:
-            ValueError: wrong optimizer type, an index past the parameter list, an
-                unknown slot, or a shape that differs from its parameter's.
+            TypeError: ``state`` is not a dict.
+            ValueError: wrong optimizer type, a malformed entry, an index past the
+                parameter list, an unknown slot, a shape that differs from its
+                parameter's, or a hyperparameter of the wrong type or range.
         """
         from ..checkpoint import as_tensor
 
+        if not isinstance(state, Mapping):
+            raise TypeError(f"an optimizer state is a dict, not {type(state).__name__}")
         kind = state.get("type")
         if kind != type(self).__name__:
             raise ValueError(f"state is for optimizer {kind!r}, not {type(self).__name__}")
+        per_param = state.get("state") or {}
+        if not isinstance(per_param, Mapping):
+            raise ValueError(f"the state's 'state' must be a dict, not {type(per_param).__name__}")
         slots = self._slots()
         updates: list[tuple[dict[Parameter, Tensor], Parameter, Tensor]] = []
-        for index, entries in (state.get("state") or {}).items():
-            i = int(index)
+        for index, entries in per_param.items():
+            try:
+                i = int(index)
+            except (TypeError, ValueError):
+                raise ValueError(f"state key {index!r} is not a parameter index") from None
             if not 0 <= i < len(self.params):
                 raise ValueError(f"state names parameter {i}, the optimizer has {len(self.params)}")
+            if not isinstance(entries, Mapping):
+                raise ValueError(
+                    f"the state of parameter {i} must be a dict, not {type(entries).__name__}"
+                )
             p = self.params[i]
             for slot, value in entries.items():
                 if slot not in slots:
@@ -162,10 +200,13 @@ class Optimizer:
                         f"{tuple(tensor.shape)}, the parameter {tuple(p.shape)}"
                     )
                 updates.append((slots[slot], p, tensor))
-        hyper = dict(state.get("hyper") or {})
+        hyper = state.get("hyper") or {}
+        if not isinstance(hyper, Mapping):
+            raise ValueError(f"the state's 'hyper' must be a dict, not {type(hyper).__name__}")
         unknown = set(hyper) - set(self.hyperparameters)
         if unknown:
-            raise ValueError(f"unknown hyperparameters {sorted(unknown)}")
+            raise ValueError(f"unknown hyperparameters {sorted(unknown, key=str)}")
+        hyper = {name: self._check_hyperparameter(name, value) for name, value in hyper.items()}
         for table in slots.values():
             table.clear()
         for table, p, tensor in updates:
@@ -207,6 +248,12 @@ class SGD(Optimizer):
 
     def _slots(self) -> dict[str, dict[Parameter, Tensor]]:
         return {"u": self.u}
+
+    def _check_hyperparameter(self, name: str, value: Any) -> Any:
+        value = super()._check_hyperparameter(name, value)
+        if name == "momentum":
+            self._check_range(name, value, "in [0, 1)", 0 <= value < 1)
+        return value
 
     def _scalars(self) -> tuple[float, ...]:
         b = self.momentum
@@ -260,6 +307,18 @@ class Adam(Optimizer):
 
     def _slots(self) -> dict[str, dict[Parameter, Tensor]]:
         return {"m": self.m, "v": self.v}
+
+    def _check_hyperparameter(self, name: str, value: Any) -> Any:
+        if name == "t":  # the step count: bias corrections divide by 1 - beta**t
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+            self._check_range(name, value, "a whole number >= 0", ok)
+            return int(value)
+        value = super()._check_hyperparameter(name, value)
+        if name in ("beta1", "beta2"):
+            self._check_range(name, value, "in [0, 1)", 0 <= value < 1)
+        elif name == "eps":
+            self._check_range(name, value, ">= 0", value >= 0)
+        return value
 
     def _advance(self) -> tuple[float, ...]:
         """Count the step and return its scalars (run again by every replay of a jit trace)."""

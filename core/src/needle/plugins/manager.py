@@ -7,12 +7,24 @@ phase and the cause, so one broken plugin never breaks another. A backend's
 kernel module is imported only when its device is first used, after its
 contract version has been checked.
 
+Every hook is called through pluggy (``pm.hook``), once, when its plugin
+registers: a function named like a hook but not marked ``@hookimpl`` is
+reported, not used, and so is a marked function that matches no hook. What the
+hooks return is checked then too, so a clash is reported when the plugin that
+causes it registers: two plugins declaring one backend name, or providing one
+extension name, make that name unusable (the error names both, until the user
+chooses one with ``NEEDLE_DISABLE_PLUGINS`` or ``NEEDLE_PLUGINS``), and a plugin
+cannot shadow a name core already has (``needle.nn.Linear``).
+
 Environment:
 
 * ``NEEDLE_PLUGIN_AUTOLOAD=0``: load no entry points (register plugins by hand).
 * ``NEEDLE_PLUGINS=a,b``: load only these entry points (by entry-point or distribution name).
-* ``NEEDLE_DISABLE_PLUGINS=a,b``: never load these (shown as blocked).
+* ``NEEDLE_DISABLE_PLUGINS=a,b``: never load these (shown as blocked; blocked in pluggy too).
 * ``NEEDLE_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError` instead.
+
+Communicators of :mod:`needle.distributed` (hook ``needle_communicators``) are found,
+isolated and recorded the same way; see the section at the end of this module.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from typing import Any
 import pluggy
 
 from .. import contract
-from . import BackendSpec, hookspecs
+from . import BackendSpec, CommunicatorSpec, hookspecs
 
 __all__ = [
     "PluginError",
@@ -43,16 +55,32 @@ __all__ = [
     "extensions",
     "extension_namespace",
     "reset",
+    "CommunicatorRecord",
+    "communicators",
+    "load_communicator",
 ]
 
 ENTRY_POINT_GROUP = "needle"
-BUILTIN_EXTENSION_PLUGINS = ("needle.nn._plugin", "needle.optim._plugin", "needle.data._plugin")
+BUILTIN_EXTENSION_PLUGINS = (
+    "needle.nn._plugin",
+    "needle.optim._plugin",
+    "needle.data._plugin",
+    "needle.distributed._plugin",
+)
 EXTENSION_HOOKS = {
     "nn_modules": "needle_nn_modules",
     "optimizers": "needle_optimizers",
     "datasets": "needle_datasets",
     "transforms": "needle_transforms",
 }
+#: The module where each kind of extension appears; datasets and transforms share one.
+EXTENSION_NAMESPACES = {
+    "nn_modules": "needle.nn",
+    "optimizers": "needle.optim",
+    "datasets": "needle.data",
+    "transforms": "needle.data",
+}
+HOOKS = tuple(name for name in hookspecs.__all__ if name.startswith("needle_"))
 
 
 class PluginError(RuntimeError):
@@ -63,8 +91,9 @@ class PluginError(RuntimeError):
 class PluginRecord:
     """One plugin: where it came from and what happened when it was loaded.
 
-    ``status`` is one of ``loaded``, ``failed``, ``blocked`` (disabled by the
-    environment); ``phase`` and ``cause`` explain a failure or block.
+    ``name`` is the entry-point name (``name[distribution]`` when another plugin already
+    has that name). ``status`` is one of ``loaded``, ``failed``, ``blocked`` (disabled by
+    the environment); ``phase`` and ``cause`` explain a failure or block.
     """
 
     name: str
@@ -81,8 +110,9 @@ class BackendRecord:
     """One backend and its state.
 
     ``status``: ``registered`` (kernels not imported yet), ``loaded``,
-    ``unavailable`` (installed but cannot run here), ``failed``, or ``skipped``
-    (built for another contract version). ``reason`` says why when not usable.
+    ``unavailable`` (installed but cannot run here), ``failed``, ``skipped``
+    (built for another contract version), or ``conflict`` (declared by two
+    plugins). ``reason`` says why when not usable.
     """
 
     spec: BackendSpec
@@ -92,6 +122,7 @@ class BackendRecord:
     module: ModuleType | None = field(default=None, repr=False)
     capabilities: tuple[str, ...] = ()
     dtypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    claimed_by: list[str] = field(default_factory=list)
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -120,12 +151,31 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _choose(names: list[str]) -> str:
+    """How the user picks one of the plugins ``names`` that claim one name."""
+    others = [", ".join(n for n in names if n != keep) for keep in names]
+    return (
+        "choose one by disabling the other"
+        + ("s" if len(names) > 2 else "")
+        + ": "
+        + (" or ".join(f"NEEDLE_DISABLE_PLUGINS={o}" for o in others))
+    )
+
+
 def _failure_message(records: list[PluginRecord]) -> str:
     return "; ".join(
         f"plugin {r.name!r} ({r.distribution or 'no distribution'}) failed during {r.phase}: "
         f"{r.cause}"
         for r in records
     )
+
+
+class _HookError(Exception):
+    """A hook of one plugin raised or returned something unusable (phase, message)."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase = phase
 
 
 class _State:
@@ -138,10 +188,16 @@ class _State:
         self.backends: dict[str, BackendRecord] = {}
         self.scanned = False
         self.builtins_registered = False
-        self.extension_cache: dict[str, dict[str, Any]] = {}
+        # kind -> {name: (object, plugin name)}; names claimed twice move to conflicts.
+        self.extensions: dict[str, dict[str, tuple[Any, str]]] = {k: {} for k in EXTENSION_HOOKS}
+        # namespace -> {name: the plugins that provide it}, for names provided more than once
+        self.conflicts: dict[str, dict[str, list[str]]] = {
+            ns: {} for ns in EXTENSION_NAMESPACES.values()
+        }
         self.lock = threading.RLock()
         self.scanning = False
         self.scan_failures: list[PluginRecord] = []
+        self.communicators: dict[str, CommunicatorRecord] = {}
 
     def fail(self, record: PluginRecord, phase: str, exc: BaseException | str) -> None:
         """Record a plugin failure; in strict mode raise it (after the scan, if scanning)."""
@@ -152,6 +208,24 @@ class _State:
             self.scan_failures.append(record)
         elif _strict():
             raise PluginError(_failure_message([record]))
+
+    def fail_others(self, names: list[str], current: str, phase: str, message: str) -> None:
+        """Record a clash on the plugins that registered before ``current`` too.
+
+        Never raises: ``current``'s own failure, recorded next, raises in strict mode.
+        """
+        for name in names:
+            record = self.plugins.get(name)
+            if name != current and record is not None and record.status != "failed":
+                record.status, record.phase, record.cause = "failed", phase, message
+                if self.scanning:
+                    self.scan_failures.append(record)
+
+    def describe(self, plugin: str) -> str:
+        """``'name' (distribution)`` for messages."""
+        record = self.plugins.get(plugin)
+        dist = record.distribution if record is not None and record.distribution else ""
+        return f"plugin {plugin!r} ({dist or 'no distribution'})"
 
     def scan(self) -> None:
         with self.lock:
@@ -170,23 +244,26 @@ class _State:
 
     def _scan_entry_points(self) -> None:
         allow, deny = _env_list("NEEDLE_PLUGINS"), _env_list("NEEDLE_DISABLE_PLUGINS")
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        found = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        for ep in sorted(found, key=lambda e: (e.name, e.dist.name if e.dist else "", e.value)):
             dist = ep.dist.name if ep.dist is not None else ""
+            name = ep.name if ep.name not in self.plugins else f"{ep.name}[{dist or ep.value}]"
             record = PluginRecord(
-                name=ep.name,
+                name=name,
                 distribution=dist,
                 version=ep.dist.version if ep.dist is not None else "",
                 value=ep.value,
             )
-            self.plugins[ep.name] = record
+            self.plugins[name] = record
             names = {ep.name, dist}
+            cause = ""
             if deny and names & deny:
-                record.status, record.phase = "blocked", "load"
-                record.cause = "disabled by NEEDLE_DISABLE_PLUGINS"
-                continue
-            if allow is not None and not names & allow:
-                record.status, record.phase = "blocked", "load"
-                record.cause = "not in NEEDLE_PLUGINS"
+                cause = "disabled by NEEDLE_DISABLE_PLUGINS"
+            elif allow is not None and not names & allow:
+                cause = "not in NEEDLE_PLUGINS"
+            if cause:
+                record.status, record.phase, record.cause = "blocked", "load", cause
+                self.pm.set_blocked(name)
                 continue
             try:
                 plugin = ep.load()
@@ -197,8 +274,16 @@ class _State:
                 continue
             self.add(plugin, record)
 
+    # ------------------------------------------------------------------ registration
+
     def add(self, plugin: Any, record: PluginRecord) -> None:
-        """Register ``plugin`` with pluggy and collect the backends it declares."""
+        """Register ``plugin`` with pluggy, call its hooks once through pluggy, check and keep
+        what they return."""
+        if self.pm.is_blocked(record.name):
+            record.status, record.phase = "blocked", "register"
+            record.cause = record.cause or "blocked (NEEDLE_DISABLE_PLUGINS or NEEDLE_PLUGINS)"
+            self.plugins[record.name] = record
+            return
         try:
             self.pm.register(plugin, name=record.name)
         except BaseException as exc:  # noqa: BLE001
@@ -207,43 +292,169 @@ class _State:
             self.fail(record, "register", exc)
             return
         self.plugins[record.name] = record
-        self.extension_cache.clear()
-        impl = getattr(plugin, "needle_backends", None)
-        if impl is None:
-            return
         try:
-            specs = list(impl() or [])
-            for spec in specs:
-                if not isinstance(spec, BackendSpec):
-                    raise TypeError(f"needle_backends returned {spec!r}, not a BackendSpec")
-        except BaseException as exc:  # noqa: BLE001
+            self._check_hook_names(plugin)
+            specs = self._backend_specs(plugin)
+            provided = {kind: self._extension_table(plugin, kind) for kind in EXTENSION_HOOKS}
+            communicator_specs = _communicator_specs(self, plugin)  # the communicators section
+        except _HookError as exc:
+            self.pm.unregister(plugin)
+            self.fail(record, exc.phase, str(exc))
+            return
+        problems: list[tuple[str, str]] = []
+        for spec in specs:
+            problem = self.add_backend(spec, record)
+            if problem:
+                problems.append(("needle_backends", problem))
+        for kind, table in provided.items():
+            for name, value in table.items():
+                problem = self.add_extension(kind, name, value, record.name)
+                if problem:
+                    problems.append((EXTENSION_HOOKS[kind], problem))
+        problems += [("needle_communicators", p) for p in _keep(self, communicator_specs, record)]
+        if problems:
+            self.fail(record, problems[0][0], "; ".join(message for _, message in problems))
+
+    def _call(self, plugin: Any, hook: str) -> list[Any]:
+        """The results of ``plugin``'s implementation of ``hook``, called through pluggy."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
+        try:
+            return list(caller())
+        except BaseException as exc:  # noqa: BLE001 - a broken hook may raise anything
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            self.pm.unregister(name=record.name)
-            self.fail(record, "needle_backends", exc)
-            return
-        for spec in specs:
-            self.add_backend(spec, record)
+            raise _HookError(hook, _describe(exc)) from exc
 
-    def add_backend(self, spec: BackendSpec, record: PluginRecord) -> None:
-        if spec.name in self.backends:
-            other = self.backends[spec.name].plugin
-            self.fail(
-                record,
-                "needle_backends",
-                f"backend {spec.name!r} is already provided by plugin {other!r}",
+    def _check_hook_names(self, plugin: Any) -> None:
+        """Refuse a marked function that is no hook, and a hook-named function left unmarked."""
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            if not caller.has_spec():
+                raise _HookError(
+                    "register",
+                    f"implements {caller.name!r}, which is not a needle hook "
+                    f"(the hooks are {', '.join(HOOKS)})",
+                )
+        for hook in HOOKS:
+            if not callable(getattr(plugin, hook, None)):
+                continue
+            impls = getattr(self.pm.hook, hook).get_hookimpls()
+            if not any(impl.plugin is plugin for impl in impls):
+                raise _HookError(
+                    "register",
+                    f"defines {hook} without the @hookimpl marker "
+                    "(from needle.plugins import hookimpl), so needle cannot call it",
+                )
+
+    def _backend_specs(self, plugin: Any) -> list[BackendSpec]:
+        specs: list[BackendSpec] = []
+        for result in self._call(plugin, "needle_backends"):
+            try:
+                items = list(result)
+            except TypeError:
+                raise _HookError(
+                    "needle_backends",
+                    f"needle_backends returned {type(result).__name__}, not a list of BackendSpec",
+                ) from None
+            for spec in items:
+                if not isinstance(spec, BackendSpec):
+                    raise _HookError(
+                        "needle_backends", f"needle_backends returned {spec!r}, not a BackendSpec"
+                    )
+            specs.extend(items)
+        return specs
+
+    def _extension_table(self, plugin: Any, kind: str) -> dict[str, Any]:
+        hook = EXTENSION_HOOKS[kind]
+        table: dict[str, Any] = {}
+        for result in self._call(plugin, hook):
+            if not isinstance(result, dict):
+                raise _HookError(
+                    hook, f"{hook} returned {type(result).__name__}, not a dict {{name: class}}"
+                )
+            for name, value in result.items():
+                if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+                    raise _HookError(
+                        hook, f"{hook} returned the name {name!r}; names are public identifiers"
+                    )
+                if value is None:
+                    raise _HookError(hook, f"{hook} returned None for {name!r}")
+                table[name] = value
+        return table
+
+    def add_backend(self, spec: BackendSpec, record: PluginRecord) -> str:
+        """Keep one declared backend; a message when its name is already taken, else ''."""
+        existing = self.backends.get(spec.name)
+        if existing is not None:
+            if existing.status == "loaded":
+                return (
+                    f"backend {spec.name!r} is already provided by "
+                    f"{self.describe(existing.plugin)} and in use"
+                )
+            earlier = list(existing.claimed_by)
+            existing.claimed_by.append(record.name)
+            existing.status, existing.module = "conflict", None
+            claims = " and ".join(self.describe(p) for p in existing.claimed_by)
+            existing.reason = (
+                f"backend {spec.name!r} is declared by {claims}: {_choose(existing.claimed_by)}"
             )
-            return
-        backend = BackendRecord(spec=spec, plugin=record.name)
+            self.fail_others(earlier, record.name, "needle_backends", existing.reason)
+            return existing.reason
+        backend = BackendRecord(spec=spec, plugin=record.name, claimed_by=[record.name])
         if spec.contract_version not in contract.SUPPORTED_VERSIONS:
             supported = contract.SUPPORTED_VERSIONS
             backend.status = "skipped"
+            update = spec.distribution or record.distribution or f"plugin {record.name!r}"
             backend.reason = (
                 f"built for backend contract v{spec.contract_version}, this needle-core speaks "
-                f"v{supported[0]} to v{supported[-1]}; install a matching "
-                f"{spec.distribution or 'version'}"
+                f"v{supported[0]} to v{supported[-1]}; install a version of {update} built "
+                f"for one of them"
             )
         self.backends[spec.name] = backend
+        return ""
+
+    def add_extension(self, kind: str, name: str, value: Any, plugin: str) -> str:
+        """Keep one extension; a message when it clashes, else ''."""
+        namespace = EXTENSION_NAMESPACES[kind]
+        module = importlib.import_module(namespace)
+        builtin = vars(module).get(name, _MISSING)
+        if builtin is not _MISSING and builtin is not value:
+            return (
+                f"{kind} name {name!r} is already {namespace}.{name}, part of needle-core, so "
+                f"the one of {self.describe(plugin)} would never be used"
+            )
+        conflicts = self.conflicts[namespace]
+        if name in conflicts:
+            conflicts[name].append(plugin)
+        else:
+            holder = next(
+                (k for k, table in self.extensions.items()
+                 if EXTENSION_NAMESPACES[k] == namespace and name in table),
+                None,
+            )  # fmt: skip
+            if holder is None:
+                self.extensions[kind][name] = (value, plugin)
+                return ""
+            other_value, owner = self.extensions[holder][name]
+            if other_value is value:
+                return ""
+            del self.extensions[holder][name]
+            conflicts[name] = [owner, plugin]
+        message = self.conflict(namespace, name)
+        self.fail_others(conflicts[name], plugin, EXTENSION_HOOKS[kind], message)
+        return message
+
+    def conflict(self, namespace: str, name: str) -> str:
+        """Why ``namespace.name`` is unusable ('' when it is not claimed twice)."""
+        claimants = self.conflicts.get(namespace, {}).get(name)
+        if not claimants:
+            return ""
+        return (
+            f"name {name!r} ({namespace}.{name}) is provided by "
+            f"{' and '.join(self.describe(p) for p in claimants)}: {_choose(claimants)}"
+        )
+
+    # ------------------------------------------------------------------ backends
 
     def load_backend(self, name: str) -> BackendRecord:
         """Import and validate a backend's kernels (once); return its record."""
@@ -267,20 +478,30 @@ class _State:
             probe = getattr(module, "unavailable_reason", None)
             try:
                 reason = probe() if probe is not None else None
-            except Exception as exc:  # noqa: BLE001
+                reason = str(reason) if reason else ""
+            except BaseException as exc:  # noqa: BLE001 - SystemExit included: it must not escape
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 reason = f"availability check failed: {_describe(exc)}"
             if reason:
-                backend.status, backend.reason = "unavailable", str(reason)
+                backend.status, backend.reason = "unavailable", reason
                 return backend
             try:
-                contract.check_backend(module, name, backend.spec.contract_version)
+                version = backend.spec.contract_version
+                contract.check_backend(module, name, version)
+                capabilities = contract.capabilities(module, version)
+                dtypes = contract.dtypes(module, version)
             except contract.ContractError as exc:
                 backend.status, backend.reason = "failed", str(exc)
                 self.fail(record, "contract check", backend.reason)
                 return backend
+            except Exception as exc:  # noqa: BLE001 - a module may fail attribute lookups
+                backend.status = "failed"
+                backend.reason = f"checking the contract: {_describe(exc)}"
+                self.fail(record, "contract check", backend.reason)
+                return backend
             backend.status, backend.module = "loaded", module
-            backend.capabilities = contract.capabilities(module, backend.spec.contract_version)
-            backend.dtypes = contract.dtypes(module, backend.spec.contract_version)
+            backend.capabilities, backend.dtypes = capabilities, dtypes
             return backend
 
     def register_builtins(self) -> None:
@@ -301,6 +522,7 @@ class _State:
                 self.add(module, record)
 
 
+_MISSING = object()
 _state = _State()
 
 
@@ -336,12 +558,14 @@ def load_backend(name: str) -> BackendRecord:
 def register(plugin: Any, name: str | None = None, distribution: str = "") -> PluginRecord:
     """Register a plugin object or module by hand (tests, embedding applications).
 
-    Its backends and extensions join those found through entry points.
+    Its hooks are called at once; its backends and extensions join those found through
+    entry points. Problems are recorded on the returned record (raised in strict mode).
     """
     _state.scan()
     name = name or getattr(plugin, "__name__", None) or repr(plugin)
     record = PluginRecord(name=name, distribution=distribution, value=name)
-    _state.add(plugin, record)
+    with _state.lock:
+        _state.add(plugin, record)
     return record
 
 
@@ -349,42 +573,21 @@ def extensions(kind: str) -> dict[str, Any]:
     """``{name: object}`` from every plugin's hook for ``kind``, built-ins included.
 
     ``kind`` is one of ``nn_modules``, ``optimizers``, ``datasets``, ``transforms``.
-    Raises :class:`PluginError` naming both plugins when two provide one name.
+    A name that two plugins provide is left out (see :func:`extension_namespace`).
     """
     if kind not in EXTENSION_HOOKS:
         raise ValueError(f"unknown extension kind {kind!r}; known: {', '.join(EXTENSION_HOOKS)}")
     _state.scan()
     _state.register_builtins()
-    cached = _state.extension_cache.get(kind)
-    if cached is not None:
-        return cached
-    hook = getattr(_state.pm.hook, EXTENSION_HOOKS[kind])
-    merged: dict[str, Any] = {}
-    owner: dict[str, str] = {}
-    for impl in hook.get_hookimpls():
-        plugin_name = _state.pm.get_name(impl.plugin) or repr(impl.plugin)
-        try:
-            provided = impl.function() or {}
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {plugin_name!r} failed in {EXTENSION_HOOKS[kind]}: {_describe(exc)}"
-            ) from exc
-        for key, value in dict(provided).items():
-            if key in merged and merged[key] is not value:
-                raise PluginError(
-                    f"{kind} name {key!r} is provided by both plugin {owner[key]!r} and "
-                    f"plugin {plugin_name!r}"
-                )
-            merged[key], owner[key] = value, plugin_name
-    _state.extension_cache[kind] = merged
-    return merged
+    return {name: value for name, (value, _) in _state.extensions[kind].items()}
 
 
 def extension_namespace(module: str, *kinds: str) -> tuple[Any, Any]:
     """``(__getattr__, __dir__)`` for a package whose extra names come from plugins.
 
     ``needle.nn`` uses ``extension_namespace("needle.nn", "nn_modules")``: its built-ins
-    import directly, and any other name is looked up in every plugin's hook for ``kinds``.
+    import directly, and any other name is looked up in what plugins registered for
+    ``kinds``. A name two plugins provide raises AttributeError naming both.
     """
 
     def __getattr__(name: str) -> Any:
@@ -393,6 +596,9 @@ def extension_namespace(module: str, *kinds: str) -> tuple[Any, Any]:
                 found = extensions(kind)
                 if name in found:
                     return found[name]
+            clash = _state.conflict(module, name)
+            if clash:
+                raise AttributeError(f"module {module!r} has no usable attribute {name!r}: {clash}")
         raise AttributeError(
             f"module {module!r} has no attribute {name!r} (not built in, and no installed "
             f"plugin provides one: `needle info` lists plugins)"
@@ -401,10 +607,7 @@ def extension_namespace(module: str, *kinds: str) -> tuple[Any, Any]:
     def __dir__() -> list[str]:
         names = set(vars(importlib.import_module(module)))
         for kind in kinds:
-            try:
-                names |= set(extensions(kind))
-            except PluginError:  # dir() must work even when two plugins clash
-                pass
+            names |= set(extensions(kind))
         return sorted(names)
 
     return __getattr__, __dir__
@@ -417,3 +620,100 @@ def reset() -> None:
     from .. import devices  # the device table caches loaded backends
 
     devices._reset()
+
+
+# ---------------------------------------------------------------------------- communicators
+# The communicators of needle.distributed: declared by the ``needle_communicators`` hook,
+# recorded per plugin like backends, their modules imported only when first used or listed.
+
+
+@dataclass
+class CommunicatorRecord:
+    """One communicator and its state.
+
+    ``status``: ``registered`` (module not imported yet), ``loaded``, ``unavailable``
+    (installed but cannot run here, ``reason`` says why) or ``failed`` (``reason`` says how).
+    """
+
+    spec: CommunicatorSpec
+    plugin: str
+    status: str = "registered"
+    reason: str = ""
+    module: ModuleType | None = field(default=None, repr=False)
+
+
+def _communicator_specs(state: _State, plugin: Any) -> list[CommunicatorSpec]:
+    """The communicators ``plugin`` declares, through pluggy; ``_HookError`` when malformed."""
+    specs: list[CommunicatorSpec] = []
+    for result in state._call(plugin, "needle_communicators"):
+        try:
+            items = list(result)
+        except TypeError:
+            raise _HookError(
+                "needle_communicators",
+                f"needle_communicators returned {type(result).__name__}, not a list",
+            ) from None
+        for spec in items:
+            if not isinstance(spec, CommunicatorSpec):
+                raise _HookError(
+                    "needle_communicators",
+                    f"needle_communicators returned {spec!r}, not a CommunicatorSpec",
+                )
+        specs.extend(items)
+    return specs
+
+
+def _keep(state: _State, specs: list[CommunicatorSpec], record: PluginRecord) -> list[str]:
+    """Record ``specs``; a message for each name another plugin already provides."""
+    problems = []
+    for spec in specs:
+        if spec.name in state.communicators:
+            other = state.communicators[spec.name].plugin
+            problems.append(f"communicator {spec.name!r} is already provided by plugin {other!r}")
+            continue
+        state.communicators[spec.name] = CommunicatorRecord(spec=spec, plugin=record.name)
+    return problems
+
+
+def communicators() -> dict[str, CommunicatorRecord]:
+    """Every communicator declared by a plugin (core's ``local`` included), by name."""
+    _state.scan()
+    _state.register_builtins()
+    return dict(_state.communicators)
+
+
+def load_communicator(name: str) -> CommunicatorRecord:
+    """Import and probe communicator ``name``'s module (once) and return its record.
+
+    Raises:
+        KeyError: no plugin declares ``name``.
+    """
+    state = _state
+    with state.lock:
+        state.scan()
+        state.register_builtins()
+        comm = state.communicators[name]
+        if comm.status != "registered":
+            return comm
+        record = state.plugins[comm.plugin]
+        try:
+            module = importlib.import_module(comm.spec.module)
+            if not callable(getattr(module, "create", None)):
+                raise TypeError(f"{comm.spec.module} defines no create() function")
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            comm.status, comm.reason = "failed", f"importing {comm.spec.module}: {_describe(exc)}"
+            state.fail(record, "communicator", comm.reason)
+            return comm
+        probe = getattr(module, "unavailable_reason", None)
+        try:
+            reason = probe() if probe is not None else None
+        except Exception as exc:  # noqa: BLE001
+            reason = f"availability check failed: {_describe(exc)}"
+        comm.module = module  # kept when unavailable too: its launched() explains a failed init
+        if reason:
+            comm.status, comm.reason = "unavailable", str(reason)
+        else:
+            comm.status = "loaded"
+        return comm

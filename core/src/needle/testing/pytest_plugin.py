@@ -3,7 +3,7 @@
 Installed with needle-core (entry point ``pytest11``), so a backend author can
 run the conformance suite without this repository::
 
-    pip install needle-core[test] my-backend
+    pip install '/path/to/needle/core[test]' ./my-backend  # needle-core[test] once on PyPI
     python -m pytest --pyargs needle.testing.conformance --backend mydev
 
 Installing needle never changes another project's tests: the plugin only adds
@@ -21,6 +21,7 @@ Rules:
   for explicitly (``--backend`` or ``NEEDLE_TEST_BACKENDS``): then the run fails.
 * A needle run (one that used the ``device`` fixture or named a backend) that
   executed zero tests fails: a GPU session can never pass by skipping everything.
+  So does a run whose ``device`` tests all skipped because no backend can run here.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class _NeedleRun:
         self.used = False
         self.executed = 0
         self._params: list[Any] | None = None
+        self.unusable: list[str] = []  # why, when no selected backend can run
 
     def params(self) -> list[Any]:
         """One pytest param per selected backend; unavailable ones carry a skip mark."""
@@ -92,11 +94,13 @@ class _NeedleRun:
                     ) from exc
                 params.append(pytest.param(name, id=name, marks=pytest.mark.skip(reason=str(exc))))
         if not params:
-            raise pytest.UsageError(
-                "no needle backend is installed: pip install needle-numpy (or needle-cpu, "
-                "needle-cuda)"
-            )
+            from needle.devices import INSTALL_HINT
+
+            raise pytest.UsageError(f"no needle backend is installed; {INSTALL_HINT}")
         self._params = params
+        self.unusable = [p.marks[0].kwargs["reason"] for p in params if p.marks]
+        if len(self.unusable) < len(params):
+            self.unusable = []
         return params
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -120,6 +124,16 @@ class _NeedleRun:
             self.executed += 1
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.used and self.unusable:  # the device tests all skipped: that is no pass
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(
+                    "needle: no needle backend can run here, every device test was skipped: "
+                    + "; ".join(self.unusable),
+                    red=True,
+                )
+            return
         if not (self.used or self.requested) or self.executed:
             return
         if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -38,7 +39,7 @@ def read_idx(path: str | os.PathLike, ndim: int, what: str) -> np.ndarray:
             f"(unsigned-byte idx with {ndim} dimension{'s' if ndim > 1 else ''}; {what})"
         )
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # Python ints: np.prod wraps at 2**64 (2**31 * 2**31 * 4 gives 0)
     if len(data) - header != size:
         raise DatasetFormatError(
             f"{path}: header says shape {shape} ({size} bytes of data) but the file holds "

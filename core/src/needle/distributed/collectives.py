@@ -1,0 +1,344 @@
+"""The job: ``init`` picks a communicator, then collectives on Tensors across its ranks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..backend_ndarray import NDArray
+from ..plugins import manager
+from .buffers import as_buffer, finish_output, output_buffer
+from .communicator import Communicator, CommunicatorError
+
+__all__ = [
+    "init",
+    "finalize",
+    "is_initialized",
+    "communicator",
+    "rank",
+    "world_size",
+    "barrier",
+    "all_reduce",
+    "broadcast",
+    "all_gather",
+    "all_reduce_scalars",
+    "save",
+]
+
+ALL_REDUCE_OPS = ("sum", "mean", "max", "min")
+# Variables an MPI launcher sets in every process it starts (MPICH/Intel MPI hydra, Open MPI,
+# PMIx launchers, MVAPICH); only used to explain a job that found no MPI communicator.
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+_DTYPE_NAMES = ("float32", "float64", "int32", "int64", "bool")
+
+_comm: Communicator | None = None
+_previous_excepthook: Any = None
+
+
+# ---------------------------------------------------------------------------- the job
+
+
+def init(backend: str | None = None) -> Communicator:
+    """Start (or join) the distributed job and return its communicator.
+
+    Args:
+        backend: a communicator's name (``"mpi"``, ``"local"``; ``needle info`` lists them).
+            None picks one: ``$NEEDLE_COMMUNICATOR`` when set, else the highest-priority
+            communicator whose launcher started this process (``mpiexec`` starts the
+            ``mpi`` one), else ``local``, a world of one process.
+
+    Once a job of more than one process has started, an exception that nothing catches
+    ends every rank of it (after printing the traceback and the failing rank), so no rank
+    is left waiting in a collective. Calling ``init`` again returns the same communicator.
+
+    Raises:
+        CommunicatorError: the communicator is unknown, cannot run here, or another one
+            is already initialized; the message says why and what to install.
+    """
+    global _comm
+    if _comm is not None:
+        if backend in (None, _comm.name):
+            return _comm
+        raise CommunicatorError(
+            f"needle.distributed is already initialized with {_comm.name!r}; call "
+            f"finalize() before init({backend!r})"
+        )
+    name = backend or os.environ.get("NEEDLE_COMMUNICATOR", "").strip() or _pick()
+    known = manager.communicators()
+    if name not in known:
+        raise CommunicatorError(
+            f"unknown communicator {name!r}; installed: {', '.join(sorted(known)) or 'none'} "
+            "(pip install needle-mpi provides 'mpi')"
+        )
+    record = manager.load_communicator(name)
+    if record.status != "loaded":
+        raise CommunicatorError(f"communicator {name!r} is {record.status}: {record.reason}")
+    comm = record.module.create()
+    if not isinstance(comm, Communicator):
+        raise CommunicatorError(
+            f"{record.spec.module}.create() returned {type(comm).__name__}, which lacks the "
+            "methods of needle.distributed.Communicator"
+        )
+    if not 0 <= comm.rank < comm.world_size:
+        raise CommunicatorError(
+            f"communicator {name!r} reports rank {comm.rank} of {comm.world_size}"
+        )
+    _comm = comm
+    if comm.world_size > 1:
+        _install_excepthook(comm)
+    return comm
+
+
+def _pick() -> str:
+    """The communicator whose launcher started this process, by priority; else ``local``."""
+    records = sorted(manager.communicators().values(), key=lambda r: -r.spec.priority)
+    for record in records:
+        if record.spec.name == "local":
+            continue
+        record = manager.load_communicator(record.spec.name)
+        launched = getattr(record.module, "launched", None)
+        if launched is None or not launched():
+            continue
+        if record.status != "loaded":
+            raise CommunicatorError(
+                f"this process was started by {record.spec.launcher or 'a launcher'} for "
+                f"communicator {record.spec.name!r}, which is {record.status}: {record.reason}"
+            )
+        return record.spec.name
+    for var in _LAUNCHER_SIZE_VARS:
+        if os.environ.get(var, "1").strip() not in ("", "0", "1"):
+            raise CommunicatorError(
+                f"this process was started by an MPI launcher ({var}={os.environ[var]}) but no "
+                "installed communicator can join that job: pip install needle-mpi"
+            )
+    return "local"
+
+
+def _install_excepthook(comm: Communicator) -> None:
+    """An uncaught exception on any rank prints the traceback and the rank, then ends the job."""
+    global _previous_excepthook
+    previous = _previous_excepthook = sys.excepthook
+
+    def end_job(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        code = 130 if issubclass(exc_type, KeyboardInterrupt) else 1
+        try:
+            previous(exc_type, exc, tb)
+            sys.stderr.write(
+                f"needle.distributed: uncaught {exc_type.__name__} on rank {comm.rank} of "
+                f"{comm.world_size}; ending the job\n"
+            )
+            sys.stderr.flush()
+            sys.stdout.flush()
+        finally:
+            comm.abort(code)
+
+    sys.excepthook = end_job
+
+
+def finalize() -> None:
+    """End this process's part in the job (no effect when not initialized)."""
+    global _comm, _previous_excepthook
+    comm, _comm = _comm, None
+    if _previous_excepthook is not None:
+        sys.excepthook, _previous_excepthook = _previous_excepthook, None
+    if comm is not None:
+        comm.finalize()
+
+
+def is_initialized() -> bool:
+    """True between :func:`init` and :func:`finalize`."""
+    return _comm is not None
+
+
+def communicator() -> Communicator:
+    """The communicator :func:`init` started.
+
+    Raises:
+        CommunicatorError: not initialized.
+    """
+    return _require("communicator")
+
+
+def rank() -> int:
+    """This process's rank, 0 when the job is not initialized (a world of one)."""
+    return _comm.rank if _comm is not None else 0
+
+
+def world_size() -> int:
+    """The number of processes in the job, 1 when it is not initialized."""
+    return _comm.world_size if _comm is not None else 1
+
+
+def _require(what: str) -> Communicator:
+    if _comm is None:
+        raise CommunicatorError(f"{what}: call needle.distributed.init() first")
+    return _comm
+
+
+def barrier() -> None:
+    """Return once every rank has called it."""
+    _require("barrier").barrier()
+
+
+# ---------------------------------------------------------------------------- collectives
+
+
+def _data(tensor: Any, what: str) -> NDArray:
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{what} takes a needle.Tensor, got {type(tensor).__name__}")
+    return tensor.realize_cached_data()
+
+
+def _dtype_code(dtype: str) -> int:
+    if dtype in _DTYPE_NAMES:
+        return _DTYPE_NAMES.index(dtype)
+    return 100 + np.dtype(dtype).num
+
+
+def _describe_rank(codes: np.ndarray, shape: Sequence[int]) -> str:
+    code = int(codes[0])
+    name = _DTYPE_NAMES[code] if code < len(_DTYPE_NAMES) else f"dtype #{code - 100}"
+    return f"{name} {tuple(int(d) for d in shape)}"
+
+
+def _agree(
+    comm: Communicator, what: str, data: NDArray, rows_may_differ: bool = False
+) -> np.ndarray:
+    """Check that every rank passed the same dtype and shape (except the first axis when
+    ``rows_may_differ``); return each rank's row count. Raises the same ValueError on all."""
+    shape = tuple(data.shape) or (1,)
+    key = shape[1:] if rows_may_differ else shape
+    mine = [_dtype_code(data.dtype), len(shape), zlib.crc32(repr(key).encode()), shape[0]]
+    table = np.empty((comm.world_size, 4), np.int64)
+    comm.all_gather(np.array(mine, np.int64), table, [4] * comm.world_size)
+    listed = table.tolist()  # a few Python ints compare faster than small numpy arrays
+    same = listed.count(mine) == len(listed)
+    if same or (rows_may_differ and all(r[:3] == mine[:3] for r in listed)):
+        return table[:, 3]
+    # They differ: gather every rank's whole shape, so each rank can say which is which.
+    width = int(table[:, 1].max())
+    padded = np.full(width, -1, np.int64)
+    padded[: len(shape)] = shape
+    shapes = np.empty((comm.world_size, width), np.int64)
+    comm.all_gather(padded, shapes, [width] * comm.world_size)
+    ranks = ", ".join(
+        f"rank {r} {_describe_rank(table[r], shapes[r][: table[r][1]])}"
+        for r in range(comm.world_size)
+    )
+    need = "dtype and shape past the first axis" if rows_may_differ else "dtype and shape"
+    raise ValueError(f"{what}: every rank must pass a tensor of the same {need}; got {ranks}")
+
+
+def _check_op(op: str, dtype: np.dtype) -> None:
+    if op not in ALL_REDUCE_OPS:
+        raise ValueError(f"all_reduce: op must be one of {', '.join(ALL_REDUCE_OPS)}, got {op!r}")
+    if dtype.kind == "b" and op in ("sum", "mean"):
+        raise TypeError(
+            f"all_reduce: op {op!r} is undefined for bool tensors; use 'max' (any) or 'min' (all)"
+        )
+    if dtype.kind in "iu" and op == "mean":
+        raise TypeError(
+            f"all_reduce: op 'mean' of {dtype.name} tensors is not an integer; use 'sum' and divide"
+        )
+
+
+def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
+    """The elementwise reduction of ``tensor`` over every rank, as a new Tensor on each.
+
+    Args:
+        tensor: the same dtype and shape on every rank.
+        op: ``"sum"``, ``"mean"`` (floating dtypes), ``"max"`` or ``"min"``; for bool,
+            ``"max"`` is any and ``"min"`` is all.
+
+    Returns:
+        A Tensor on ``tensor``'s device, outside any graph.
+
+    Raises:
+        ValueError: an unknown op, or ranks passed different dtypes or shapes (every rank
+            raises, naming each rank's tensor).
+        TypeError: the op does not apply to the dtype.
+    """
+    comm = _require("all_reduce")
+    data = _data(tensor, "all_reduce")
+    _check_op(op, np.dtype(data.dtype))
+    _agree(comm, "all_reduce", data)
+    send = as_buffer(data)
+    out, recv = output_buffer(data.shape, data.dtype, data.device)
+    comm.all_reduce(send, recv, "sum" if op == "mean" else op)
+    if op == "mean":
+        np.divide(recv, comm.world_size, out=recv)
+    return Tensor.make_const(finish_output(out, recv, data.device))
+
+
+def broadcast(tensor: Tensor, src: int = 0) -> Tensor:
+    """Rank ``src``'s ``tensor`` on every rank, as a new Tensor (on each rank's device).
+
+    Raises:
+        ValueError: ``src`` is not a rank, or ranks passed different dtypes or shapes.
+    """
+    comm = _require("broadcast")
+    data = _data(tensor, "broadcast")
+    if not 0 <= src < comm.world_size:
+        raise ValueError(f"broadcast: src must be a rank in [0, {comm.world_size}), got {src}")
+    _agree(comm, "broadcast", data)
+    out, buf = output_buffer(data.shape, data.dtype, data.device)
+    if comm.rank == src:
+        np.copyto(buf, as_buffer(data))
+    comm.broadcast(buf, src)
+    return Tensor.make_const(finish_output(out, buf, data.device))
+
+
+def all_gather(tensor: Tensor) -> Tensor:
+    """Every rank's ``tensor`` concatenated along axis 0, in rank order, on every rank.
+
+    The ranks' tensors may differ in length along axis 0; a 0-d tensor counts as shape
+    ``(1,)``, so gathering scalars gives a vector of ``world_size()``.
+
+    Raises:
+        ValueError: ranks passed different dtypes or shapes past the first axis.
+    """
+    comm = _require("all_gather")
+    data = _data(tensor, "all_gather")
+    shape = tuple(data.shape) or (1,)
+    rows = _agree(comm, "all_gather", data, rows_may_differ=True)
+    row_size = int(np.prod(shape[1:], dtype=np.int64))
+    out_shape = (int(rows.sum()), *shape[1:])
+    out, recv = output_buffer(out_shape, data.dtype, data.device)
+    comm.all_gather(as_buffer(data).reshape(-1), recv, [int(r) * row_size for r in rows])
+    return Tensor.make_const(finish_output(out, recv, data.device))
+
+
+def all_reduce_scalars(values: Sequence[float], op: str = "sum") -> list[float]:
+    """Reduce a few Python numbers over every rank (in float64), e.g. metric totals.
+
+    Without an initialized job (a world of one) the values come back unchanged.
+    """
+    values = [float(v) for v in values]
+    if _comm is None or _comm.world_size == 1:
+        return values
+    _check_op(op, np.dtype(np.float64))
+    buf = np.array(values, np.float64)
+    _comm.all_reduce(buf, buf, "sum" if op == "mean" else op)
+    if op == "mean":
+        buf /= _comm.world_size
+    return buf.tolist()
+
+
+def save(obj: Any, path: str | os.PathLike, src: int = 0) -> None:
+    """Write a checkpoint (see :func:`needle.save`) from rank ``src`` only.
+
+    Every rank calls it; when it returns, the file is written (the ranks wait for
+    ``src``). Without an initialized job it is :func:`needle.save`.
+    """
+    from ..checkpoint import save as save_checkpoint
+
+    if rank() == src:
+        save_checkpoint(obj, path)
+    if _comm is not None:
+        _comm.barrier()

@@ -1,0 +1,253 @@
+"""DistributedDataParallel: one model replica per rank, gradients averaged in buckets."""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Tensor, TensorTuple, find_topo_sort, is_grad_enabled
+from ..backend_ndarray import NDArray
+from ..nn.modules_basic import Module, Parameter
+from .buffers import host_view
+from .collectives import broadcast, communicator
+from .communicator import Communicator, Work
+
+__all__ = ["DistributedDataParallel"]
+
+
+class _Bucket:
+    """Gradients of a few parameters (one device and dtype) reduced as one flat buffer."""
+
+    def __init__(self, params: list[Parameter]) -> None:
+        self.params = params
+        self.sizes = [int(np.prod(p.shape, dtype=np.int64)) for p in params]
+        self.offsets = [int(x) for x in np.cumsum([0, *self.sizes[:-1]])]
+        self.device = params[0].device
+        self.flat: NDArray = self.device.empty((sum(self.sizes),), params[0].dtype)
+        self.host = host_view(self.flat)  # the bucket's own memory, when it is on the host
+        self.buf: np.ndarray | None = None  # what the communicator reduces
+        self.work: Work | None = None
+        self.ready = 0
+
+    def write(self, index: int, grad: NDArray) -> None:
+        start, size = self.offsets[index], self.sizes[index]
+        source = host_view(grad.compact()) if self.host is not None else None
+        if source is not None:  # host memory to host memory: numpy copies it fastest
+            np.copyto(self.host[start : start + size], source.reshape(-1))
+        else:
+            self.flat[start : start + size] = grad.reshape((size,))
+
+    def launch(self, comm: Communicator) -> None:
+        self.buf = self.host if self.host is not None else self.flat.numpy()
+        self.work = comm.start_all_reduce(self.buf, "sum")
+
+    def finish(self, world_size: int) -> None:
+        """Wait for the reduction; set every parameter's gradient to the mean over ranks."""
+        self.work.wait()
+        if world_size > 1:
+            np.divide(self.buf, world_size, out=self.buf)
+        for p, start, size in zip(self.params, self.offsets, self.sizes):
+            grad = NDArray.from_numpy(self.buf[start : start + size].reshape(p.shape), self.device)
+            p.grad = Tensor.make_const(grad)
+        self.buf, self.work, self.ready = None, None, 0
+
+
+class _Reducer:
+    """Follows a backward pass through grad-ready hooks and launches buckets in order."""
+
+    def __init__(
+        self, module: Module, comm: Communicator, bucket_cap_mb: float, find_unused: bool
+    ) -> None:
+        self.comm = comm
+        self.find_unused = find_unused
+        self.names = {id(p): name for name, p in module.named_parameters()}
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        cap = bucket_cap_mb * 2**20
+        self.buckets: list[_Bucket] = []
+        group: list[Parameter] = []
+        size = 0.0
+        for p in reversed(self.params):  # gradients arrive roughly from the last layer back
+            nbytes = np.prod(p.shape, dtype=np.int64) * np.dtype(p.dtype).itemsize
+            if group and (
+                size + nbytes > cap or (p.device, p.dtype) != (group[0].device, group[0].dtype)
+            ):
+                self.buckets.append(_Bucket(group))
+                group, size = [], 0.0
+            group.append(p)
+            size += nbytes
+        if group:
+            self.buckets.append(_Bucket(group))
+        self.slot = {
+            id(p): (b, i)
+            for b, bucket in enumerate(self.buckets)
+            for i, p in enumerate(bucket.params)
+        }
+        self.done: set[int] = set()  # parameters whose gradient is in its bucket this round
+        self.next_launch = 0
+        self.sync = True
+        self.accumulated: dict[int, NDArray] = {}  # local gradient sums under no_sync()
+        ref = weakref.ref(self)
+
+        def on_grad_ready(p: Tensor) -> None:
+            reducer = ref()
+            if reducer is not None:
+                reducer.grad_ready(p)
+
+        handles = [p.register_grad_ready_hook(on_grad_ready) for p in self.params]
+        weakref.finalize(self, lambda: [h.remove() for h in handles])
+
+    def grad_ready(self, p: Tensor) -> None:
+        grad = p.grad.realize_cached_data()
+        earlier = self.accumulated.pop(id(p), None)
+        if earlier is not None:
+            grad = earlier + grad
+        if not self.sync:
+            self.accumulated[id(p)] = grad
+            return
+        self._put(p, grad)
+
+    def _put(self, p: Tensor, grad: NDArray | None) -> None:
+        if id(p) in self.done:
+            raise RuntimeError(
+                f"parameter {self.names.get(id(p), '?')!r} got a second gradient before every "
+                "parameter got one; a backward pass that does not reach every parameter needs "
+                "DistributedDataParallel(..., find_unused_parameters=True)"
+            )
+        self.done.add(id(p))
+        b, i = self.slot[id(p)]
+        bucket = self.buckets[b]
+        if grad is None:
+            start, size = bucket.offsets[i], bucket.sizes[i]
+            bucket.flat[start : start + size] = 0.0
+        else:
+            bucket.write(i, grad)
+        bucket.ready += 1
+        self._launch_full_buckets()
+        if self.next_launch == len(self.buckets):
+            for bucket in self.buckets:
+                bucket.finish(self.comm.world_size)
+            self.done.clear()
+            self.next_launch = 0
+
+    def _launch_full_buckets(self) -> None:
+        """Start every full bucket's all-reduce, in bucket order: so every rank issues the
+        same collectives in the same order, whatever order its gradients arrived in."""
+        buckets = self.buckets
+        while self.next_launch < len(buckets):
+            bucket = buckets[self.next_launch]
+            if bucket.ready < len(bucket.params):
+                break
+            bucket.launch(self.comm)
+            self.next_launch += 1
+        for bucket in buckets[: self.next_launch]:
+            bucket.work.test()  # lets the communicator progress while backward goes on
+
+    def before_forward(self) -> None:
+        if self.done:
+            missing = [self.names.get(id(p), "?") for p in self.params if id(p) not in self.done]
+            raise RuntimeError(
+                f"the last backward pass gave no gradient to parameters {missing}, so gradients "
+                "were not averaged; use DistributedDataParallel(..., find_unused_parameters=True)"
+            )
+
+    def after_forward(self, output: Any) -> None:
+        if not (self.find_unused and self.sync and is_grad_enabled()):
+            return
+        roots = [t for t in _tensors(output) if t.requires_grad]
+        reached = {id(node) for node in find_topo_sort(roots)}
+        for p in self.params:
+            if id(p) not in reached:
+                self._put(p, self.accumulated.pop(id(p), None))
+
+
+def _tensors(value: Any) -> Iterator[Tensor]:
+    if isinstance(value, (Tensor, TensorTuple)):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+class DistributedDataParallel(Module):
+    """Train one replica of ``module`` per rank on different data, as one model.
+
+    Building it broadcasts rank 0's parameters and buffers to every rank. Each backward
+    pass then leaves, in every parameter's ``.grad``, the mean of that gradient over the
+    ranks, by the time ``loss.backward()`` returns: with the loss a mean over each rank's
+    batch, ``N`` ranks with batches of ``B/N`` take the same steps as one process with
+    batches of ``B``. Gradients are reduced in buckets of about ``bucket_cap_mb``
+    (parameters taken from the last to the first), and each bucket's all-reduce starts
+    as soon as its gradients are final, overlapping the rest of the backward pass where
+    the communicator allows.
+
+    BatchNorm keeps per-rank statistics: each rank normalizes with its own batch and keeps
+    its own running mean and variance (they start equal, broadcast from rank 0). Evaluate
+    and save from rank 0 (:func:`needle.distributed.save`) for one set of statistics.
+
+    The averaged gradients are new tensors outside any graph. ``state_dict`` and
+    ``load_state_dict`` are the wrapped module's, so checkpoints load into the plain module.
+
+    Args:
+        module: the model; the same architecture on every rank.
+        bucket_cap_mb: the size of a gradient bucket in MiB.
+        find_unused_parameters: look, after each forward pass, for parameters the output
+            does not depend on, and count their gradient as zero; needed when a step may
+            leave some parameters out (it costs one walk of the graph per step).
+
+    Raises:
+        CommunicatorError: ``needle.distributed.init()`` was not called.
+    """
+
+    def __init__(
+        self, module: Module, bucket_cap_mb: float = 25.0, find_unused_parameters: bool = False
+    ) -> None:
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"DistributedDataParallel wraps a needle.nn.Module, not {type(module).__name__}"
+            )
+        if bucket_cap_mb <= 0:
+            raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb}")
+        comm = communicator()
+        self.module = module
+        self.training = module.training
+        if comm.world_size > 1:
+            state = module.state_dict()
+            module.load_state_dict({name: broadcast(t, src=0) for name, t in state.items()})
+        self._reducer = _Reducer(module, comm, bucket_cap_mb, find_unused_parameters)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self._reducer.before_forward()
+        output = self.module(*args, **kwargs)
+        self._reducer.after_forward(output)
+        return output
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Accumulate gradients locally, without communicating, for gradient accumulation.
+
+        Backward passes inside leave each parameter's local gradient of that pass in
+        ``.grad``, and add it to a per-parameter sum; the next backward pass outside the
+        block adds its own and averages the sums over the ranks, so ``.grad`` is then the
+        mean over ranks of the gradients summed over the micro-batches.
+        """
+        previous, self._reducer.sync = self._reducer.sync, False
+        try:
+            yield
+        finally:
+            self._reducer.sync = previous
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The wrapped module's state (keys without a ``module.`` prefix)."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: Any, strict: bool = True) -> None:
+        """Load into the wrapped module; see :meth:`needle.nn.Module.load_state_dict`."""
+        self.module.load_state_dict(state, strict)

