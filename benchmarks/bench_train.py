@@ -309,8 +309,6 @@ def memory_check(device: Any, steps: int, mode: str) -> tuple[list[tuple[int, in
 def peak_rss(name: str, contender: str, steps: int = 20) -> float:
     """Peak RSS (MiB) of ``steps`` training steps of one contender, in this process: call it
     in a fresh one (``--peak``), after importing both libraries, so baselines are equal."""
-    import resource
-
     import needle as ndl
 
     torch = load_torch()
@@ -321,24 +319,38 @@ def peak_rss(name: str, contender: str, steps: int = 20) -> float:
         step = needle_step(name, ndl.device(dev_name), use_jit=bool(jit))
     for _ in range(steps):
         step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _peak_mib()
+
+
+def _peak_mib() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _in_fresh_process(*args: str, threads: int) -> Any:
+    """Run this script with ``args`` in a new process; its last line of output, as JSON."""
+    env = dict(os.environ, NEEDLE_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False
+    )
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        print(f"  {' '.join(args)} failed: {proc.stderr[-600:]}", flush=True)
+        return None
 
 
 def _peak_table(names: list[str], contenders: list[str], threads: int) -> None:
-    env = dict(os.environ, NEEDLE_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     table = Table("peak RSS of 20 training steps (MiB, fresh process each)", references=())
     for name in names:
         row = {}
         for contender in contenders:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--peak", name, contender],
-                capture_output=True, text=True, env=env, check=False,
-            )  # fmt: skip
-            try:
-                row[contender] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"]
-            except (IndexError, ValueError, KeyError):
-                print(f"  peak RSS of {name} on {contender} failed: {proc.stderr[-400:]}")
-                row[contender] = None
+            found = _in_fresh_process("--peak", name, contender, threads=threads)
+            row[contender] = None if found is None else found["peak_mib"]
         table.rows.append((name, row, ""))
     print(_render_mib(table), flush=True)
 
@@ -375,6 +387,12 @@ def _set_threads(threads: int, torch: Any, devices: list[Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--peak":
         print(json.dumps({"peak_mib": peak_rss(sys.argv[2], sys.argv[3])}))
+        return
+    if argv is None and len(sys.argv) == 5 and sys.argv[1] == "--flat":
+        import needle as ndl
+
+        marks, per_step = memory_check(ndl.device(sys.argv[2]), int(sys.argv[4]), sys.argv[3])
+        print(json.dumps({"marks": marks, "per_step": per_step}))
         return
     parser = arg_parser(__doc__.splitlines()[0])
     parser.add_argument("--memory-steps", type=int, default=1000, help="steps of the memory check")
@@ -418,12 +436,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_memory:
         return
     _peak_table(names, contenders + ([] if torch is None else ["torch"]), args.threads[-1])
-    print(f"\nflatness check: {args.memory_steps} MLPResNet training steps (batch 100)")
+    print(f"\nflatness check: {args.memory_steps} MLPResNet training steps (batch 100), each in a")
+    print("fresh process: live needle.Tensor objects and RSS at the start, middle and end")
     for dev in devices:
         for mode in ("course", "lean") + (() if args.no_jit else ("jit",)):
-            marks, per_step = memory_check(dev, args.memory_steps, mode)
-            cells = "  ".join(f"step {s}: {n} tensors, {rss:.1f} MiB" for s, n, rss in marks)
-            print(f"  {dev.name:8s} {mode:6s} {per_step * 1e3:6.2f} ms/step  {cells}", flush=True)
+            found = _in_fresh_process(
+                "--flat", dev.name, mode, str(args.memory_steps), threads=args.threads[-1]
+            )
+            if found is None:
+                continue
+            cells = "  ".join(
+                f"step {s}: {n} tensors, {rss:.1f} MiB" for s, n, rss in found["marks"]
+            )
+            ms = found["per_step"] * 1e3
+            print(f"  {dev.name:8s} {mode:6s} {ms:6.2f} ms/step  {cells}", flush=True)
 
 
 if __name__ == "__main__":

@@ -153,15 +153,22 @@ def note_optimizer(optimizer: Any) -> None:
 
 
 class _Slot:
-    """A buffer of the program: made during the trace (temporary) or found (external)."""
+    """A buffer of the program: made during the trace (temporary) or found (external).
 
-    __slots__ = ("index", "handle", "temp", "first", "last", "live_out", "buffer")
+    A temporary keeps no reference to its handle (the traced call frees it as eager would,
+    so the first call's peak memory is eager's); the program allocates its own buffers.
+    """
 
-    def __init__(self, index: int, handle: Any, temp: bool) -> None:
-        self.index, self.handle, self.temp = index, handle, temp
+    __slots__ = ("handle", "temp", "device", "size", "dtype", "first", "last", "live_out",
+                 "buffer")  # fmt: skip
+
+    def __init__(self, handle: Any, temp: bool, device: Any = None, dtype: str = "") -> None:
+        self.handle = None if temp else handle
+        self.temp, self.device = temp, device
+        self.size, self.dtype = handle.size, dtype or getattr(handle, "dtype", "float32")
         self.first = self.last = -1
         self.live_out = not temp
-        self.buffer = handle  # the handle a replay uses (shared between temporaries)
+        self.buffer = self.handle  # the handle a replay uses (shared between temporaries)
 
 
 class _Dyn:
@@ -209,7 +216,8 @@ class _Trace:
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.calls: list[_Call] = []
-        self.slots: dict[int, _Slot] = {}
+        self.slots: dict[int, _Slot] = {}  # id of a live handle -> its slot
+        self.all_slots: list[_Slot] = []
         self.cells: list[tuple[Callable[[], Sequence[float]], tuple[float, ...]]] = []
         self.scalars: dict[int, _Dyn] = {}
         self.pending_upload: Callable[[], Any] | None = None
@@ -229,7 +237,7 @@ class _Trace:
             for dev in devices:
                 self.saved.append((dev, dev.mod, dev.alloc))
                 dev.mod = _Recorder(dev.mod, dev, self)
-                dev.alloc = self._allocator(dev.alloc)
+                dev.alloc = self._allocator(dev, dev.alloc)
             try:
                 yield
             finally:
@@ -238,11 +246,15 @@ class _Trace:
                 self.saved.clear()
                 _TRACE.reset(token)
 
-    def _allocator(self, alloc: Callable[..., Any]) -> Callable[..., Any]:
+    def _allocator(self, device: BackendDevice, alloc: Callable[..., Any]) -> Callable[..., Any]:
         def allocate(size: int, dtype: str = "float32") -> Any:
             handle = alloc(size, dtype)
+            # A dead temporary's id may come back with this handle: it is a new buffer.
             if _TRACE.get() is self:
-                self.slots[id(handle)] = _Slot(len(self.slots), handle, temp=True)
+                slot = self.slots[id(handle)] = _Slot(handle, True, device, dtype)
+                self.all_slots.append(slot)
+            else:  # made outside the recording (a cached constant, another thread)
+                self.slots.pop(id(handle), None)
             return handle
 
         return allocate
@@ -257,8 +269,17 @@ class _Trace:
 
     def slot(self, handle: Any) -> _Slot:
         found = self.slots.get(id(handle))
-        if found is None or found.handle is not handle:
-            found = self.slots[id(handle)] = _Slot(len(self.slots), handle, temp=False)
+        if found is None or not (found.temp or found.handle is handle):
+            found = self.slots[id(handle)] = _Slot(handle, temp=False)
+            self.all_slots.append(found)
+        return found
+
+    def live_out(self, handle: Any) -> _Slot:
+        """Mark the buffer ``handle`` (alive after the call) as read after the program."""
+        found = self.slot(handle)
+        found.live_out = True
+        if found.temp:
+            found.handle = found.buffer = handle
         return found
 
     def kernel(self, device: BackendDevice, name: str, fn: Any, args: tuple) -> Any:
@@ -377,24 +398,20 @@ class _Program:
         self.cells = [make for make, _ in trace.cells]
         self.values: list[tuple[float, ...]] = [v for _, v in trace.cells]
         calls = trace.calls
-        slots = list(trace.slots.values())
-        for s in slots:
-            s.first = s.last = -1
+        slots = trace.all_slots
         for i, call in enumerate(calls):
             for a in _slots_of(call.args):
                 if a.first < 0:
                     a.first = i
                 a.last = i
-        for nd in outputs:
-            trace.slot(nd.handle).live_out = True
+        out_slots = [trace.live_out(nd.handle) for nd in outputs]
         for param_grad in _grad_handles(trace):
-            found = trace.slots.get(id(param_grad))
-            if found is not None and found.handle is param_grad:
-                found.live_out = True
+            if id(param_grad) in trace.slots:
+                trace.live_out(param_grad)
         self.buffers = _share_buffers([s for s in slots if s.temp and s.first >= 0])
         self.outputs = [
-            (trace.slot(nd.handle).buffer, nd.shape, nd.strides, nd.offset, nd.device, nd.dtype)
-            for nd in outputs
+            (slot.buffer, nd.shape, nd.strides, nd.offset, nd.device, nd.dtype)
+            for slot, nd in zip(out_slots, outputs)
         ]
         self.steps = self._bind(calls)
 
@@ -518,10 +535,10 @@ def _share_buffers(temps: list[_Slot]) -> list[Any]:
     A buffer is reused only after the last call that touched its previous tenant, never
     within one call, so no kernel sees an output aliasing an input it did not expect.
     """
-    free: dict[tuple[int, str], list[tuple[int, Any]]] = {}  # (size, dtype) -> (free at, buf)
+    free: dict[tuple[Any, int, str], list[tuple[int, Any]]] = {}  # -> (free at, buffer)
     buffers = []
     for s in sorted(temps, key=lambda s: s.first):
-        key = (s.handle.size, getattr(s.handle, "dtype", "float32"))
+        key = (id(s.device), s.size, s.dtype)
         pool = free.setdefault(key, [])
         pick = None
         if not s.live_out:
@@ -530,7 +547,7 @@ def _share_buffers(temps: list[_Slot]) -> list[Any]:
                     pick = pool.pop(j)[1]
                     break
         if pick is None:
-            pick = s.handle
+            pick = s.handle if s.live_out else s.device.alloc(s.size, s.dtype)
             buffers.append(pick)
         s.buffer = pick
         if not s.live_out:
