@@ -395,3 +395,20 @@ def test_logsumexp_of_infinite_rows_matches_numpy(device) -> None:
         want = np.log(np.exp(x.astype(np.float64)).sum(axis=1))
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert got[0] == -np.inf and got[1] == np.inf
+
+
+def test_lean_logsumexp_gradient_matches_the_course_gradient(device):
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((4, 7)).astype(np.float32) * 3
+    grads = []
+    for create_graph in (True, False):
+        x = ndl.Tensor(data, device=device)
+        op = ndl.ops.LogSumExp((1,))
+        first = op(x)
+        other = op(ndl.Tensor(data[::-1].copy(), device=device))  # the op is called again
+        (first * ndl.Tensor(np.arange(4.0, dtype=np.float32), device=device)).sum().backward(
+            create_graph=create_graph
+        )
+        grads.append(x.grad.numpy())
+        del other
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6, atol=1e-7)

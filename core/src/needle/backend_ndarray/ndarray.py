@@ -463,13 +463,42 @@ class NDArray:
         common = dt.promote(self._dtype, other._dtype)
         return self._cast(common), other._cast(common)
 
+    def _dense(self) -> bool:
+        """True when the view covers its whole buffer once, in some order of its axes (a
+        transposed compact array): elementwise kernels can run on the buffer as it lies."""
+        return (
+            self._offset == 0
+            and self._size == self._handle.size
+            and st.is_dense(self._shape, self._strides)
+        )
+
     def _run(self, kernel: str, group: str, out_dtype: str | None, *args: Any) -> NDArray:
-        """``out = kernel(self, *args)`` on compact buffers (``self`` already has the dtype)."""
+        """``out = kernel(self, *args)`` (``self`` already has the dtype); an NDArray in
+        ``args`` is the second operand, of ``self``'s shape.
+
+        The kernels see compact buffers. Operands that are the same transposition of whole
+        buffers (an NCHW view of NHWC data, say) are not copied: the kernel runs on the
+        buffers as they lie and the result keeps their layout.
+        """
         dev = self._device
         if self._dtype not in dev.dtypes.get(group, ()):
             raise _unsupported(dev, kernel, self._dtype, group)
+        other = args[0] if args and type(args[0]) is NDArray else None
+        if (
+            self._size
+            and not self.is_compact()
+            and self._dense()
+            and (other is None or (other._strides == self._strides and other._dense()))
+        ):
+            out = self._fresh(out_dtype)
+            out._strides, out._compact = self._strides, False
+            rest = (other._handle, *args[1:]) if other is not None else args
+            getattr(dev.mod, kernel)(self._handle, *rest, out._handle)
+            return out
         out = self._fresh(out_dtype)
         if self._size:
+            if other is not None:
+                args = (other.compact()._handle, *args[1:])
             getattr(dev.mod, kernel)(self.compact()._handle, *args, out._handle)
         return out
 
@@ -483,7 +512,7 @@ class NDArray:
                 a, b = a._cast(dtype), b._cast(dtype)
             if dtype == "bool":  # logical or / and / or: computed in int32
                 return a._cast("int32")._arith(b._cast("int32"), name)._cast("bool")
-            return a._run(f"ewise_{name}", "arithmetic", None, b.compact()._handle)
+            return a._run(f"ewise_{name}", "arithmetic", None, b)
         if type(other) in _SCALARS or isinstance(other, _REAL):
             dtype = dt.scalar_result(self._dtype, other)
             if float_only:
@@ -505,7 +534,7 @@ class NDArray:
             a, b = self._operands(other, f"ewise_{op}")
             if a._dtype == "bool":
                 a, b = a._cast("int32"), b._cast("int32")
-            return a._run(f"ewise_{op}", "compare", "bool", b.compact()._handle)
+            return a._run(f"ewise_{op}", "compare", "bool", b)
         if type(other) in _SCALARS or isinstance(other, _REAL):
             dtype = dt.scalar_result(self._dtype, other)
             if dtype == "bool":
@@ -536,7 +565,7 @@ class NDArray:
     def _arith_kernel(self, name: str, other: Any) -> NDArray:
         if type(other) is NDArray:
             a, b = self._operands(other, f"ewise_{name}")
-            return a._run(f"ewise_{name}", "compare", None, b.compact()._handle)
+            return a._run(f"ewise_{name}", "compare", None, b)
         return self._run(f"scalar_{name}", "compare", None, float(other))
 
     def _unary(self, name: str) -> NDArray:
@@ -588,7 +617,7 @@ class NDArray:
             if not dt.is_float(a._dtype) and b.size and (b < 0).any():
                 raise ValueError("integers to negative integer powers are not allowed")
             if self._device.has("ewise_power"):
-                return a._run("ewise_power", "arithmetic", None, b.compact()._handle)
+                return a._run("ewise_power", "arithmetic", None, b)
             return (a._unary("ewise_log") * b).exp()._cast(a._dtype)
         if isinstance(other, _REAL):
             dtype = dt.scalar_result(self._dtype, other)

@@ -20,6 +20,7 @@ __all__ = [
     "prod",
     "compact_strides",
     "is_compact",
+    "is_dense",
     "normalize_axis",
     "normalize_axes",
     "reshape_shape",
@@ -67,6 +68,17 @@ def prod(shape: Sequence[int]) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
+def is_dense(shape: Sequence[int], strides: Sequence[int]) -> bool:
+    """True when ``(shape, strides)`` from offset 0 visits each of ``prod(shape)`` elements
+    exactly once: a compact array with its axes in some order (a transpose)."""
+    expect = 1
+    for stride, dim in sorted((s, d) for d, s in zip(shape, strides) if d != 1):
+        if stride != expect:
+            return False
+        expect *= dim
+    return True
+
+
 def compact_strides(shape: tuple[int, ...]) -> Shape:
     """Row-major strides of a dense array of ``shape`` (a tuple; results are cached)."""
     stride, out = 1, []

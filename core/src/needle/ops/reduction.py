@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..autograd import Tensor, TensorOp
+from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import strides as st
 from ..backend_ndarray.dtypes import float_of
@@ -76,23 +76,36 @@ class LogSumExp(TensorOp):
     """``log(sum(exp(a), axes))``, computed stably (subtracting the max), so 1e10 inputs work.
 
     A row of -inf gives -inf and a row holding +inf gives +inf, as numpy's formula does.
-    The gradient is the softmax, ``exp(a - max) / sum(exp(a - max))``, exact at ties.
+    The gradient is the softmax, ``exp(a - max) / sum(exp(a - max))``, exact at ties. A
+    first-order gradient (``backward(create_graph=False)``) reuses the forward's
+    ``exp(a - max)`` and its sum, saved with the output: two passes over ``a`` instead of
+    eight.
     """
 
     def __init__(self, axes: Axes = None) -> None:
         self.axes = tuple(axes) if isinstance(axes, list) else axes
+        self._saved: tuple[NDArray, NDArray, NDArray] | None = None
 
     def compute(self, a: NDArray) -> NDArray:
         a = a.astype(float_of(a.dtype), copy=False)
         top = _finite_max(a, self.axes)
         # Negate the reduced max before broadcasting it: one pass over ``a`` fewer.
-        shifted = (a + (-top).broadcast_to(a.shape)).exp().sum(self.axes, keepdims=True)
-        return (shifted.log() + top).reshape(
+        e = (a + (-top).broadcast_to(a.shape)).exp()
+        total = e.sum(self.axes, keepdims=True)
+        out = (total.log() + top).reshape(
             tuple(d for i, d in enumerate(a.shape) if i not in st.normalize_axes(self.axes, a.ndim))
         )
+        self._saved = (out, e, total) if is_grad_enabled() else None
+        return out
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
         a = node.inputs[0]
+        saved = self._saved
+        if saved is not None and saved[0] is node.cached_data and not is_grad_enabled():
+            _, e, total = saved  # first order: the forward's exp and sum, no graph
+            g = out_grad.cached_data.reshape(total.shape)
+            grad = e * (g / total).broadcast_to(e.shape)
+            return Tensor.make_const(grad.astype(a.dtype, copy=False))
         top = Tensor.make_const(_finite_max(a.realize_cached_data(), self.axes))
         e = (a + BroadcastTo(a.shape)(-top)).exp()  # the shift is a constant: exact softmax
         total = _expand(Summation(self.axes)(e), a.shape, self.axes)
