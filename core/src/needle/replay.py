@@ -200,6 +200,8 @@ class _Recorder:
         if name.startswith("__") or not callable(attr) or name in _SERVICES:
             return attr
         trace, device = self._trace, self._device
+        if name == "Array":  # an allocation, as through the device's alloc
+            return trace._allocator(device, attr)
 
         def call(*args: Any) -> Any:
             if _TRACE.get() is not trace:
