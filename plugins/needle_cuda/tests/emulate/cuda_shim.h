@@ -20,7 +20,7 @@
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(threads, blocks)
+#define __launch_bounds__(...)
 #define __shared__ static  // blocks run one at a time: a static is the running block's memory
 #define __align__(n) __attribute__((aligned(n)))
 
@@ -42,16 +42,19 @@ using std::min;
 struct Warp {  // a partial last warp must not shuffle (nor does any kernel here)
   explicit Warp(unsigned lanes) : barrier(lanes) {}
   std::barrier<> barrier;
-  float lanes[32];
+  alignas(8) unsigned char lanes[32][8];  // one value of up to 8 bytes per lane
 };
 std::barrier<>* block_barrier = nullptr;
 thread_local Warp* my_warp = nullptr;
 thread_local int my_lane = 0;
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-inline float __shfl_down_sync(unsigned, float v, int delta) {
-  my_warp->lanes[my_lane] = v;
+template <typename T>
+T __shfl_down_sync(unsigned, T v, int delta) {
+  static_assert(sizeof(T) <= 8, "shuffles move up to 8 bytes");
+  std::memcpy(my_warp->lanes[my_lane], &v, sizeof(T));
   my_warp->barrier.arrive_and_wait();
-  const float got = my_lane + delta < 32 ? my_warp->lanes[my_lane + delta] : v;
+  T got = v;
+  if (my_lane + delta < 32) std::memcpy(&got, my_warp->lanes[my_lane + delta], sizeof(T));
   my_warp->barrier.arrive_and_wait();
   return got;
 }
@@ -96,9 +99,18 @@ inline cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-inline cudaError_t cudaDriverGetVersion(int* v) { *v = 13000; return cudaSuccess; }
-inline cudaError_t cudaRuntimeGetVersion(int* v) { *v = 13000; return cudaSuccess; }
-inline cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
+inline cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
 struct cudaDeviceProp {
   char name[256];
   int major, minor;
@@ -111,11 +123,27 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
 }
 struct cudaFuncAttributes {};
 template <typename F>
-cudaError_t cudaFuncGetAttributes(cudaFuncAttributes*, F) { return cudaSuccess; }
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes*, F) {
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
   std::memmove(d, s, n);
   return cudaSuccess;
 }
+// Streams and events: every emulated kernel has finished when its launch returns, so ordering
+// work between streams needs nothing.
+using cudaStream_t = struct CUstream_st*;
+using cudaEvent_t = struct CUevent_st*;
+#define cudaStreamLegacy (reinterpret_cast<cudaStream_t>(0x1))
+#define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
+constexpr unsigned cudaEventDisableTiming = 2;
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = nullptr;
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+inline cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
 
 namespace emulate {
 void run(dim3 grid, dim3 block, const std::function<void()>& kernel) {
@@ -147,4 +175,3 @@ void run(dim3 grid, dim3 block, const std::function<void()>& kernel) {
       }
 }
 }  // namespace emulate
-
