@@ -161,7 +161,7 @@ class DLPackView {
                      std::to_string(device_) + ") only, not to (" + std::to_string(want.first) +
                      ", " + std::to_string(want.second) + "); use to_numpy for a host copy");
     }
-    wait_for_us(stream);
+    const cudaStream_t consumer = consumer_stream(stream);
     const bool copied = !copy.is_none() && copy.cast<bool>();
     const bool versioned =
         !max_version.is_none() && max_version.cast<std::pair<int, int>>().first >= 1;
@@ -186,6 +186,7 @@ class DLPackView {
       ctx->strides.assign(strides_.begin(), strides_.end());
       t.byte_offset = static_cast<uint64_t>(offset_) * itemsize(dtype_);
     }
+    wait_for_us(consumer);  // after the copy's kernel, if any
     t.data = ctx->buffer ? ctx->buffer->ptr() : nullptr;
     t.shape = ctx->shape.empty() ? nullptr : ctx->shape.data();
     t.strides = ctx->strides.empty() ? nullptr : ctx->strides.data();
@@ -213,21 +214,25 @@ class DLPackView {
     return false;
   }
 
-  // The consumer's `stream` sees our kernels' results: the array API's CUDA convention (None or
-  // 1: the legacy default stream, which is ours; 2: the per-thread default stream; -1: no
-  // synchronisation; other integers: a cudaStream_t).
-  static void wait_for_us(const py::object& stream) {
-    if (stream.is_none()) return;
+  // The array API's CUDA streams: None or 1 is the legacy default stream (ours: nothing to
+  // order), 2 the per-thread default stream, -1 asks for no synchronisation, other integers
+  // are a cudaStream_t. nullptr: nothing to do.
+  static cudaStream_t consumer_stream(const py::object& stream) {
+    if (stream.is_none()) return nullptr;
     const auto value = stream.cast<int64_t>();
     if (value == 0)
       throw std::invalid_argument("__dlpack__: stream=0 is ambiguous for CUDA (use 1 or 2)");
-    if (value == 1 || value == -1) return;
-    const cudaStream_t target =
-        value == 2 ? cudaStreamPerThread : reinterpret_cast<cudaStream_t>(value);
+    if (value == 1 || value == -1) return nullptr;
+    return value == 2 ? cudaStreamPerThread : reinterpret_cast<cudaStream_t>(value);
+  }
+
+  // Make the consumer's stream wait for every kernel we queued so far.
+  static void wait_for_us(cudaStream_t consumer) {
+    if (consumer == nullptr) return;
     cudaEvent_t event;
     check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate (__dlpack__)");
     cudaError_t err = cudaEventRecord(event, cudaStreamLegacy);
-    if (err == cudaSuccess) err = cudaStreamWaitEvent(target, event, 0);
+    if (err == cudaSuccess) err = cudaStreamWaitEvent(consumer, event, 0);
     cudaEventDestroy(event);
     check(err, "making the consumer's stream wait (__dlpack__)");
   }

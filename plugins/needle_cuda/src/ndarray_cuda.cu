@@ -175,6 +175,7 @@ py::array to_numpy(const CudaArray& a, const Dims& shape, const Dims& strides, i
   if (v.numel == 0) return result;
   const size_t item = itemsize(a.dtype()), bytes = static_cast<size_t>(v.numel) * item;
   const bool dense = v.s.ndim == 0 || (v.s.ndim == 1 && v.s.strides[0] == 1);
+  const auto keep = a.buffer();                   // held while the GIL is released below
   CudaArray tmp(dense ? 0 : v.numel, a.dtype());  // only what the view holds crosses to the host
   const char* src = static_cast<const char*>(a.raw()) + offset * static_cast<int64_t>(item);
   if (!dense) {
@@ -208,6 +209,7 @@ void from_numpy(py::array arr, CudaArray& out) {
   if (arr.size() == 0) return;
   if (!(arr.flags() & py::array::c_style))
     arr = py::module_::import("numpy").attr("ascontiguousarray")(arr);
+  const auto keep = out.buffer();  // held while the GIL is released below
   const void* src = arr.data();
   void* dst = out.raw();
   const size_t bytes = out.nbytes();
