@@ -160,15 +160,17 @@ def test_sizes_and_dtypes_are_validated_before_touching_the_device():
 
 
 @pytest.mark.skipif(not shutil.which("c++"), reason="no C++ compiler")
+@pytest.mark.skipif(
+    _ext.__build_archs__ == "emulated", reason="ran with the real build (the same kernels)"
+)
 def test_kernels_on_cpu_threads(tmp_path):
-    """The real kernels and launchers for every dtype run on CPU threads (tests/emulate),
-    checked by plain loops: index math, bounds and launch configurations, without a GPU."""
+    """The real kernels and launchers for every dtype run on the CPU (tests/emulate, one fiber
+    per CUDA thread), checked by plain loops: index math, bounds, launch configurations and
+    barriers, without a GPU."""
     source = Path(__file__).parent / "emulate" / "kernels_emulator.cpp"
     exe = tmp_path / "kernels_emulator"
-    build = [shutil.which("c++"), "-std=c++20", "-O1", "-pthread", str(source), "-o", str(exe)]
+    build = [shutil.which("c++"), "-std=c++17", "-O1", str(source), "-o", str(exe)]
     compiled = subprocess.run(build, capture_output=True, text=True)
-    if compiled.returncode != 0 and "barrier" in compiled.stderr:
-        pytest.skip("the C++ compiler lacks <barrier> (C++20)")
     assert compiled.returncode == 0, compiled.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "\n0 failures" in run.stdout, run.stdout + run.stderr

@@ -1,11 +1,10 @@
-// Runs needle-cuda's real kernels and launchers (src/kernels.cuh, src/matmul.cuh) on the CPU:
-// one std::thread per CUDA thread, blocks one after another, a barrier for __syncthreads and a
-// per-warp exchange for __shfl_down_sync; 2 emulated SMs so the grid-stride loops and the split
-// reductions are exercised at small sizes. Every result is compared with a plain loop. This
-// checks index math, bounds and launch configuration where no GPU exists; it says nothing about
-// speed or the memory model. Build: c++ -std=c++20 -O1 -pthread kernels_emulator.cpp
-// (cuda_shim.h holds the emulation).
-#include <barrier>
+// Runs needle-cuda's real kernels and launchers (src/kernels.cuh, src/matmul.cuh) for every
+// dtype on the CPU: one fiber per CUDA thread, blocks one after another, a barrier for
+// __syncthreads and a per-warp exchange for __shfl_down_sync (cuda_shim.h); 2 emulated SMs so
+// the grid-stride loops and the split reductions are exercised at small sizes. Every result is
+// compared with a plain loop. This checks index math, bounds, launch configurations and
+// barriers where no GPU exists; it says nothing about speed or the memory model.
+// Build: c++ -std=c++17 -O1 kernels_emulator.cpp
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -15,7 +14,6 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 // clang-format off: the shim stands in for the CUDA runtime, so it comes first
