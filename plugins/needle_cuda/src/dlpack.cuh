@@ -99,7 +99,7 @@ inline DLDataType to_dl(DType d) {
 }
 
 inline DType from_dl(DLDataType t) {
-  for (DType d : {DType::Float32, DType::Float64, DType::Int32, DType::Int64, DType::Bool}) {
+  for (DType d : kDTypes) {
     const DLDataType want = to_dl(d);
     if (t.code == want.code && t.bits == want.bits && t.lanes == 1) return d;
   }

@@ -24,6 +24,13 @@ enum class DType : uint8_t {
 #undef NEEDLE_ENUM
 };
 
+// Every dtype, in table order.
+constexpr DType kDTypes[] = {
+#define NEEDLE_LIST(e, type, name) DType::e,
+    NEEDLE_DTYPES(NEEDLE_LIST)
+#undef NEEDLE_LIST
+};
+
 // Sets of dtypes as bit masks.
 constexpr unsigned bit(DType d) { return 1u << static_cast<unsigned>(d); }
 constexpr unsigned kFloats = bit(DType::Float32) | bit(DType::Float64);
@@ -39,6 +46,13 @@ constexpr unsigned kAll = kNumbers | bit(DType::Bool);
   X(unary, kFloats)       \
   X(matmul, kNumbers)     \
   X(reduce, kNumbers)
+
+// groups::memory, groups::arithmetic, ...: the masks the kernels of each group dispatch on.
+namespace groups {
+#define NEEDLE_GROUP_MASK(group, mask) constexpr unsigned group = mask;
+NEEDLE_GROUPS(NEEDLE_GROUP_MASK)
+#undef NEEDLE_GROUP_MASK
+}  // namespace groups
 
 inline const char* dtype_name(DType d) {
   switch (d) {

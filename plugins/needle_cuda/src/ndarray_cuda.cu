@@ -130,7 +130,7 @@ void scalar_setitem(int64_t size, py::handle val, CudaArray& out, const Dims& sh
   if (size != v.numel)
     throw py::value_error("scalar_setitem: size " + std::to_string(size) +
                           " does not match the view's " + std::to_string(v.numel) + " elements");
-  dispatch<kAll>(out.dtype(), "scalar_setitem", [&](auto tag) {
+  dispatch<groups::memory>(out.dtype(), "scalar_setitem", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T value = scalar_as<T>(val, "scalar_setitem");
     if (v.numel > 0) launch_scalar_setitem(bits_of(value), out.data<WidthOf<T>>(), v);
@@ -138,7 +138,7 @@ void scalar_setitem(int64_t size, py::handle val, CudaArray& out, const Dims& sh
 }
 
 void fill(CudaArray& out, py::handle val) {
-  dispatch<kAll>(out.dtype(), "fill", [&](auto tag) {
+  dispatch<groups::memory>(out.dtype(), "fill", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T value = scalar_as<T>(val, "fill");
     launch_fill(out.data<WidthOf<T>>(), bits_of(value), out.size());
@@ -155,9 +155,9 @@ void cast(const CudaArray& a, CudaArray& out) {
             "cudaMemcpy (cast)");
     return;
   }
-  dispatch<kAll>(a.dtype(), "cast", [&](auto from) {
+  dispatch<groups::memory>(a.dtype(), "cast", [&](auto from) {
     using From = typename decltype(from)::type;
-    dispatch<kAll>(out.dtype(), "cast", [&](auto to) {
+    dispatch<groups::memory>(out.dtype(), "cast", [&](auto to) {
       using To = typename decltype(to)::type;
       launch_map1(a.data<From>(), out.data<To>(), a.size(), Convert<To>{}, "cast");
     });
@@ -169,7 +169,7 @@ void cast(const CudaArray& a, CudaArray& out) {
 py::array to_numpy(const CudaArray& a, const Dims& shape, const Dims& strides, int64_t offset) {
   const View v = make_view("to_numpy", a.size(), shape, strides, offset);
   py::array result;
-  dispatch<kAll>(a.dtype(), "to_numpy", [&](auto tag) {
+  dispatch<groups::memory>(a.dtype(), "to_numpy", [&](auto tag) {
     result = py::array(py::dtype::of<typename decltype(tag)::type>(), shape);
   });
   if (v.numel == 0) return result;
@@ -197,7 +197,7 @@ py::array to_numpy(const CudaArray& a, const Dims& shape, const Dims& strides, i
 
 void from_numpy(py::array arr, CudaArray& out) {
   bool same = false;
-  dispatch<kAll>(out.dtype(), "from_numpy", [&](auto tag) {
+  dispatch<groups::memory>(out.dtype(), "from_numpy", [&](auto tag) {
     same = arr.dtype().equal(py::dtype::of<typename decltype(tag)::type>());
   });
   if (!same)
@@ -280,7 +280,7 @@ void compare(const char* fn, const CudaArray& a, const CudaArray& b, CudaArray& 
   same_size(fn, a, "a", out, "out");
   same_dtype(fn, a, "a", b, "b");
   writes_bool(fn, out);
-  dispatch<kNumbers>(a.dtype(), fn, [&](auto tag) {
+  dispatch<groups::compare>(a.dtype(), fn, [&](auto tag) {
     using T = typename decltype(tag)::type;
     launch_map2(a.data<T>(), b.data<T>(), out.data<bool>(), a.size(), Op{}, fn);
   });
@@ -290,7 +290,7 @@ template <typename Op>
 void compare_scalar(const char* fn, const CudaArray& a, py::handle val, CudaArray& out) {
   same_size(fn, a, "a", out, "out");
   writes_bool(fn, out);
-  dispatch<kNumbers>(a.dtype(), fn, [&](auto tag) {
+  dispatch<groups::compare>(a.dtype(), fn, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T v = scalar_as<T>(val, fn);
     launch_map1(a.data<T>(), out.data<bool>(), a.size(), WithScalar<Op, T>{Op{}, v}, fn);
@@ -301,7 +301,7 @@ template <typename Op>
 void unary(const char* fn, const CudaArray& a, CudaArray& out) {
   same_size(fn, a, "a", out, "out");
   same_dtype(fn, a, "a", out, "out");
-  dispatch<kFloats>(a.dtype(), fn, [&](auto tag) {
+  dispatch<groups::unary>(a.dtype(), fn, [&](auto tag) {
     using T = typename decltype(tag)::type;
     launch_map1(a.data<T>(), out.data<T>(), a.size(), Op{}, fn);
   });
@@ -316,7 +316,7 @@ void reduce(const char* fn, const CudaArray& a, CudaArray& out, int64_t reduce_s
                           " elements into " + std::to_string(out.size()) + " by " +
                           std::to_string(reduce_size));
   same_dtype(fn, a, "a", out, "out");
-  dispatch<kNumbers>(a.dtype(), fn, [&](auto tag) {
+  dispatch<groups::reduce>(a.dtype(), fn, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (out.size() > 0) reduce_rows<T, Op>(a.data<T>(), out.data<T>(), out.size(), reduce_size);
   });
@@ -348,7 +348,7 @@ void gemm(const char* fn, const CudaArray& a, const CudaArray& b, CudaArray& out
   }
   same_dtype(fn, a, "a", b, "b");
   same_dtype(fn, a, "a", out, "out");
-  dispatch<kNumbers>(a.dtype(), fn, [&](auto tag) {
+  dispatch<groups::matmul>(a.dtype(), fn, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (want_out == 0) return;
     // out overlapping an input would be read while written: compute into a temporary
@@ -441,12 +441,12 @@ PYBIND11_MODULE(_ext, m) {
   m.attr("__build_archs__") = NEEDLE_CUDA_ARCHS;
   m.attr("__cuda_runtime_version__") = CUDART_VERSION;
   py::dict dtypes;
-#define NEEDLE_GROUP_ENTRY(group, mask)                                                       \
-  {                                                                                           \
-    py::list names;                                                                           \
-    for (DType d : {DType::Float32, DType::Float64, DType::Int32, DType::Int64, DType::Bool}) \
-      if ((mask) & bit(d)) names.append(dtype_name(d));                                       \
-    dtypes[#group] = py::tuple(names);                                                        \
+#define NEEDLE_GROUP_ENTRY(group, mask)                 \
+  {                                                     \
+    py::list names;                                     \
+    for (DType d : kDTypes)                             \
+      if ((mask) & bit(d)) names.append(dtype_name(d)); \
+    dtypes[#group] = py::tuple(names);                  \
   }
   NEEDLE_GROUPS(NEEDLE_GROUP_ENTRY)
 #undef NEEDLE_GROUP_ENTRY

@@ -14,12 +14,12 @@
 namespace needle_cuda {
 
 // X(name, functor, dtypes): ewise_<name>(a, b, out) and scalar_<name>(a, val, out).
-#define NEEDLE_ARITHMETIC_OPS(X) \
-  X(add, Add, kNumbers)          \
-  X(mul, Mul, kNumbers)          \
-  X(div, Div, kFloats)           \
-  X(maximum, Maximum, kNumbers)  \
-  X(power, Power, kNumbers)
+#define NEEDLE_ARITHMETIC_OPS(X)              \
+  X(add, Add, groups::arithmetic)             \
+  X(mul, Mul, groups::arithmetic)             \
+  X(div, Div, (groups::arithmetic & kFloats)) \
+  X(maximum, Maximum, groups::arithmetic)     \
+  X(power, Power, groups::arithmetic)
 
 // BOTH(name, functor): ewise_<name> and scalar_<name>; SCALAR(name, functor): scalar_<name> only
 // (a < b is b > a, so the contract has no ewise_lt). Every comparison writes bool.
@@ -126,7 +126,7 @@ struct Mul {
     return wrap_mul(x, y);
   }
 };
-struct Div {  // float dtypes only (kFloats above): integer division is never reached
+struct Div {  // float dtypes only (see the list above): integer division is never reached
   template <typename T>
   __device__ T operator()(T x, T y) const {
     return x / y;
