@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds needle_cuda._ext against cuda_shim.h (kernels on CPU fibers, host memory) into DIR,
-# so the conformance suite can run on "cuda" without a GPU (slow: small tests only):
+# so the conformance suite and needle-cuda's tests run on "cuda" without a GPU (about a minute):
 #   bash plugins/needle_cuda/tests/emulate/build_emulated_ext.sh /tmp/emu_pkg
 #   PYTHONPATH=/tmp/emu_pkg python -m pytest --pyargs needle.testing.conformance --backend cuda
+# The needle-cuda distribution must be installed too (its entry point registers "cuda").
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:?usage: build_emulated_ext.sh DIR}
