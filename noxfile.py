@@ -84,8 +84,9 @@ def tests_cuda(session: nox.Session) -> None:
 
 
 def _conformance_on_emulated_cuda(session: nox.Session) -> None:
-    """The conformance suite on "cuda" without a GPU: the same kernels and launchers, compiled
-    for CPU threads against a CUDA-runtime shim (plugins/needle_cuda/tests/emulate/)."""
+    """The conformance suite and needle-cuda's own tests on "cuda" without a GPU: the same
+    kernels and launchers, compiled for CPU threads against a CUDA-runtime shim
+    (plugins/needle_cuda/tests/emulate/)."""
     if not shutil.which("c++"):
         session.log("no host C++ compiler: the emulated cuda conformance run is skipped")
         return
@@ -94,8 +95,8 @@ def _conformance_on_emulated_cuda(session: nox.Session) -> None:
     script = "plugins/needle_cuda/tests/emulate/build_emulated_ext.sh"
     session.run("bash", script, emulated, env={"PYTHON": "python"}, external=True)
     session.run(
-        "python", "-m", "pytest", _conformance_dir(session), "--backend", "cuda",
-        env={**STRICT, "PYTHONPATH": emulated},
+        "python", "-m", "pytest", _conformance_dir(session), "plugins/needle_cuda/tests",
+        "--backend", "cuda", *session.posargs, env={**STRICT, "PYTHONPATH": emulated},
     )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a machine with a GPU and no network: build and install needle-core, needle-numpy
-# and needle-cuda (pip --no-build-isolation), run the whole test suite on cuda, then
-# benchmarks/bench_gpu.py against PyTorch. Logs go to $OUT when set (else a temp dir).
+# and needle-cuda (pip --no-build-isolation), run the whole test suite on cuda (every dtype of
+# contract v2; with torch, DLPack both ways with PyTorch), then benchmarks/bench_gpu.py against
+# PyTorch. Logs go to $OUT when set (else a temp dir).
 #
 #   bash plugins/needle_cuda/gpu_check.sh
 #
@@ -159,6 +160,12 @@ timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest tests "$conformance" plugins/need
   --backend cuda -q -rfEs "${ignore[@]}" --junitxml="$LOGS/junit.xml" 2>&1 | tee "$LOGS/tests.log"
 result "test suite --backend cuda" "${PIPESTATUS[0]}"
 grep -E "(passed|failed|error|skipped)" "$LOGS/tests.log" | tail -1 >>"$SUMMARY"
+# DLPack with a real foreign producer and consumer: say whether it ran, not only that nothing failed
+timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest plugins/needle_cuda/tests/test_dlpack.py -k torch \
+  -q -rs >"$LOGS/dlpack_torch.log" 2>&1
+rc=$?
+counts=$(grep -E -o "[0-9]+ (passed|skipped|failed)" "$LOGS/dlpack_torch.log" | tr '\n' ' ')
+result "DLPack with PyTorch (${counts% })" "$rc"
 
 # ------------------------------------------------------------------------------ benchmark
 timeout "${BENCH_TIMEOUT:-120}" "$PY" benchmarks/bench_gpu.py --json "$LOGS/bench_gpu.json" \

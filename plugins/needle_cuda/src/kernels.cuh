@@ -1,7 +1,7 @@
-// needle-cuda's kernels and the launchers that pick their configuration, free of Python so the
-// CPU emulator (tests/emulate) runs this very code. Included by ndarray_cuda.cu. Errors are C++
-// exceptions: std::invalid_argument (bad input, ValueError in Python), CudaError and
-// CudaOutOfMemory (a failed CUDA call, with CUDA's message).
+// needle-cuda's kernels and the launchers that pick their configuration, for every dtype, free of
+// Python so the CPU emulator (tests/emulate) runs this very code. Included by ndarray_cuda.cu.
+// Errors are C++ exceptions: std::invalid_argument (bad input, ValueError in Python), CudaError
+// and CudaOutOfMemory (a failed CUDA call, with CUDA's message).
 #pragma once
 
 #include <algorithm>
@@ -14,7 +14,9 @@
 #include <utility>
 #include <vector>
 
+#include "dtypes.cuh"
 #include "matmul.cuh"
+#include "ops.cuh"
 
 namespace needle_cuda {
 
@@ -43,14 +45,14 @@ struct CudaOutOfMemory : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string describe(cudaError_t err) {
+inline std::string describe(cudaError_t err) {
   return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
 }
 
 // Raise CUDA's message for a failed call; cudaGetLastError clears a non-sticky error so the
 // next call starts clean (a sticky one, like an illegal address, keeps failing: the context is
 // lost and every later call says so).
-void check(cudaError_t err, const std::string& what) {
+inline void check(cudaError_t err, const std::string& what) {
   if (err == cudaSuccess) return;
   cudaGetLastError();
   const std::string msg = "CUDA error in " + what + ": " + describe(err);
@@ -58,11 +60,11 @@ void check(cudaError_t err, const std::string& what) {
   throw CudaError(msg);
 }
 
-void check_launch(const char* kernel) {
+inline void check_launch(const char* kernel) {
   check(cudaGetLastError(), std::string("launching ") + kernel);
 }
 
-int sm_count() {
+inline int sm_count() {
   static int count = 0;  // one device (the current one) per process
   if (count == 0) {
     int dev = 0;
@@ -74,24 +76,29 @@ int sm_count() {
 }
 
 // Blocks for a grid-stride loop over `items`: enough to fill the GPU, never zero.
-unsigned grid_for(index_t items) {
+inline unsigned grid_for(index_t items) {
   const index_t wanted = (items + kThreads - 1) / kThreads;
   return static_cast<unsigned>(std::max<index_t>(1, std::min<index_t>(wanted, 16LL * sm_count())));
 }
 
 // Reusable device scratch for the partial results of split reductions (grown, never shrunk).
-float* scratch(index_t count) {
-  static float* buffer = nullptr;
-  static index_t capacity = 0;
-  if (count > capacity) {
+inline void* scratch(size_t bytes) {
+  static void* buffer = nullptr;
+  static size_t capacity = 0;
+  if (bytes > capacity) {
     if (buffer != nullptr) check(cudaFree(buffer), "cudaFree (scratch)");
     buffer = nullptr;
     capacity = 0;
-    check(cudaMalloc(reinterpret_cast<void**>(&buffer), count * sizeof(float)),
-          "cudaMalloc (scratch)");
-    capacity = count;
+    check(cudaMalloc(&buffer, bytes), "cudaMalloc (scratch)");
+    capacity = bytes;
   }
   return buffer;
+}
+
+// True when p is aligned to Bytes (buffers from cudaMalloc always are; imported ones may not be).
+template <size_t Bytes>
+bool aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % Bytes == 0;
 }
 
 // ------------------------------------------------------------------------- strided views
@@ -110,7 +117,7 @@ struct View {
   bool small;  // every index fits comfortably in int32: use 32-bit index math
 };
 
-std::string dims_text(const Dims& d) {
+inline std::string dims_text(const Dims& d) {
   std::ostringstream out;
   out << "(";
   for (size_t i = 0; i < d.size(); ++i) out << (i ? ", " : "") << d[i];
@@ -118,10 +125,10 @@ std::string dims_text(const Dims& d) {
   return out.str();
 }
 
-// Check that (shape, strides, offset) stays inside a buffer of buf_size elements and merge its
-// dimensions.
-View make_view(const char* fn, index_t buf_size, const Dims& shape, const Dims& strides,
-               int64_t offset) {
+// The one view-bounds check: (shape, strides, offset) must stay inside a buffer of buf_size
+// elements (else std::invalid_argument naming the view); merges contiguous dimensions.
+inline View make_view(const char* fn, index_t buf_size, const Dims& shape, const Dims& strides,
+                      int64_t offset) {
   auto bad = [&](const std::string& why) {
     return std::invalid_argument(std::string(fn) + ": view (shape=" + dims_text(shape) +
                                  ", strides=" + dims_text(strides) +
@@ -182,27 +189,30 @@ __device__ __forceinline__ I strided_index(const Strided& v, I linear) {
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<I>(blockDim.x) * gridDim.x)
 
-template <typename I>
-__global__ void compact_kernel(const float* a, float* out, Strided v, I n) {
+// The strided kernels copy elements as unsigned integers of their width (U): one kernel per
+// width serves every dtype of that width.
+template <typename I, typename U>
+__global__ void compact_kernel(const U* a, U* out, Strided v, I n) {
   NEEDLE_GRID_STRIDE(I, i, n) { out[i] = a[strided_index(v, i)]; }
 }
 
-template <typename I>
-__global__ void ewise_setitem_kernel(const float* a, float* out, Strided v, I n) {
+template <typename I, typename U>
+__global__ void ewise_setitem_kernel(const U* a, U* out, Strided v, I n) {
   NEEDLE_GRID_STRIDE(I, i, n) { out[strided_index(v, i)] = a[i]; }
 }
 
-template <typename I>
-__global__ void scalar_setitem_kernel(float val, float* out, Strided v, I n) {
+template <typename I, typename U>
+__global__ void scalar_setitem_kernel(U val, U* out, Strided v, I n) {
   NEEDLE_GRID_STRIDE(I, i, n) { out[strided_index(v, i)] = val; }
 }
 
 // A transposed read, out (rows x cols, dense) = a[offset + r + c * col_stride]: through a 32x32
 // shared tile, both the reads (along r) and the writes (along c) are coalesced.
 constexpr int kTile = 32;
-__global__ void transpose_kernel(const float* a, float* out, index_t rows, index_t cols,
-                                 index_t offset, index_t col_stride) {
-  __shared__ float tile[kTile][kTile + 1];  // +1: reading a column hits 32 different banks
+template <typename U>
+__global__ void transpose_kernel(const U* a, U* out, index_t rows, index_t cols, index_t offset,
+                                 index_t col_stride) {
+  __shared__ U tile[kTile][kTile + 1];  // +1: reading a column hits 32 different banks
   const index_t r0 = static_cast<index_t>(blockIdx.y) * kTile;
   const index_t c0 = static_cast<index_t>(blockIdx.x) * kTile;
   for (int j = threadIdx.y; j < kTile; j += blockDim.y) {  // tile[j][x] = element (r0+x, c0+j)
@@ -217,256 +227,242 @@ __global__ void transpose_kernel(const float* a, float* out, index_t rows, index
 }
 
 // out[i] = a[view(i)] for the whole view (out is dense, view.numel elements).
-void launch_compact(const float* a, float* out, const View& v) {
+template <typename U>
+void launch_compact(const U* a, U* out, const View& v) {
   if (v.numel == 0) return;
   const index_t row_tiles = (v.s.shape[0] + kTile - 1) / kTile;
   if (v.s.ndim == 2 && v.s.strides[0] == 1 && row_tiles <= 65535) {  // a transpose
     const dim3 grid(static_cast<unsigned>((v.s.shape[1] + kTile - 1) / kTile),
                     static_cast<unsigned>(row_tiles));
-    launch(transpose_kernel, grid, dim3(kTile, 8), a, out, v.s.shape[0], v.s.shape[1], v.s.offset,
-           v.s.strides[1]);
+    launch(transpose_kernel<U>, grid, dim3(kTile, 8), a, out, v.s.shape[0], v.s.shape[1],
+           v.s.offset, v.s.strides[1]);
     check_launch("transpose_kernel");
     return;
   }
   if (v.small) {
-    launch(compact_kernel<int>, grid_for(v.numel), kThreads, a, out, v.s,
+    launch(compact_kernel<int, U>, grid_for(v.numel), kThreads, a, out, v.s,
            static_cast<int>(v.numel));
   } else {
-    launch(compact_kernel<index_t>, grid_for(v.numel), kThreads, a, out, v.s, v.numel);
+    launch(compact_kernel<index_t, U>, grid_for(v.numel), kThreads, a, out, v.s, v.numel);
   }
   check_launch("compact_kernel");
 }
 
 // out[view(i)] = a[i] for the whole view.
-void launch_ewise_setitem(const float* a, float* out, const View& v) {
+template <typename U>
+void launch_ewise_setitem(const U* a, U* out, const View& v) {
   if (v.numel == 0) return;
   if (v.small) {
-    launch(ewise_setitem_kernel<int>, grid_for(v.numel), kThreads, a, out, v.s,
+    launch(ewise_setitem_kernel<int, U>, grid_for(v.numel), kThreads, a, out, v.s,
            static_cast<int>(v.numel));
   } else {
-    launch(ewise_setitem_kernel<index_t>, grid_for(v.numel), kThreads, a, out, v.s, v.numel);
+    launch(ewise_setitem_kernel<index_t, U>, grid_for(v.numel), kThreads, a, out, v.s, v.numel);
   }
   check_launch("ewise_setitem_kernel");
 }
 
 // out[view(i)] = val for the whole view.
-void launch_scalar_setitem(float val, float* out, const View& v) {
+template <typename U>
+void launch_scalar_setitem(U val, U* out, const View& v) {
   if (v.numel == 0) return;
   if (v.small) {
-    launch(scalar_setitem_kernel<int>, grid_for(v.numel), kThreads, val, out, v.s,
+    launch(scalar_setitem_kernel<int, U>, grid_for(v.numel), kThreads, val, out, v.s,
            static_cast<int>(v.numel));
   } else {
-    launch(scalar_setitem_kernel<index_t>, grid_for(v.numel), kThreads, val, out, v.s, v.numel);
+    launch(scalar_setitem_kernel<index_t, U>, grid_for(v.numel), kThreads, val, out, v.s, v.numel);
   }
   check_launch("scalar_setitem_kernel");
 }
 
 // ------------------------------------------------------------------------ elementwise ops
 
-struct Add {
-  __device__ float operator()(float x, float y) const { return x + y; }
-};
-struct Mul {
-  __device__ float operator()(float x, float y) const { return x * y; }
-};
-struct Div {
-  __device__ float operator()(float x, float y) const { return x / y; }
-};
-struct Pow {
-  __device__ float operator()(float x, float y) const { return powf(x, y); }
-};
-// numpy's power by a scalar exponent takes sqrt for 0.5 and x * x for 2 (so -0.0 ** 0.5 is -0.0
-// and -inf ** 0.5 is NaN, where powf gives +0.0 and +inf); an array exponent takes powf.
-struct ScalarPow {
-  __device__ float operator()(float x, float y) const {
-    return y == 0.5f ? sqrtf(x) : y == 2.f ? x * x : powf(x, y);
-  }
-};
-// numpy's maximum: NaN in either operand gives NaN.
-struct Max {
-  __device__ float operator()(float x, float y) const { return (x > y || x != x) ? x : y; }
-};
-struct Eq {
-  __device__ float operator()(float x, float y) const { return x == y ? 1.f : 0.f; }
-};
-struct Ge {
-  __device__ float operator()(float x, float y) const { return x >= y ? 1.f : 0.f; }
-};
-struct Log {
-  __device__ float operator()(float x) const { return logf(x); }
-};
-struct Exp {
-  __device__ float operator()(float x) const { return expf(x); }
-};
-struct Tanh {
-  __device__ float operator()(float x) const { return tanhf(x); }
-};
-template <typename Op>
-struct WithScalar {  // x -> op(x, val)
-  Op op;
-  float val;
-  __device__ float operator()(float x) const { return op(x, val); }
-};
-struct Constant {
-  float val;
-  __device__ float operator()(float) const { return val; }
-};
-
-// Buffers from cudaMalloc are 256-byte aligned, so the bulk goes through float4; out may be a.
-template <typename Op>
-__global__ void ewise_kernel(const float* a, const float* b, float* out, index_t n, Op op) {
-  const index_t n4 = n / 4, step = static_cast<index_t>(blockDim.x) * gridDim.x;
-  const index_t first = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const float4* a4 = reinterpret_cast<const float4*>(a);
-  const float4* b4 = reinterpret_cast<const float4*>(b);
-  float4* out4 = reinterpret_cast<float4*>(out);
-  for (index_t i = first; i < n4; i += step) {
-    const float4 x = a4[i], y = b4[i];
-    out4[i] = make_float4(op(x.x, y.x), op(x.y, y.y), op(x.z, y.z), op(x.w, y.w));
-  }
-  for (index_t i = 4 * n4 + first; i < n; i += step) out[i] = op(a[i], b[i]);
+// Elements per aligned 16-byte step when reading In and writing Out.
+template <typename In, typename Out>
+constexpr int pack_of() {
+  return static_cast<int>(16 / (sizeof(In) > sizeof(Out) ? sizeof(In) : sizeof(Out)));
 }
 
-template <typename Op>
-__global__ void unary_kernel(const float* a, float* out, index_t n, Op op) {
-  const index_t n4 = n / 4, step = static_cast<index_t>(blockDim.x) * gridDim.x;
+// out[i] = op(a[i], b[i]), K elements per load and store (K = 1 for unaligned buffers); out may
+// be a or b.
+template <int K, typename In, typename Out, typename Op>
+__global__ void map2_kernel(const In* a, const In* b, Out* out, index_t n, Op op) {
+  const index_t packs = n / K, step = static_cast<index_t>(blockDim.x) * gridDim.x;
   const index_t first = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const float4* a4 = reinterpret_cast<const float4*>(a);
-  float4* out4 = reinterpret_cast<float4*>(out);
-  for (index_t i = first; i < n4; i += step) {
-    const float4 x = a4[i];
-    out4[i] = make_float4(op(x.x), op(x.y), op(x.z), op(x.w));
+  const auto* ap = reinterpret_cast<const Pack<In, K>*>(a);
+  const auto* bp = reinterpret_cast<const Pack<In, K>*>(b);
+  auto* op_out = reinterpret_cast<Pack<Out, K>*>(out);
+  for (index_t i = first; i < packs; i += step) {
+    const Pack<In, K> x = ap[i], y = bp[i];
+    Pack<Out, K> z;
+#pragma unroll
+    for (int k = 0; k < K; ++k) z.v[k] = op(x.v[k], y.v[k]);
+    op_out[i] = z;
   }
-  for (index_t i = 4 * n4 + first; i < n; i += step) out[i] = op(a[i]);
+  for (index_t i = K * packs + first; i < n; i += step) out[i] = op(a[i], b[i]);
 }
 
-template <typename Op>
-void launch_ewise(const float* a, const float* b, float* out, index_t n, const char* name) {
+// out[i] = op(a[i]); out may be a.
+template <int K, typename In, typename Out, typename Op>
+__global__ void map1_kernel(const In* a, Out* out, index_t n, Op op) {
+  const index_t packs = n / K, step = static_cast<index_t>(blockDim.x) * gridDim.x;
+  const index_t first = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const auto* ap = reinterpret_cast<const Pack<In, K>*>(a);
+  auto* op_out = reinterpret_cast<Pack<Out, K>*>(out);
+  for (index_t i = first; i < packs; i += step) {
+    const Pack<In, K> x = ap[i];
+    Pack<Out, K> z;
+#pragma unroll
+    for (int k = 0; k < K; ++k) z.v[k] = op(x.v[k]);
+    op_out[i] = z;
+  }
+  for (index_t i = K * packs + first; i < n; i += step) out[i] = op(a[i]);
+}
+
+template <int K, typename U>
+__global__ void fill_kernel(U* out, U val, index_t n) {
+  const index_t packs = n / K, step = static_cast<index_t>(blockDim.x) * gridDim.x;
+  const index_t first = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  Pack<U, K> p;
+#pragma unroll
+  for (int k = 0; k < K; ++k) p.v[k] = val;
+  auto* op_out = reinterpret_cast<Pack<U, K>*>(out);
+  for (index_t i = first; i < packs; i += step) op_out[i] = p;
+  for (index_t i = K * packs + first; i < n; i += step) out[i] = val;
+}
+
+template <typename In, typename Out, typename Op>
+void launch_map2(const In* a, const In* b, Out* out, index_t n, Op op, const char* name) {
   if (n == 0) return;
-  launch(ewise_kernel<Op>, grid_for((n + 3) / 4), kThreads, a, b, out, n, Op{});
+  constexpr int K = pack_of<In, Out>();
+  if (aligned<K * sizeof(In)>(a) && aligned<K * sizeof(In)>(b) && aligned<K * sizeof(Out)>(out))
+    launch(map2_kernel<K, In, Out, Op>, grid_for((n + K - 1) / K), kThreads, a, b, out, n, op);
+  else
+    launch(map2_kernel<1, In, Out, Op>, grid_for(n), kThreads, a, b, out, n, op);
   check_launch(name);
 }
 
-template <typename Op>
-void launch_unary(const float* a, float* out, index_t n, Op op, const char* name) {
+template <typename In, typename Out, typename Op>
+void launch_map1(const In* a, Out* out, index_t n, Op op, const char* name) {
   if (n == 0) return;
-  launch(unary_kernel<Op>, grid_for((n + 3) / 4), kThreads, a, out, n, op);
+  constexpr int K = pack_of<In, Out>();
+  if (aligned<K * sizeof(In)>(a) && aligned<K * sizeof(Out)>(out))
+    launch(map1_kernel<K, In, Out, Op>, grid_for((n + K - 1) / K), kThreads, a, out, n, op);
+  else
+    launch(map1_kernel<1, In, Out, Op>, grid_for(n), kThreads, a, out, n, op);
   check_launch(name);
+}
+
+template <typename U>
+void launch_fill(U* out, U val, index_t n) {
+  if (n == 0) return;
+  constexpr int K = pack_of<U, U>();
+  if (aligned<K * sizeof(U)>(out))
+    launch(fill_kernel<K, U>, grid_for((n + K - 1) / K), kThreads, out, val, n);
+  else
+    launch(fill_kernel<1, U>, grid_for(n), kThreads, out, val, n);
+  check_launch("fill_kernel");
 }
 
 // ---------------------------------------------------------------------------- reductions
 
-struct SumOp {
-  static __device__ float identity() { return 0.f; }
-  __device__ float operator()(float x, float y) const { return x + y; }
-};
-struct MaxOp {  // NaN propagates, as in numpy
-  static __device__ float identity() { return -INFINITY; }
-  __device__ float operator()(float x, float y) const { return (x > y || x != x) ? x : y; }
-};
-
-template <typename Op>
-__device__ __forceinline__ float warp_reduce(float v, Op op) {
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
 #pragma unroll
   for (int delta = 16; delta > 0; delta >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, delta));
   return v;  // complete in lane 0
 }
 
 // Whole-block reduction (blockDim.x == kThreads); the result is complete in thread 0.
-template <typename Op>
-__device__ __forceinline__ float block_reduce(float v, Op op) {
-  __shared__ float partial[kThreads / 32];
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, Op op) {
+  __shared__ T partial[kThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   v = warp_reduce(v, op);
   if (lane == 0) partial[warp] = v;
   __syncthreads();
-  v = lane < kThreads / 32 ? partial[lane] : Op::identity();
+  v = lane < kThreads / 32 ? partial[lane] : Op::template identity<T>();
   if (warp == 0) v = warp_reduce(v, op);
   __syncthreads();  // partial may be reused right after
   return v;
 }
 
 // Short rows (reduce_size <= 16): one thread per row.
-template <typename Op>
-__global__ void reduce_thread_kernel(const float* in, float* out, index_t rows, index_t size) {
+template <typename T, typename Op>
+__global__ void reduce_thread_kernel(const T* in, T* out, index_t rows, index_t size) {
   Op op;
   NEEDLE_GRID_STRIDE(index_t, row, rows) {
-    const float* x = in + row * size;
-    float acc = x[0];
+    const T* x = in + row * size;
+    T acc = x[0];
     for (index_t j = 1; j < size; ++j) acc = op(acc, x[j]);
     out[row] = acc;
   }
 }
 
-// Medium rows: one warp per row; kVec when size % 4 == 0 (every row starts 16-byte aligned).
-template <typename Op, bool kVec>
-__global__ void reduce_warp_kernel(const float* in, float* out, index_t rows, index_t size) {
+// K elements of a row folded into acc (the pairing keeps float32 sums as before).
+template <typename T, int K, typename Op>
+__device__ __forceinline__ T fold(T acc, const Pack<T, K>& v, Op op) {
+  if constexpr (K == 4) {
+    return op(op(acc, v.v[0]), op(v.v[1], op(v.v[2], v.v[3])));
+  } else if constexpr (K == 2) {
+    return op(acc, op(v.v[0], v.v[1]));
+  } else {
+    return op(acc, v.v[0]);
+  }
+}
+
+// Medium rows: one warp per row; K elements per load (every row starts aligned when K > 1).
+template <typename T, typename Op, int K>
+__global__ void reduce_warp_kernel(const T* in, T* out, index_t rows, index_t size) {
   Op op;
   const int lane = threadIdx.x & 31;
   const index_t warps = static_cast<index_t>(gridDim.x) * (blockDim.x / 32);
   for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows;
        row += warps) {
-    float acc = Op::identity();
-    if (kVec) {
-      const float4* x = reinterpret_cast<const float4*>(in + row * size);
-      for (index_t j = lane; j < size / 4; j += 32) {
-        const float4 v = x[j];
-        acc = op(op(acc, v.x), op(v.y, op(v.z, v.w)));
-      }
-    } else {
-      const float* x = in + row * size;
-      for (index_t j = lane; j < size; j += 32) acc = op(acc, x[j]);
-    }
+    T acc = Op::template identity<T>();
+    const auto* x = reinterpret_cast<const Pack<T, K>*>(in + row * size);
+    for (index_t j = lane; j < size / K; j += 32) acc = fold(acc, x[j], op);
     acc = warp_reduce(acc, op);
     if (lane == 0) out[row] = acc;
   }
 }
 
-// Long rows: block `b` reduces chunk (b % chunks) of row (b / chunks) into out[b]; kVec when
-// size and chunk are multiples of 4.
-template <typename Op, bool kVec>
-__global__ void reduce_block_kernel(const float* in, float* out, index_t rows, index_t size,
-                                    index_t chunk, index_t chunks) {
+// Long rows: block `b` reduces chunk (b % chunks) of row (b / chunks) into out[b]; K elements
+// per load (size and chunk are multiples of K when K > 1).
+template <typename T, typename Op, int K>
+__global__ void reduce_block_kernel(const T* in, T* out, index_t rows, index_t size, index_t chunk,
+                                    index_t chunks) {
   Op op;
   for (index_t b = blockIdx.x; b < rows * chunks; b += gridDim.x) {  // uniform per block
     const index_t row = b / chunks, begin = (b % chunks) * chunk;
     const index_t end = min(size, begin + chunk);
-    const float* x = in + row * size;
-    float acc = Op::identity();
-    if (kVec) {
-      const float4* x4 = reinterpret_cast<const float4*>(x);
+    const auto* x = reinterpret_cast<const Pack<T, K>*>(in + row * size);
+    T acc = Op::template identity<T>();
 #pragma unroll 4
-      for (index_t j = begin / 4 + threadIdx.x; j < end / 4; j += blockDim.x) {
-        const float4 v = x4[j];
-        acc = op(op(acc, v.x), op(v.y, op(v.z, v.w)));
-      }
-    } else {
-#pragma unroll 4
-      for (index_t j = begin + threadIdx.x; j < end; j += blockDim.x) acc = op(acc, x[j]);
-    }
+    for (index_t j = begin / K + threadIdx.x; j < end / K; j += blockDim.x)
+      acc = fold(acc, x[j], op);
     acc = block_reduce(acc, op);
     if (threadIdx.x == 0) out[b] = acc;
   }
 }
 
 // out[r] = op-reduction of in[r*size : (r+1)*size] for r < rows.
-template <typename Op>
-void reduce_rows(const float* in, float* out, index_t rows, index_t size) {
+template <typename T, typename Op>
+void reduce_rows(const T* in, T* out, index_t rows, index_t size) {
   if (size == 1) {
     if (in != out)
-      check(cudaMemcpy(out, in, rows * sizeof(float), cudaMemcpyDeviceToDevice),
-            "cudaMemcpy (reduce)");
+      check(cudaMemcpy(out, in, rows * sizeof(T), cudaMemcpyDeviceToDevice), "cudaMemcpy (reduce)");
     return;
   }
-  const bool vec = size % 4 == 0;
+  constexpr int K = static_cast<int>(16 / sizeof(T));
+  const bool vec = size % K == 0 && aligned<16>(in);
   if (size <= 16) {
-    launch(reduce_thread_kernel<Op>, grid_for(rows), kThreads, in, out, rows, size);
+    launch(reduce_thread_kernel<T, Op>, grid_for(rows), kThreads, in, out, rows, size);
   } else if (size <= 2048) {
     const unsigned grid = grid_for(rows * 32);
     if (vec)
-      launch(reduce_warp_kernel<Op, true>, grid, kThreads, in, out, rows, size);
+      launch(reduce_warp_kernel<T, Op, K>, grid, kThreads, in, out, rows, size);
     else
-      launch(reduce_warp_kernel<Op, false>, grid, kThreads, in, out, rows, size);
+      launch(reduce_warp_kernel<T, Op, 1>, grid, kThreads, in, out, rows, size);
   } else {
     // Few rows: split each into chunks of >= 4096 elements so about 8 blocks run per SM, then
     // reduce the chunk results (rows x chunks) in a second pass.
@@ -475,16 +471,16 @@ void reduce_rows(const float* in, float* out, index_t rows, index_t size) {
     if (rows < target)  // at most 2048 chunks, so the second pass never splits again
       chunks =
           std::max<index_t>(1, std::min({(target + rows - 1) / rows, size / 4096, index_t{2048}}));
-    const index_t chunk = ((size + chunks - 1) / chunks + 3) / 4 * 4;
+    const index_t chunk = ((size + chunks - 1) / chunks + 3) / 4 * 4;  // a multiple of K
     chunks = (size + chunk - 1) / chunk;
-    float* dest = chunks == 1 ? out : scratch(rows * chunks);
+    T* dest = chunks == 1 ? out : static_cast<T*>(scratch(rows * chunks * sizeof(T)));
     const unsigned grid = static_cast<unsigned>(std::min<index_t>(rows * chunks, kMaxInt));
     if (vec)
-      launch(reduce_block_kernel<Op, true>, grid, kThreads, in, dest, rows, size, chunk, chunks);
+      launch(reduce_block_kernel<T, Op, K>, grid, kThreads, in, dest, rows, size, chunk, chunks);
     else
-      launch(reduce_block_kernel<Op, false>, grid, kThreads, in, dest, rows, size, chunk, chunks);
+      launch(reduce_block_kernel<T, Op, 1>, grid, kThreads, in, dest, rows, size, chunk, chunks);
     check_launch("reduce_block_kernel");
-    if (chunks > 1) reduce_rows<Op>(dest, out, rows, chunks);
+    if (chunks > 1) reduce_rows<T, Op>(dest, out, rows, chunks);
     return;
   }
   check_launch("reduce kernel");
@@ -492,23 +488,31 @@ void reduce_rows(const float* in, float* out, index_t rows, index_t size) {
 
 // ------------------------------------------------------------------------------- matmul
 
-// c = a @ b for `batch` stacked compact (m, n) @ (n, p) products; sizes already checked.
-void launch_matmul(const float* a, const float* b, float* c, index_t batch, int m, int n, int p) {
+// c = a @ b for `batch` stacked compact (m, n) @ (n, p) products; sizes already checked. float32
+// runs the 128x128-tile kernel of matmul.cuh, the other dtypes its simpler 64x64-tile kernel.
+template <typename T>
+void launch_matmul(const T* a, const T* b, T* c, index_t batch, int m, int n, int p) {
   if (batch == 0 || m == 0 || p == 0) return;
-  const index_t tiles =
-      static_cast<index_t>((m + mm::BM - 1) / mm::BM) * ((p + mm::BN - 1) / mm::BN);
+  constexpr bool fast = std::is_same_v<T, float>;
+  const int bm = fast ? mm::BM : mm::SM, bn = fast ? mm::BN : mm::SM;
+  const index_t tiles = static_cast<index_t>((m + bm - 1) / bm) * ((p + bn - 1) / bn);
   if (tiles > kMaxInt) throw std::invalid_argument("matmul: matrices too large");
-  const bool vec = n % 4 == 0 && p % 4 == 0;                // 16-byte rows: float4 loads and stores
+  // 16-byte rows and buffers: float4 loads and stores
+  const bool vec = n % 4 == 0 && p % 4 == 0 && aligned<16>(a) && aligned<16>(b) && aligned<16>(c);
   for (index_t first = 0; first < batch; first += 65535) {  // gridDim.z limit
     const unsigned count = static_cast<unsigned>(std::min<index_t>(65535, batch - first));
     const dim3 grid(static_cast<unsigned>(tiles), 1, count);
-    const float* pa = a + first * m * n;
-    const float* pb = b + first * n * p;
-    float* pc = c + first * m * p;
-    if (vec)
-      launch(mm::matmul_kernel<true>, grid, mm::THREADS, pa, pb, pc, m, n, p);
-    else
-      launch(mm::matmul_kernel<false>, grid, mm::THREADS, pa, pb, pc, m, n, p);
+    const T* pa = a + first * m * n;
+    const T* pb = b + first * n * p;
+    T* pc = c + first * m * p;
+    if constexpr (fast) {
+      if (vec)
+        launch(mm::matmul_kernel<true>, grid, mm::THREADS, pa, pb, pc, m, n, p);
+      else
+        launch(mm::matmul_kernel<false>, grid, mm::THREADS, pa, pb, pc, m, n, p);
+    } else {
+      launch(mm::matmul_simple_kernel<T>, grid, mm::THREADS, pa, pb, pc, m, n, p);
+    }
     check_launch("matmul_kernel");
   }
 }

@@ -1,16 +1,18 @@
-// The matmul kernel of needle-cuda: C (m, p) = A (m, n) @ B (n, p), float32, row-major, batched
-// over blockIdx.z. Included by ndarray_cuda.cu only.
+// The matmul kernels of needle-cuda: C (m, p) = A (m, n) @ B (n, p), row-major, batched over
+// blockIdx.z. Included by kernels.cuh only.
 //
-// Tiling: a block of 256 threads computes a 128x128 tile of C, looping over n in steps of 16.
-// Each step's A tile (128x16, stored transposed so a thread reads its 8 rows as two float4)
-// and B tile (16x128) sit in shared memory, double-buffered: while the block computes from one
-// buffer, each thread holds the next step's global loads in registers and stores them into the
-// other buffer afterwards, so one __syncthreads per step suffices. Each thread owns an 8x8
+// float32 (matmul_kernel) tiling: a block of 256 threads computes a 128x128 tile of C, looping over
+// n in steps of 16. Each step's A tile (128x16, stored transposed so a thread reads its 8 rows as
+// two float4) and B tile (16x128) sit in shared memory, double-buffered: while the block computes
+// from one buffer, each thread holds the next step's global loads in registers and stores them into
+// the other buffer afterwards, so one __syncthreads per step suffices. Each thread owns an 8x8
 // register tile made of four 4x4 pieces 64 rows/columns apart, which makes its shared-memory
 // reads float4 and conflict-free and its global stores coalesced.
 #pragma once
 
 #include <cstdint>
+
+#include "ops.cuh"
 
 namespace needle_cuda {
 namespace mm {
@@ -173,6 +175,74 @@ __global__ void __launch_bounds__(THREADS, 2)
           if (c + e < p) crow[c + e] = acc[i][h * 4 + e];
         }
       }
+    }
+  }
+}
+
+// The other dtypes (float64, int32, int64): a plain shared-memory tiling. A block of THREADS
+// threads computes a 64x64 tile of C in steps of 16 along n; each thread owns 4x4 outputs 16
+// rows/columns apart, so a warp reads 16 consecutive B values and broadcasts A values. Products
+// accumulate with mul_add (fused for float64, wrapping for integers). Grid as matmul_kernel's.
+constexpr int SM = 64;  // rows and columns of C per block
+constexpr int SK = 16;  // depth of one step
+
+template <typename T>
+__global__ void __launch_bounds__(THREADS)
+    matmul_simple_kernel(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, int m,
+                         int n, int p) {
+  __shared__ T As[SK][SM + 1];  // As[k][row]; +1: the transposing stores hit distinct banks
+  __shared__ T Bs[SK][SM];
+
+  const int64_t z = blockIdx.z;
+  A += z * m * n;
+  B += z * n * p;
+  C += z * m * p;
+  const int tiles_n = (p + SM - 1) / SM;
+  const int row0 = (blockIdx.x / tiles_n) * SM, col0 = (blockIdx.x % tiles_n) * SM;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+
+  T acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = T(0);
+  }
+  for (int k0 = 0; k0 < n; k0 += SK) {
+#pragma unroll
+    for (int e = 0; e < SM * SK / THREADS; ++e) {  // 4 elements of each tile per thread
+      const int idx = threadIdx.x + e * THREADS;
+      const int ar = idx / SK, ak = idx % SK;  // A: along k, coalesced
+      const int gr = row0 + ar, gk = k0 + ak;
+      As[ak][ar] = (gr < m && gk < n) ? A[static_cast<int64_t>(gr) * n + gk] : T(0);
+      const int bk = idx / SM, bc = idx % SM;  // B: along a row of B, coalesced
+      const int hk = k0 + bk, gc = col0 + bc;
+      Bs[bk][bc] = (hk < n && gc < p) ? B[static_cast<int64_t>(hk) * p + gc] : T(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < SK; ++k) {
+      T av[4], bv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        av[i] = As[k][ty + 16 * i];
+        bv[i] = Bs[k][tx + 16 * i];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = mul_add(av[i], bv[j], acc[i][j]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int r = row0 + ty + 16 * i;
+    if (r >= m) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int c = col0 + tx + 16 * j;
+      if (c < p) C[static_cast<int64_t>(r) * p + c] = acc[i][j];
     }
   }
 }

@@ -11,7 +11,7 @@ def needle_backends() -> list[BackendSpec]:
         BackendSpec(
             name="cuda",
             module="needle_cuda._ext",
-            contract_version=1,
+            contract_version=2,
             accelerator=True,
             distribution="needle-cuda",
         )

@@ -1,11 +1,17 @@
 // A CUDA shim for running needle-cuda's kernels on the CPU (see kernels_emulator.cpp): the
 // qualifiers, the built-in variables, __syncthreads, __shfl_down_sync and the few runtime calls
-// the sources use, over host memory. One std::thread per CUDA thread, blocks one after another.
+// the sources use, over host memory. Blocks run one after another; each CUDA thread of a block
+// is a fiber (ucontext) of the calling thread, and a barrier switches to the next fiber, so
+// threads interleave only at __syncthreads and shuffles, as the kernels promise they may. The
+// fibers run in turn, forward then backward between barriers, so a missing barrier shows as a
+// wrong result in either direction (a read before another thread's write, or a write before
+// another thread's read), and a barrier that some threads never reach aborts with a message.
 // Include it before the sources (g++ -include cuda_shim.h); it defines NEEDLE_CUDA_EMULATE.
 #pragma once
 
+#include <ucontext.h>
+
 #include <algorithm>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -13,14 +19,13 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #define NEEDLE_CUDA_EMULATE
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(threads, blocks)
+#define __launch_bounds__(...)
 #define __shared__ static  // blocks run one at a time: a static is the running block's memory
 #define __align__(n) __attribute__((aligned(n)))
 
@@ -39,20 +44,50 @@ thread_local uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 using std::min;
 
-struct Warp {  // a partial last warp must not shuffle (nor does any kernel here)
-  explicit Warp(unsigned lanes) : barrier(lanes) {}
-  std::barrier<> barrier;
-  float lanes[32];
+namespace emulate {
+
+// One CUDA thread of the running block.
+struct Fiber {
+  ucontext_t context;
+  unsigned index = 0;  // linear index of the thread in its block
+  int waiting = -1;    // the barrier it waits at: 0 the block's, 1 + w warp w's; -1 none
+  bool done = false;
 };
-std::barrier<>* block_barrier = nullptr;
-thread_local Warp* my_warp = nullptr;
-thread_local int my_lane = 0;
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-inline float __shfl_down_sync(unsigned, float v, int delta) {
-  my_warp->lanes[my_lane] = v;
-  my_warp->barrier.arrive_and_wait();
-  const float got = my_lane + delta < 32 ? my_warp->lanes[my_lane + delta] : v;
-  my_warp->barrier.arrive_and_wait();
+
+struct Block {
+  static constexpr size_t kStack = 128 << 10;  // bytes of stack per fiber
+  std::vector<Fiber> fibers;
+  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<int> arrived;  // per barrier
+  ucontext_t scheduler;
+  Fiber* current = nullptr;
+  const std::function<void()>* kernel = nullptr;
+  unsigned char lanes[32][32][8];  // shuffle exchange: per warp, per lane, up to 8 bytes
+};
+inline thread_local Block* running = nullptr;
+
+// The running fiber arrives at `barrier` and yields until every live thread it concerns has.
+inline void wait_at(int barrier) {
+  Block& b = *running;
+  Fiber& f = *b.current;
+  f.waiting = barrier;
+  ++b.arrived[barrier];
+  swapcontext(&f.context, &b.scheduler);
+}
+
+}  // namespace emulate
+
+inline void __syncthreads() { emulate::wait_at(0); }
+template <typename T>
+T __shfl_down_sync(unsigned, T v, int delta) {
+  static_assert(sizeof(T) <= 8, "shuffles move up to 8 bytes");
+  emulate::Block& b = *emulate::running;
+  const unsigned warp = b.current->index / 32, lane = b.current->index % 32;
+  std::memcpy(b.lanes[warp][lane], &v, sizeof(T));
+  emulate::wait_at(1 + static_cast<int>(warp));
+  T got = v;
+  if (lane + delta < 32) std::memcpy(&got, b.lanes[warp][lane + delta], sizeof(T));
+  emulate::wait_at(1 + static_cast<int>(warp));  // before any lane overwrites its value
   return got;
 }
 
@@ -96,9 +131,18 @@ inline cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-inline cudaError_t cudaDriverGetVersion(int* v) { *v = 13000; return cudaSuccess; }
-inline cudaError_t cudaRuntimeGetVersion(int* v) { *v = 13000; return cudaSuccess; }
-inline cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
+inline cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
 struct cudaDeviceProp {
   char name[256];
   int major, minor;
@@ -111,40 +155,103 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
 }
 struct cudaFuncAttributes {};
 template <typename F>
-cudaError_t cudaFuncGetAttributes(cudaFuncAttributes*, F) { return cudaSuccess; }
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes*, F) {
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
   std::memmove(d, s, n);
   return cudaSuccess;
 }
+// Streams and events: every emulated kernel has finished when its launch returns, so ordering
+// work between streams needs nothing.
+using cudaStream_t = struct CUstream_st*;
+using cudaEvent_t = struct CUevent_st*;
+#define cudaStreamLegacy (reinterpret_cast<cudaStream_t>(0x1))
+#define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
+constexpr unsigned cudaEventDisableTiming = 2;
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = nullptr;
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+inline cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
 
 namespace emulate {
-void run(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+
+inline void fiber_main() {
+  (*running->kernel)();
+  running->current->done = true;
+}  // returning resumes the scheduler (uc_link)
+
+inline void run_block(Block& b, const dim3& block, const uint3& where) {
+  const unsigned threads = block.x * block.y * block.z;
+  while (b.stacks.size() < threads) b.stacks.push_back(std::make_unique<char[]>(Block::kStack));
+  b.fibers.assign(threads, Fiber{});
+  b.arrived.assign(1 + (threads + 31) / 32, 0);
+  for (unsigned t = 0; t < threads; ++t) {
+    Fiber& f = b.fibers[t];
+    f.index = t;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = b.stacks[t].get();
+    f.context.uc_stack.ss_size = Block::kStack;
+    f.context.uc_link = &b.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  blockIdx = where;
+  for (bool forward = true;; forward = !forward) {
+    bool ran = false;
+    for (unsigned k = 0; k < threads; ++k) {
+      Fiber& f = b.fibers[forward ? k : threads - 1 - k];
+      if (f.done || f.waiting >= 0) continue;
+      threadIdx.x = f.index % block.x;
+      threadIdx.y = f.index / block.x % block.y;
+      threadIdx.z = f.index / (block.x * block.y);
+      b.current = &f;
+      swapcontext(&b.scheduler, &f.context);
+      ran = true;
+    }
+    // Release each barrier that every live thread of its block or warp has reached.
+    std::vector<int> live(b.arrived.size(), 0);
+    for (const Fiber& f : b.fibers) {
+      if (f.done) continue;
+      ++live[0];
+      ++live[1 + f.index / 32];
+    }
+    if (live[0] == 0) return;
+    bool released = false;
+    for (size_t i = 0; i < b.arrived.size(); ++i) {
+      if (b.arrived[i] == 0 || b.arrived[i] != live[i]) continue;
+      for (Fiber& f : b.fibers)
+        if (f.waiting == static_cast<int>(i)) f.waiting = -1;
+      b.arrived[i] = 0;
+      released = true;
+    }
+    if (!ran && !released) {
+      std::fprintf(stderr,
+                   "emulated kernel deadlock: threads wait at a barrier others never reach\n");
+      std::abort();
+    }
+  }
+}
+
+inline void run(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+  static thread_local Block b;
+  Block* outer = running;
+  running = &b;
+  b.kernel = &kernel;
   gridDim = grid;
   blockDim = block;
-  const unsigned threads = block.x * block.y * block.z;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        std::barrier<> barrier(threads);
-        block_barrier = &barrier;
-        std::vector<std::unique_ptr<Warp>> warps;
-        for (unsigned w = 0; w * 32 < threads; ++w)
-          warps.push_back(std::make_unique<Warp>(std::min(32u, threads - w * 32)));
-        std::vector<std::thread> pool;
-        for (unsigned t = 0; t < threads; ++t)
-          pool.emplace_back([&, t] {
-            threadIdx.x = t % block.x;
-            threadIdx.y = t / block.x % block.y;
-            threadIdx.z = t / (block.x * block.y);
-            blockIdx.x = x;
-            blockIdx.y = y;
-            blockIdx.z = z;
-            my_warp = warps[t / 32].get();
-            my_lane = t % 32;
-            kernel();
-          });
-        for (auto& th : pool) th.join();
+        uint3 where;
+        where.x = x;
+        where.y = y;
+        where.z = z;
+        run_block(b, block, where);
       }
+  running = outer;
 }
-}  // namespace emulate
 
+}  // namespace emulate

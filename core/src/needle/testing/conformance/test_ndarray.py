@@ -233,9 +233,15 @@ def test_elementwise_on_special_values_matches_numpy(device, xs, ys) -> None:
             "exp": (a.exp(), np.exp(a_np)), "< ": (a < b, a_np < b_np),
             "**2": (a**2, a_np**2), "**0.5": (a**0.5, a_np**0.5),
         }  # fmt: skip
+    inexact = {"tanh", "exp"}  # numpy's own float32 exp/tanh are not correctly rounded
     for name, (got, want) in pairs.items():
         got = got.numpy()
-        np.testing.assert_array_equal(got, want, err_msg=f"{name} on {xs[:n]}, {ys[:n]}")
+        where = f"{name} on {xs[:n]}, {ys[:n]}"
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), where)
+        if name in inexact:  # exact at 0, -0, inf; a few ulp elsewhere
+            np.testing.assert_allclose(got, want, rtol=2e-6, atol=0, err_msg=where)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=where)
         zero = want == 0
         np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]), name)
 
