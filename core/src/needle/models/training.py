@@ -9,7 +9,8 @@ The loops run each batch's step through :func:`needle.jit` (``jit=True``, the de
 first batch of each shape is recorded, later ones replay it, with the values eager gives. A
 model or loss the recorder cannot replay (a host read inside it, as a distributed gradient
 all-reduce does) runs eagerly, and so do steps with gradient clipping (the global norm is read
-on the host); ``jit=False`` turns recording off.
+on the host) and language-model steps on a backend without the ``gather_rows`` capability
+(a replay would look words up by one-hot products); ``jit=False`` turns recording off.
 """
 
 from __future__ import annotations
@@ -279,7 +280,11 @@ def epoch_general_ptb(
     model.train() if training else model.eval()
     nbatch = data.shape[0]
     starts = range(0, nbatch - 1, seq_len)
-    step = _batch_step(model, loss_fn, opt, clip, jit)
+    # Without an on-device gather a replay would look words up by one-hot products over the
+    # vocabulary, slower than eager's host-indexed rows: such a device runs eagerly.
+    params = model.parameters()
+    gathers = not params or params[0].device.has("gather_rows")
+    step = _batch_step(model, loss_fn, opt, clip, jit and gathers)
     correct, total_loss, count, h = 0, 0.0, 0, None
     for i in progress_bar(starts, len(starts), desc, _show_progress(progress)):
         X, y = get_batch(data, i, seq_len, device=device, dtype=dtype)
