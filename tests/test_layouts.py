@@ -47,3 +47,17 @@ def test_elementwise_on_a_transposed_buffer_keeps_its_layout(device):
     t = ndl.Tensor(x, device=device)
     want = a.transpose(0, 3, 1, 2).sum((0, 1))
     np.testing.assert_allclose(t.relu().sum((0, 1)).numpy(), want, rtol=1e-6)
+
+
+def test_elementwise_on_a_broadcast_view_computes_each_element_once(device):
+    row = NDArray.from_numpy(np.array([1.0, -2.0, 3.0], dtype=np.float32), device)
+    wide = row.reshape((1, 3)).broadcast_to((4, 3))
+    for got, want in [
+        (-wide, -np.ones((4, 1)) * [1, -2, 3]),
+        (wide.exp(), np.exp([[1, -2, 3]] * 4)),
+    ]:
+        assert got.handle.size == 3, "computed on the 3-element buffer, not on 12"
+        assert got.strides == wide.strides
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    x = NDArray.from_numpy(np.arange(12, dtype=np.float32).reshape(4, 3), device)
+    np.testing.assert_allclose((x - wide).numpy(), np.arange(12).reshape(4, 3) - [1, -2, 3])

@@ -399,6 +399,8 @@ class _Program:
         self.flags = flags
         self.cells = [make for make, _ in trace.cells]
         self.values: list[tuple[float, ...]] = [v for _, v in trace.cells]
+        #: cell -> the calls taking its scalars: (run, index in it, fn or name, args, positions)
+        self.users: dict[int, list[tuple[list, int, Any, tuple, list[int]]]] = {}
         calls = trace.calls
         slots = trace.all_slots
         for i, call in enumerate(calls):
@@ -418,16 +420,25 @@ class _Program:
         self.steps = self._bind(calls)
 
     def _bind(self, calls: list[_Call]) -> list[tuple[Any, Any]]:
-        """``[(kind, payload)]``: native segments, bound Python calls, host steps."""
+        """``[(kind, payload)]``: runs of kernel calls (a native program, or bound Python
+        calls), and host steps between them.
+
+        A call taking host scalars sits in its run with the scalars' values filled in; the
+        host step that computes them refills it when they change (Adam's bias corrections
+        every step, a learning rate when the user sets one).
+        """
         steps: list[tuple[Any, Any]] = []
-        native: list[tuple[str, tuple]] = []
-        native_dev: Any = None
+        run: list[tuple[Any, tuple]] = []
+        run_dev: Any = None  # the device of a native run (None: Python calls)
 
         def flush() -> None:
-            nonlocal native, native_dev
-            if native:
-                steps.append(("native", (native_dev.mod.run_program, native)))
-            native, native_dev = [], None
+            nonlocal run, run_dev
+            if run:
+                if run_dev is None:
+                    steps.append(("calls", run))
+                else:
+                    steps.append(("native", (run_dev.mod.run_program, run)))
+            run, run_dev = [], None
 
         for call in calls:
             if call.host == "scalars":
@@ -439,33 +450,29 @@ class _Program:
                 upload, slot = call.args
                 steps.append(("upload", (call.fn, upload, slot.buffer)))
                 continue
-            args = tuple(_resolve(a) for a in call.args)
-            dynamic = [i for i, a in enumerate(args) if isinstance(a, _Dyn)]
-            if dynamic:
-                flush()
-                steps.append(("dynamic", (call.fn, args, dynamic)))
-                continue
             dev = call.device
-            if dev.has("run_program"):
-                if native_dev is not None and native_dev is not dev:
-                    flush()
-                native_dev = dev
-                native.append((call.name, args))
-                continue
-            flush()
-            steps.append(("call", (call.fn, args)))
-        flush()
-        # Consecutive Python calls run from one list: the replay's inner loop.
-        merged: list[tuple[Any, Any]] = []
-        for kind, payload in steps:
-            if kind == "call":
-                if merged and merged[-1][0] == "calls":
-                    merged[-1][1].append(payload)
-                else:
-                    merged.append(("calls", [payload]))
+            native = dev if dev.has("run_program") else None
+            if run and native is not run_dev:
+                flush()
+            run_dev = native
+            head = call.fn if native is None else call.name
+            template = tuple(_resolve(a) for a in call.args)
+            dynamic = [i for i, a in enumerate(template) if isinstance(a, _Dyn)]
+            if dynamic:
+                for cell in {template[i].cell for i in dynamic}:
+                    self.users.setdefault(cell, []).append((run, len(run), head, template, dynamic))
+                run.append((head, self._fill(template, dynamic)))
             else:
-                merged.append((kind, payload))
-        return merged
+                run.append((head, template))
+        flush()
+        return steps
+
+    def _fill(self, template: tuple, dynamic: list[int]) -> tuple:
+        args = list(template)
+        for i in dynamic:
+            d = args[i]
+            args[i] = self.values[d.cell][d.index]
+        return tuple(args)
 
     def valid(self) -> bool:
         for module, flag in self.flags:
@@ -490,17 +497,14 @@ class _Program:
                 run, program = payload
                 run(program)
             elif kind == "scalars":
-                values[payload] = tuple(self.cells[payload]())
-            elif kind == "upload":
+                new = tuple(self.cells[payload]())
+                if new != values[payload]:  # refill the calls that take them
+                    values[payload] = new
+                    for run, index, head, template, dynamic in self.users.get(payload, ()):
+                        run[index] = (head, self._fill(template, dynamic))
+            else:
                 fn, upload, out = payload
                 fn(upload.array(), out)
-            else:
-                fn, a, dynamic = payload
-                a = list(a)
-                for i in dynamic:
-                    d = a[i]
-                    a[i] = values[d.cell][d.index]
-                fn(*a)
         return _rebuild(self.structure, [_copy_out(*o) for o in self.outputs])
 
 

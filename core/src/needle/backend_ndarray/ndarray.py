@@ -478,12 +478,20 @@ class NDArray:
 
         The kernels see compact buffers. Operands that are the same transposition of whole
         buffers (an NCHW view of NHWC data, say) are not copied: the kernel runs on the
-        buffers as they lie and the result keeps their layout.
+        buffers as they lie and the result keeps their layout. A single operand that repeats
+        elements (a broadcast view) is computed once per element of its buffer.
         """
         dev = self._device
         if self._dtype not in dev.dtypes.get(group, ()):
             raise _unsupported(dev, kernel, self._dtype, group)
         other = args[0] if args and type(args[0]) is NDArray else None
+        if other is None and self._size > self._handle.size:
+            # A view repeating elements (a broadcast): the kernel runs once per element of
+            # the buffer, and the result repeats them in the same way.
+            base = NDArray.make((self._handle.size,), None, dev, self._handle, 0, self._dtype)
+            return base._run(kernel, group, out_dtype, *args)._view(
+                self._shape, self._strides, self._offset
+            )
         if (
             self._size
             and not self.is_compact()

@@ -24,7 +24,9 @@ def _gradients(g: Any, normed: Any, std: Any, weight: Any) -> tuple[Any, Any, An
     n, shape = g.shape[0], g.shape
     grad_bias = g.sum((0,))
     grad_weight = (g * normed).sum((0,))
-    spread = g - _rows(grad_bias / n, shape) - normed * _rows(grad_weight / n, shape)
+    # Signs flipped on the (D,) vectors, not on (N, D) arrays: a subtraction is an addition
+    # of a negation, and this negates D numbers instead of N * D (the same values).
+    spread = g + _rows(-(grad_bias / n), shape) + normed * _rows(-(grad_weight / n), shape)
     return _rows(weight / std, shape) * spread, grad_weight, grad_bias
 
 
