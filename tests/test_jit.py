@@ -332,3 +332,35 @@ def test_every_device_object_is_recorded(device):
     (x1, x2), _ = _data(twin, (5, 4), 3, count=2)
     fast(x1)
     np.testing.assert_array_equal(fast(x2).numpy(), model(x2).numpy())
+
+
+def test_transformer_language_model_replays_bit_identical(device):
+    seq, batch, vocab = 6, 2, 20
+    rng = np.random.default_rng(0)
+    xs = [_labels(device, rng.integers(0, vocab, (seq, batch))) for _ in range(2)]
+    ys = [_labels(device, rng.integers(0, vocab, seq * batch)) for _ in range(2)]
+    runs = []
+    for use_jit in (False, True):
+        np.random.seed(3)
+        model = models.LanguageModel(
+            16, vocab, 16, num_layers=2, seq_model="transformer", seq_len=seq, device=device
+        )
+        opt = optim.Adam(model.parameters(), lr=0.01)
+        step = _classifier_step(_First(model), opt)
+        step = ndl.jit(step) if use_jit else step
+        losses = [step(xs[i % 2], ys[i % 2]).numpy() for i in range(8)]
+        runs.append((model, np.array(losses)))
+    (eager, losses_e), (traced, losses_j) = runs
+    np.testing.assert_array_equal(losses_e, losses_j)
+    _assert_same_state(eager, traced)
+
+
+class _First(nn.Module):
+    """The logits of a language model (its first output)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[0]

@@ -42,6 +42,7 @@ class BatchNorm(TensorOp):
 
     def __init__(self, eps: float = 1e-5) -> None:
         self.eps = eps
+        self._saved: tuple[NDArray, NDArray, NDArray] | None = None
 
     def compute(self, x: NDArray, weight: NDArray, bias: NDArray) -> NDArray:
         n, shape = x.shape[0], x.shape
@@ -51,18 +52,22 @@ class BatchNorm(TensorOp):
         std = (var + self.eps) ** 0.5
         normed = centered / _rows(std, shape)
         self.batch_mean, self.batch_var = mean, var
-        self.normed, self.std = normed, std  # for a first-order gradient
-        return _rows(weight, shape) * normed + _rows(bias, shape)
+        out = _rows(weight, shape) * normed + _rows(bias, shape)
+        self._saved = (out, normed, std)  # for a first-order gradient of this output
+        return out
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, weight, _ = node.inputs
-        if is_grad_enabled():  # the gradient is differentiated again: rebuild it from x
+        saved = self._saved
+        if is_grad_enabled() or saved is None or saved[0] is not node.cached_data:
+            # Differentiated again (or the op was called since): rebuilt from x, as Tensors.
             n, shape = x.shape[0], x.shape
             centered = x - _rows(x.sum((0,)) / n, shape)
             std = ((centered**2).sum((0,)) / n + self.eps) ** 0.5
             grads = _gradients(out_grad, centered / _rows(std, shape), std, weight)
         else:  # first order only: on the saved NDArrays, without graph nodes
-            raw = _gradients(out_grad.cached_data, self.normed, self.std, weight.cached_data)
+            _, normed, std = saved
+            raw = _gradients(out_grad.cached_data, normed, std, weight.cached_data)
             grads = tuple(Tensor.make_const(g) for g in raw)
         return tuple(_like(g, x) for g, x in zip(grads, node.inputs))
 
