@@ -61,3 +61,30 @@ def test_elementwise_on_a_broadcast_view_computes_each_element_once(device):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
     x = NDArray.from_numpy(np.arange(12, dtype=np.float32).reshape(4, 3), device)
     np.testing.assert_allclose((x - wide).numpy(), np.arange(12).reshape(4, 3) - [1, -2, 3])
+
+
+@pytest.mark.parametrize("op", ["add", "mul", "div", "maximum"])
+def test_a_broadcast_row_needs_no_full_size_copy(device, op, monkeypatch):
+    if not device.has("broadcast_rows"):
+        pytest.skip(f"{device.name} declares no broadcast_rows (core compacts the row)")
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 2.0, (6, 4, 3)).astype(np.float32)
+    row = rng.uniform(0.5, 2.0, (4, 3)).astype(np.float32)
+    x = NDArray.from_numpy(a, device)
+    r = NDArray.from_numpy(row, device).reshape((1, 4, 3)).broadcast_to((6, 4, 3))
+    fn = {"add": np.add, "mul": np.multiply, "div": np.divide, "maximum": np.maximum}[op]
+    calls = []
+    real = device.mod.compact
+
+    def counting(*args):
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(device.mod, "compact", counting)
+    method = {"add": "__add__", "mul": "__mul__", "div": "__truediv__", "maximum": "maximum"}
+    got = getattr(NDArray, method[op])(x, r)
+    swapped = getattr(NDArray, method[op])(r, x) if op in ("add", "mul") else got
+    monkeypatch.undo()
+    assert calls == [], f"{op} compacted {calls}"
+    np.testing.assert_array_equal(got.numpy(), fn(a, row[None]))
+    np.testing.assert_array_equal(swapped.numpy(), got.numpy())  # the row first: swapped

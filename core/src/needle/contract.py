@@ -17,10 +17,10 @@ Conventions every function follows:
   functions write into it and return ``None``.
 * Inputs named ``a``/``b`` of elementwise, reduction and matrix kernels are
   *compact* (dense, row-major) buffers; the caller compacts strided views first.
-* The elementwise kernels (``ewise_*``, ``scalar_*``, ``cast`` between equal dtypes) accept
-  ``out`` equal to an input (the same handle): they update it in place, as numpy's ufuncs
-  do with ``out=``. Optimizers and BatchNorm use this to keep their state in one buffer.
-  No other kernel may be called with ``out`` overlapping an input.
+* The elementwise kernels (``ewise_*``, ``scalar_*``, ``broadcast_rows``, ``cast`` between
+  equal dtypes) accept ``out`` equal to an input (the same handle): they update it in place,
+  as numpy's ufuncs do with ``out=``. Optimizers and BatchNorm use this to keep their state
+  in one buffer. No other kernel may be called with ``out`` overlapping an input.
 * Handles carry their dtype (``handle.dtype``, one of :data:`DTYPES`). Core calls
   a kernel only with the dtypes the backend declares for the kernel's group, and
   with ``a``, ``b`` and ``out`` of one dtype, except: ``cast`` converts between
@@ -261,6 +261,16 @@ KERNELS: tuple[Kernel, ...] = (
         "`(handle, shape)`: a handle sharing the memory of the C-contiguous DLPack producer "
         "`obj` (it keeps `obj` alive) and the producer's shape; raise BufferError when the "
         "memory cannot be shared",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "broadcast_rows",
+        ("op", "a", "b", "out", "width"),
+        "arithmetic",
+        "out[i, j] = a[i, j] (op) b[j] for compact a and out (rows of width) and compact b "
+        "(width,); op is 'add', 'mul', 'div' or 'maximum' (a bias add without a full-size copy "
+        "of the bias; without it core compacts the broadcast view and runs ewise_<op>)",
         optional=True,
         since=2,
     ),

@@ -62,6 +62,44 @@ def _unsupported(device: BackendDevice, kernel: str, dtype: str, group: str) -> 
     )
 
 
+_ROW_OPS = {"ewise_add": "add", "ewise_mul": "mul", "ewise_div": "div", "ewise_maximum": "maximum"}
+_COMMUTES = ("add", "mul")  # exactly, signed zeros included (maximum is not)
+
+
+def _row_width(x: NDArray) -> int | None:
+    """``w`` when ``x`` is a whole buffer of ``w`` elements repeated along its leading axes
+    (a broadcast row: zero strides, then the compact strides of its trailing axes)."""
+    if x._offset or x._handle.size >= x._size or not x._size:
+        return None
+    width, k = 1, x.ndim
+    while k and (x._strides[k - 1] == width or x._shape[k - 1] == 1):
+        width *= x._shape[k - 1]
+        k -= 1
+    if width != x._handle.size or any(s and d != 1 for s, d in zip(x._strides[:k], x._shape)):
+        return None
+    return width
+
+
+def _broadcast_rows(kernel: str, a: NDArray, b: NDArray) -> NDArray | None:
+    """``a (op) b`` by the backend's ``broadcast_rows`` when one operand is compact and the
+    other a broadcast row of it; None otherwise."""
+    op = _ROW_OPS.get(kernel)
+    if op is None:
+        return None
+    if a.is_compact():
+        width = _row_width(b)
+    elif op in _COMMUTES and b.is_compact():
+        a, b = b, a
+        width = _row_width(b)
+    else:
+        return None
+    if width is None:
+        return None
+    out = a._fresh()
+    a._device.mod.broadcast_rows(op, a._handle, b._handle, out._handle, width)
+    return out
+
+
 class NDArray:
     """An n-dimensional array of one dtype on a needle device.
 
@@ -503,6 +541,10 @@ class NDArray:
             rest = (other._handle, *args[1:]) if other is not None else args
             getattr(dev.mod, kernel)(self._handle, *rest, out._handle)
             return out
+        if other is not None and group == "arithmetic" and dev.has("broadcast_rows"):
+            rows = _broadcast_rows(kernel, self, other)
+            if rows is not None:
+                return rows
         out = self._fresh(out_dtype)
         if self._size:
             if other is not None:

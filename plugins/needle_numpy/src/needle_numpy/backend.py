@@ -261,6 +261,21 @@ def from_dlpack(obj: Any) -> tuple[Array, tuple[int, ...]]:
     return Array._wrap(shared.reshape(-1)), shared.shape
 
 
+_ROW_OPS = {"add": np.add, "mul": np.multiply, "div": np.divide, "maximum": np.maximum}
+
+
+def broadcast_rows(op: str, a: Array, b: Array, out: Array, width: int) -> None:
+    fn = _ROW_OPS.get(op)
+    if fn is None:
+        raise ValueError(f"broadcast_rows: op must be one of {sorted(_ROW_OPS)}, not {op!r}")
+    x, y, z = _check(a), _check(b, "b"), _check(out, "out")
+    _same(x, z)
+    if width <= 0 or y.size != width or x.size % width or x.dtype != y.dtype:
+        raise ValueError(f"broadcast_rows: {x.size} elements are not rows of b's {y.size}")
+    with _ieee():
+        fn(x.reshape(-1, width), y, out=z.reshape(-1, width))
+
+
 def _rows(a: Array, indices: Array, out: Array, count: int, width: int, rows_of: Array):
     x, idx, z = _check(a), _check(indices, "indices"), _check(out, "out")
     if idx.dtype != np.int64 or idx.size != count:

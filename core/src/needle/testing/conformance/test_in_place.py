@@ -124,3 +124,23 @@ def test_run_program(device) -> None:
     np.testing.assert_allclose(total.numpy(), [want_x.sum()], rtol=1e-5)
     with pytest.raises((ValueError, TypeError, KeyError)):
         device.mod.run_program([("no_such_kernel", ())])
+
+
+@pytest.mark.parametrize("op", ["add", "mul", "div", "maximum"])
+def test_broadcast_rows(device, op: str) -> None:
+    if not device.has("broadcast_rows"):
+        pytest.skip(f"{device.name} declares no broadcast_rows (core compacts the row)")
+    fn = {"add": np.add, "mul": np.multiply, "div": np.divide, "maximum": np.maximum}[op]
+    for dtype in _dtypes(device, "arithmetic"):
+        for rows, width in [(1, 1), (7, 5), (300, 129)]:
+            a = RNG.uniform(0.5, 2.0, (rows, width)).astype(dtype)
+            b = RNG.uniform(0.5, 2.0, width).astype(dtype)
+            a[0, 0], b[-1] = np.nan, np.nan  # NaN in either operand gives NaN
+            x, y = _array(device, a), _array(device, b)
+            out = NDArray.make((rows, width), device=device, dtype=dtype)
+            device.mod.broadcast_rows(op, x.handle, y.handle, out.handle, width)
+            np.testing.assert_array_equal(out.numpy(), fn(a, b[None]), err_msg=f"{op} {dtype}")
+            device.mod.broadcast_rows(op, x.handle, y.handle, x.handle, width)  # in place
+            np.testing.assert_array_equal(x.numpy(), fn(a, b[None]), err_msg=f"{op} in place")
+    with pytest.raises((ValueError, TypeError)):
+        device.mod.broadcast_rows("power", x.handle, y.handle, out.handle, width)
