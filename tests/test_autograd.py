@@ -430,3 +430,12 @@ def test_lean_batch_norm_gradient_of_a_reused_op(device):
         (out * out).sum().backward(create_graph=False)
         grads.append(x.grad.numpy())
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_cross_entropy_with_float_labels_that_require_grad(device):
+    logits = ndl.Tensor(np.array([[1.0, 2.0, 0.5], [0.1, 0.2, 3.0]], np.float32), device=device)
+    labels = ndl.Tensor(np.array([1.0, 2.0], np.float32), device=device)  # requires grad
+    ndl.nn.SoftmaxLoss()(logits, labels).backward()
+    assert logits.grad is not None
+    if labels.grad is not None:  # the fused op: zeros (labels are indices)
+        assert not labels.grad.numpy().any()

@@ -275,6 +275,26 @@ KERNELS: tuple[Kernel, ...] = (
         since=2,
     ),
     Kernel(
+        "softmax_cross_entropy",
+        ("logits", "labels", "losses", "probs", "n", "k"),
+        "unary",
+        "for each row i of compact logits (n, k) and int64 label l = labels[i] in [0, k): "
+        "top = the row's max clamped to the dtype's finite range, e = exp(row - top), "
+        "s = sum(e); probs[i] = e / s and losses[i] = log(s) + top - row[l] (without it core "
+        "composes logsumexp and a one-hot pick)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "softmax_cross_entropy_grad",
+        ("probs", "labels", "g", "out", "n", "k"),
+        "unary",
+        "out[i, j] = probs[i, j] * g[i] - (j == labels[i]) * g[i] for compact probs (n, k) "
+        "and g (n,): the gradient of softmax_cross_entropy's losses",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
         "gather_rows",
         ("a", "indices", "out", "count", "width"),
         "memory",

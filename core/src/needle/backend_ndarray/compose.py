@@ -8,6 +8,9 @@ and a composition of the required ones (ops call these; they never reach a backe
 * :func:`one_hot`, :func:`gather`, :func:`scatter_add`: one-hot rows, gathers and
   scatter-adds of rows by an index *array* on the device (no host read of the indices); the
   backend's ``gather_rows``/``scatter_add_rows`` when declared, else one-hot products.
+* :func:`softmax_cross_entropy`, :func:`softmax_cross_entropy_grad`: per-row softmax
+  cross-entropy and its gradient; the backend's kernels of those names when declared (two
+  passes over the logits), else logsumexp and a one-hot pick composed.
 * :func:`assign`: write an array into another's buffer (state updated in place).
 * :func:`sgd_update`, :func:`adam_update`: optimizer updates of many parameters, in place;
   the backend's ``sgd_update``/``adam_update`` when declared (one call for all of them),
@@ -26,6 +29,7 @@ from .ndarray import NDArray
 __all__ = [
     "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
     "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
+    "softmax_cross_entropy", "softmax_cross_entropy_grad",
 ]  # fmt: skip
 
 Padding = int | tuple[int, int]
@@ -217,6 +221,56 @@ def scatter_add(a: NDArray, index: NDArray, count: int) -> NDArray:
         return out
     hot = one_hot(index.reshape((n,)), count, a.dtype).permute((1, 0))
     return (hot.compact() @ a.compact().reshape((n, width))).reshape((count,) + rest)
+
+
+def _labels_for(logits: NDArray, labels: NDArray) -> tuple[int, int]:
+    if logits.ndim != 2:
+        raise ValueError(f"softmax cross-entropy needs (N, k) logits, got shape {logits.shape}")
+    n, k = logits.shape
+    if labels.size != n:
+        raise ValueError(f"softmax cross-entropy got {labels.size} labels for logits {(n, k)}")
+    if labels.device != logits.device:
+        raise ValueError(f"logits on {logits.device.name}, labels on {labels.device.name}")
+    return n, k
+
+
+def softmax_cross_entropy(logits: NDArray, labels: NDArray) -> tuple[NDArray, NDArray]:
+    """``(losses, probs)``: per row ``i`` of float ``logits`` ``(N, k)`` with integer label
+    ``l``, ``logsumexp(row) - row[l]``, and the row's softmax (for the gradient)."""
+    n, k = _labels_for(logits, labels)
+    dev = logits.device
+    if dev.has("softmax_cross_entropy") and dev.supports("int64"):
+        losses = NDArray.make((n,), device=dev, dtype=logits.dtype)
+        probs = NDArray.make((n, k), device=dev, dtype=logits.dtype)
+        dev.mod.softmax_cross_entropy(
+            logits.compact().handle, _indices(labels).handle, losses.handle, probs.handle, n, k
+        )
+        return losses, probs
+    import numpy as np
+
+    big = float(np.finfo(logits.dtype).max)
+    top = -((-logits.max(1, keepdims=True).maximum(-big)).maximum(-big))
+    e = (logits + (-top).broadcast_to((n, k))).exp()
+    total = e.sum(1, keepdims=True)
+    picked = (logits * one_hot(labels.reshape((n,)), k, logits.dtype)).sum(1, keepdims=True)
+    losses = (total.log() + top - picked).reshape((n,))
+    return losses, e / total.broadcast_to((n, k))
+
+
+def softmax_cross_entropy_grad(probs: NDArray, labels: NDArray, g: NDArray) -> NDArray:
+    """``probs * g[:, None] - one_hot(labels) * g[:, None]``: the gradient of the losses of
+    :func:`softmax_cross_entropy` for their adjoint ``g`` ``(N,)``."""
+    n, k = _labels_for(probs, labels)
+    dev = probs.device
+    g = g._cast(probs.dtype).compact()
+    if dev.has("softmax_cross_entropy_grad") and dev.supports("int64"):
+        out = NDArray.make((n, k), device=dev, dtype=probs.dtype)
+        dev.mod.softmax_cross_entropy_grad(
+            probs.compact().handle, _indices(labels).handle, g.handle, out.handle, n, k
+        )
+        return out
+    column = g.reshape((n, 1)).broadcast_to((n, k))
+    return probs * column - one_hot(labels.reshape((n,)), k, probs.dtype) * column
 
 
 def assign(target: NDArray, value: NDArray) -> None:

@@ -445,6 +445,17 @@ class SoftmaxLoss(Module):
 
     def forward(self, logits: Tensor, y: Tensor) -> Tensor:
         n, k = logits.shape
+        if logits.device.has("softmax_cross_entropy") and logits.device.supports("int64"):
+            # One fused kernel (and a one-pass gradient); the labels stay on the device.
+            if not isinstance(y, Tensor):
+                y = Tensor(np.asarray(y), device=logits.device, dtype="int64", requires_grad=False)
+            if not _jit.is_tracing() and y.dtype in ("float32", "float64"):
+                labels = y.numpy()
+                if labels.size and np.any(labels != np.round(labels)):
+                    raise IndexError(f"SoftmaxLoss labels must be integers, got {labels[:5]}")
+            if y.cached_data.size != n:
+                raise ValueError(f"SoftmaxLoss got {y.cached_data.size} labels for logits {(n, k)}")
+            return ops.softmax_cross_entropy(logits, y.reshape((n,))).sum() / n
         if _jit.is_tracing():  # the labels stay on the device (no host read to replay)
             if not isinstance(y, Tensor) or y.cached_data.size != n:
                 raise ValueError(f"SoftmaxLoss needs a tensor of {n} labels for logits {(n, k)}")

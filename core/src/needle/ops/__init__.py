@@ -79,11 +79,13 @@ from .reduction import (
     LogSoftmax,
     LogSumExp,
     Max,
+    SoftmaxCrossEntropy,
     Summation,
     logsoftmax,
     logsumexp,
     max,
     mean,
+    softmax_cross_entropy,
     summation,
 )
 from .tuple_ops import (

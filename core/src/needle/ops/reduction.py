@@ -9,12 +9,15 @@ import numpy as np
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import strides as st
+from ..backend_ndarray.compose import one_hot
+from ..backend_ndarray.compose import softmax_cross_entropy as softmax_cross_entropy_nd
+from ..backend_ndarray.compose import softmax_cross_entropy_grad as softmax_cross_entropy_grad_nd
 from ..backend_ndarray.dtypes import float_of
 from .movement import BroadcastTo, reshape_to
 
 __all__ = [
-    "Summation", "Max", "LogSumExp", "LogSoftmax",
-    "summation", "max", "mean", "logsumexp", "logsoftmax",
+    "Summation", "Max", "LogSumExp", "LogSoftmax", "SoftmaxCrossEntropy",
+    "summation", "max", "mean", "logsumexp", "logsoftmax", "softmax_cross_entropy",
 ]  # fmt: skip
 
 Axes = int | Sequence[int] | None
@@ -128,6 +131,43 @@ class LogSoftmax(TensorOp):
         return out_grad - node.exp() * total
 
 
+class SoftmaxCrossEntropy(TensorOp):
+    """Per-row softmax cross-entropy of logits ``(N, k)`` against integer labels ``(N,)``:
+    ``logsumexp(row) - row[label]``, shape ``(N,)``. The labels' gradient is zero (None when
+    they need none).
+
+    One fused kernel when the backend declares ``softmax_cross_entropy`` (it also keeps the
+    softmax, which the first-order gradient reuses: one pass); composed otherwise. The
+    gradient ``(softmax - one_hot) * g`` is built from Tensor ops when it is differentiated
+    again.
+    """
+
+    def __init__(self) -> None:
+        self._saved: tuple[NDArray, NDArray] | None = None
+
+    def compute(self, logits: NDArray, labels: NDArray) -> NDArray:
+        losses, probs = softmax_cross_entropy_nd(logits, labels)
+        self._saved = (losses, probs) if is_grad_enabled() else None
+        return losses
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor | None]:
+        logits, labels = node.inputs
+        data = labels.cached_data
+        label_grad = None  # float labels that require grad get zeros (they are indices)
+        if labels.requires_grad:
+            label_grad = Tensor.make_const(data.device.full(data.shape, 0, data.dtype))
+        saved = self._saved
+        if saved is not None and saved[0] is node.cached_data and not is_grad_enabled():
+            grad = softmax_cross_entropy_grad_nd(saved[1], data, out_grad.cached_data)
+            return Tensor.make_const(grad), label_grad
+        n, k = logits.shape
+        top = Tensor.make_const(_finite_max(logits.realize_cached_data(), (1,)))
+        e = (logits + BroadcastTo((n, k))(-top)).exp()  # the shift is a constant: exact
+        probs = e / _expand(Summation((1,))(e), (n, k), (1,))
+        hot = Tensor.make_const(one_hot(data.reshape((n,)), k, logits.dtype))
+        return (probs - hot) * _expand(out_grad, (n, k), (1,)), label_grad
+
+
 def summation(a: Tensor, axes: Axes = None, keepdims: bool = False) -> Tensor:
     return Summation(axes, keepdims)(a)
 
@@ -148,3 +188,7 @@ def logsumexp(a: Tensor, axes: Axes = None) -> Tensor:
 
 def logsoftmax(a: Tensor, axes: Axes = -1) -> Tensor:
     return LogSoftmax(axes)(a)
+
+
+def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    return SoftmaxCrossEntropy()(logits, labels)

@@ -176,6 +176,13 @@ def _index(indices: Any, like: Tensor) -> Tensor:
     return Tensor(np.asarray(indices), device=like.device, dtype="int64", requires_grad=False)
 
 
+def _softmax_cross_entropy_ref(a: np.ndarray, labels: Any) -> np.ndarray:
+    rows = np.asarray(a, dtype=np.float64)
+    top = rows.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]
+    return (lse - rows[np.arange(len(rows)), np.asarray(labels)]).astype(a.dtype)
+
+
 def _scatter_add_ref(a: np.ndarray, indices: Any, count: int) -> np.ndarray:
     index = np.asarray(indices, dtype=np.int64)
     out = np.zeros((count,) + a.shape[index.ndim :], dtype=np.result_type(a, np.float32))
@@ -410,6 +417,16 @@ OP_TABLE: tuple[OpInfo, ...] = (
             + _samples(((6,),), indices=(5, 0, 5))
             + _samples(((4, 2, 3),), layouts=("noncontiguous",), indices=(3, 0))
             + _samples(((3, 2),), indices=())
+        ),
+    ),
+    OpInfo(
+        "softmax_cross_entropy",
+        lambda a, labels: ops.softmax_cross_entropy(a, _index(labels, a)),
+        _softmax_cross_entropy_ref,
+        tuple(
+            _samples(((4, 5),), layouts=ALL_LAYOUTS, labels=(0, 4, 2, 2))
+            + _samples(((1, 1),), labels=(0,))
+            + _samples(((3, 7),), labels=(6, 0, 3))
         ),
     ),
     OpInfo(

@@ -261,6 +261,49 @@ def from_dlpack(obj: Any) -> tuple[Array, tuple[int, ...]]:
     return Array._wrap(shared.reshape(-1)), shared.shape
 
 
+def _labels(labels: Array, n: int, k: int, kernel: str) -> np.ndarray:
+    idx = _check(labels, "labels")
+    if idx.dtype != np.int64 or idx.size != n:
+        raise ValueError(f"{kernel}: labels must be {n} int64 values, got {idx.size} {idx.dtype}")
+    if n and (idx.min() < 0 or idx.max() >= k):
+        raise IndexError(f"{kernel}: labels must lie in [0, {k}), got {idx.min()}..{idx.max()}")
+    return idx
+
+
+def softmax_cross_entropy(
+    logits: Array, labels: Array, losses: Array, probs: Array, n: int, k: int
+) -> None:
+    x, loss, p = _check(logits), _check(losses, "losses"), _check(probs, "probs")
+    _same(x, p)
+    if x.size != n * k or loss.size != n or loss.dtype != x.dtype or x.dtype.kind != "f":
+        raise ValueError(f"softmax_cross_entropy: buffers do not hold float ({n}, {k}) and ({n},)")
+    idx = _labels(labels, n, k, "softmax_cross_entropy")
+    if not n or not k:
+        return
+    rows, big = x.reshape(n, k), np.finfo(x.dtype).max
+    with _ieee():
+        top = np.clip(rows.max(axis=1, keepdims=True), -big, big)
+        e = np.exp(rows - top)
+        total = e.sum(axis=1, keepdims=True)
+        np.divide(e, total, out=p.reshape(n, k))
+        loss[:] = (np.log(total) + top)[:, 0] - rows[np.arange(n), idx]
+
+
+def softmax_cross_entropy_grad(
+    probs: Array, labels: Array, g: Array, out: Array, n: int, k: int
+) -> None:
+    p, grad, z = _check(probs, "probs"), _check(g, "g"), _check(out, "out")
+    _same(p, z)
+    if p.size != n * k or grad.size != n or grad.dtype != p.dtype:
+        raise ValueError(f"softmax_cross_entropy_grad: buffers do not hold ({n}, {k}) and ({n},)")
+    idx = _labels(labels, n, k, "softmax_cross_entropy_grad")
+    if not n or not k:
+        return
+    with _ieee():
+        np.multiply(p.reshape(n, k), grad[:, None], out=z.reshape(n, k))
+        z.reshape(n, k)[np.arange(n), idx] -= grad
+
+
 _ROW_OPS = {"add": np.add, "mul": np.multiply, "div": np.divide, "maximum": np.maximum}
 
 

@@ -144,3 +144,41 @@ def test_broadcast_rows(device, op: str) -> None:
             np.testing.assert_array_equal(x.numpy(), fn(a, b[None]), err_msg=f"{op} in place")
     with pytest.raises((ValueError, TypeError)):
         device.mod.broadcast_rows("power", x.handle, y.handle, out.handle, width)
+
+
+def test_softmax_cross_entropy(device) -> None:
+    if not device.has("softmax_cross_entropy"):
+        pytest.skip(f"{device.name} declares no softmax_cross_entropy (core composes it)")
+    for dtype in _dtypes(device, "unary"):
+        for n, k in [(1, 1), (5, 3), (64, 1000)]:
+            x = RNG.standard_normal((n, k)).astype(dtype) * 5
+            x[0, 0] = 1e30  # a huge logit: the shift keeps exp in range
+            labels = RNG.integers(0, k, n)
+            logits = _array(device, x)
+            index = NDArray.from_numpy(labels, device, "int64")
+            losses = NDArray.make((n,), device=device, dtype=dtype)
+            probs = NDArray.make((n, k), device=device, dtype=dtype)
+            device.mod.softmax_cross_entropy(
+                logits.handle, index.handle, losses.handle, probs.handle, n, k
+            )
+            wide = x.astype(np.float64)
+            top = wide.max(axis=1, keepdims=True)
+            e = np.exp(wide - top)
+            want_p = e / e.sum(axis=1, keepdims=True)
+            want_l = np.log(e.sum(axis=1)) + top[:, 0] - wide[np.arange(n), labels]
+            tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == "float32" else {"rtol": 1e-12}
+            np.testing.assert_allclose(probs.numpy(), want_p, **tol)
+            np.testing.assert_allclose(losses.numpy(), want_l, **tol)
+            g = RNG.standard_normal(n).astype(dtype)
+            out = NDArray.make((n, k), device=device, dtype=dtype)
+            device.mod.softmax_cross_entropy_grad(
+                probs.handle, index.handle, _array(device, g).handle, out.handle, n, k
+            )
+            want_g = probs.numpy() * g[:, None]
+            want_g[np.arange(n), labels] -= g
+            np.testing.assert_allclose(out.numpy(), want_g, **tol)
+    bad = NDArray.from_numpy(np.array([k], dtype=np.int64), device, "int64")
+    with pytest.raises((IndexError, ValueError)):
+        device.mod.softmax_cross_entropy(
+            logits.handle, bad.handle, losses.handle, probs.handle, 1, k
+        )
