@@ -317,7 +317,8 @@ class OldProducer(Producer):
 def test_import_from_a_foreign_producer_without_copy(get, dtype, versioned):
     array = (np.arange(24) % 5).astype(dtype).reshape(2, 3, 4)
     producer = Producer(array, versioned=versioned)
-    h = _ext.from_dlpack(producer)
+    h, shape = _ext.from_dlpack(producer)
+    assert shape == (2, 3, 4), "the producer's shape comes back with the handle"
     assert (h.size, h.dtype, h.ptr()) == (24, dtype, array.ctypes.data)
     np.testing.assert_array_equal(get(h, (2, 3, 4)), array)
     _ext.fill(h, 1)  # writes land in the producer's memory
@@ -350,23 +351,23 @@ def test_import_checks_layout_device_and_dtype():
         # refused before being consumed (or before the capsule was even asked for)
         assert producer.deleted <= 1, message
     fine = Producer(array, shape=(3, 4), strides=(4, 1))  # explicit C strides are fine
-    _ext.from_dlpack(fine).free()
+    _ext.from_dlpack(fine)[0].free()
     assert fine.deleted == 1
     unit = Producer(array, shape=(3, 1, 4), strides=(4, 99, 1))  # unit dimensions: any stride
-    _ext.from_dlpack(unit).free()
+    _ext.from_dlpack(unit)[0].free()
     assert unit.deleted == 1
 
 
 @emulated_only
 def test_import_of_offsets_empties_and_old_producers(get):
     array = np.arange(10, dtype=np.int64)
-    h = _ext.from_dlpack(Producer(array, shape=(7,), byte_offset=3 * 8))
+    h, _ = _ext.from_dlpack(Producer(array, shape=(7,), byte_offset=3 * 8))
     np.testing.assert_array_equal(get(h), np.arange(3, 10))
     empty_producer = Producer(array, shape=(0, 5))
-    empty = _ext.from_dlpack(empty_producer)
+    empty, _ = _ext.from_dlpack(empty_producer)
     assert empty.size == 0 and empty_producer.deleted == 1  # nothing to hold on to
     old = OldProducer(array)
-    np.testing.assert_array_equal(get(_ext.from_dlpack(old)), array)
+    np.testing.assert_array_equal(get(_ext.from_dlpack(old)[0]), array)
     gc.collect()
     assert old.deleted == 1
 
@@ -384,7 +385,7 @@ def _torch_cuda():
 def test_torch_tensors_come_in_and_go_out_without_copies(get):
     torch = _torch_cuda()
     t = torch.arange(12, dtype=torch.float64, device="cuda").reshape(3, 4)
-    h = _ext.from_dlpack(t)
+    h, _ = _ext.from_dlpack(t)
     assert (h.size, h.dtype, h.ptr()) == (12, "float64", t.data_ptr())
     np.testing.assert_array_equal(get(h, (3, 4)), np.arange(12).reshape(3, 4))
     _ext.scalar_mul(h, 2.0, h)
@@ -398,5 +399,5 @@ def test_torch_tensors_come_in_and_go_out_without_copies(get):
     del mine
     gc.collect()
     assert out.sum().item() == 30  # torch keeps the buffer alive
-    strided = torch.from_dlpack(_ext.to_dlpack(_ext.from_dlpack(t), (2, 2), (4, 2), 1))
+    strided = torch.from_dlpack(_ext.to_dlpack(_ext.from_dlpack(t)[0], (2, 2), (4, 2), 1))
     assert strided.tolist() == [[2.0, 6.0], [10.0, 14.0]]  # strides and byte offset honoured

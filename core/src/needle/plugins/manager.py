@@ -346,23 +346,26 @@ class _State:
                     "(from needle.plugins import hookimpl), so needle cannot call it",
                 )
 
-    def _backend_specs(self, plugin: Any) -> list[BackendSpec]:
-        specs: list[BackendSpec] = []
-        for result in self._call(plugin, "needle_backends"):
+    def _specs(self, plugin: Any, hook: str, spec_type: type) -> list[Any]:
+        """The specs ``plugin``'s ``hook`` returns, through pluggy; ``_HookError`` when they
+        are not a list of ``spec_type``."""
+        specs: list[Any] = []
+        for result in self._call(plugin, hook):
             try:
                 items = list(result)
             except TypeError:
                 raise _HookError(
-                    "needle_backends",
-                    f"needle_backends returned {type(result).__name__}, not a list of BackendSpec",
+                    hook,
+                    f"{hook} returned {type(result).__name__}, not a list of {spec_type.__name__}",
                 ) from None
             for spec in items:
-                if not isinstance(spec, BackendSpec):
-                    raise _HookError(
-                        "needle_backends", f"needle_backends returned {spec!r}, not a BackendSpec"
-                    )
+                if not isinstance(spec, spec_type):
+                    raise _HookError(hook, f"{hook} returned {spec!r}, not a {spec_type.__name__}")
             specs.extend(items)
         return specs
+
+    def _backend_specs(self, plugin: Any) -> list[BackendSpec]:
+        return self._specs(plugin, "needle_backends", BackendSpec)
 
     def _extension_table(self, plugin: Any, kind: str) -> dict[str, Any]:
         hook = EXTENSION_HOOKS[kind]
@@ -644,23 +647,7 @@ class CommunicatorRecord:
 
 def _communicator_specs(state: _State, plugin: Any) -> list[CommunicatorSpec]:
     """The communicators ``plugin`` declares, through pluggy; ``_HookError`` when malformed."""
-    specs: list[CommunicatorSpec] = []
-    for result in state._call(plugin, "needle_communicators"):
-        try:
-            items = list(result)
-        except TypeError:
-            raise _HookError(
-                "needle_communicators",
-                f"needle_communicators returned {type(result).__name__}, not a list",
-            ) from None
-        for spec in items:
-            if not isinstance(spec, CommunicatorSpec):
-                raise _HookError(
-                    "needle_communicators",
-                    f"needle_communicators returned {spec!r}, not a CommunicatorSpec",
-                )
-        specs.extend(items)
-    return specs
+    return state._specs(plugin, "needle_communicators", CommunicatorSpec)
 
 
 def _keep(state: _State, specs: list[CommunicatorSpec], record: PluginRecord) -> list[str]:
