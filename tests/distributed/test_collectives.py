@@ -146,3 +146,14 @@ def test_host_view_shares_memory(device) -> None:
     view[1, 2] = 42.0
     assert array.numpy()[1, 2] == 42.0
     assert host_view(array.realize_cached_data()[:, 1:]) is None, "a strided view has none"
+
+
+def test_a_collective_inside_jit_is_refused_not_frozen(local_job, device) -> None:
+    """A replay cannot repeat a communicator's host access: the trace fails (or, not strict,
+    the call runs eagerly every time) instead of silently skipping the exchange."""
+    t = _tensor(device, (2, 3), "float32")
+    with pytest.raises(ndl.JitError, match="needle.distributed"):
+        ndl.jit(lambda x: dist.all_reduce(x * 2.0, "sum"))(t)
+    lenient = ndl.jit(lambda x: dist.all_reduce(x * 2.0, "sum"), strict=False)
+    for _ in range(3):
+        np.testing.assert_array_equal(lenient(t).numpy(), t.numpy() * 2.0)

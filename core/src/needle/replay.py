@@ -57,6 +57,7 @@ from .devices import BackendDevice
 __all__ = [
     "CACHE_SIZE",
     "JitError",
+    "host_access",
     "JitFunction",
     "jit",
     "is_tracing",
@@ -90,6 +91,15 @@ class HostScalar(float):
     """A scalar a replay recomputes: made by :func:`host_scalars`, passed to kernels as is."""
 
     __slots__ = ("cell", "index")
+
+
+def host_access(what: str) -> None:
+    """Declare that ``what`` touches device memory from the host behind the kernels' back
+    (a communicator reading a buffer through a pointer, say): inside a trace that cannot be
+    replayed, so the trace fails (:class:`JitError`, or an eager call when not strict)."""
+    trace = _TRACE.get()
+    if trace is not None:
+        trace.fail(f"{what} inside a function traced by ndl.jit (host access to device memory)")
 
 
 def host_scalars(make: Callable[[], Sequence[float]]) -> tuple[float, ...]:

@@ -19,6 +19,7 @@ import numpy as np
 from ..backend_ndarray import NDArray
 from ..devices import BackendDevice
 from ..dlpack import KDL_CPU
+from ..replay import host_access
 from ..plugins import manager
 
 __all__ = ["host_view", "as_buffer", "output_buffer", "finish_output"]
@@ -35,6 +36,7 @@ def host_view(array: NDArray) -> np.ndarray | None:
     There is one for a compact, non-empty NDArray on a host backend whose handle has
     ``ptr()``. The view keeps the handle alive, so it stays valid as long as it is used.
     """
+    host_access("a collective of needle.distributed")  # no replay can repeat it
     if array.size == 0 or not array.is_compact() or not _on_host(array.device):
         return None
     if array.device.has("to_dlpack") and array.__dlpack_device__()[0] == KDL_CPU:
@@ -66,6 +68,7 @@ def output_buffer(
     Returns ``(array, view)`` when ``view`` is the array's own memory, or ``(None, buffer)``
     when the result must be copied to the device afterwards (:func:`finish_output`).
     """
+    host_access("a collective of needle.distributed")
     shape = tuple(shape)
     if _on_host(device):
         out = device.empty(shape, dtype)
