@@ -19,8 +19,8 @@ import numpy as np
 from ..backend_ndarray import NDArray
 from ..devices import BackendDevice
 from ..dlpack import KDL_CPU
-from ..replay import host_access
 from ..plugins import manager
+from ..replay import host_access
 
 __all__ = ["host_view", "as_buffer", "output_buffer", "finish_output"]
 
