@@ -38,6 +38,11 @@ class Run:
     device: str
     checkpoint: str = ""
 
+    def __post_init__(self) -> None:
+        # Kept to the millisecond the results file stores, so a table printed after training
+        # and one redrawn from the file add up to the same total.
+        self.seconds = round(float(self.seconds), 3)
+
     def final(self, key: str) -> float:
         """The last epoch's value of ``key`` (one of :data:`HISTORY_KEYS`)."""
         return self.history[key][-1]
@@ -47,7 +52,7 @@ class Run:
         record = {
             "config": asdict(self.config),
             "history": self.history,
-            "seconds": round(self.seconds, 3),
+            "seconds": self.seconds,
             "device": self.device,
             "checkpoint": self.checkpoint,
         }
