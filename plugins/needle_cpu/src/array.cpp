@@ -1,4 +1,4 @@
-// The out-of-line checks of array.h.
+// The out-of-line parts of array.h: dtype names, checks, Storage.
 
 #include "array.h"
 
@@ -16,6 +16,44 @@ std::string str(const Shape& v) {
   std::string s = "(";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + (v.size() == 1 ? ",)" : ")");
+}
+
+namespace {
+constexpr const char* kNames[kDTypes] = {"float32", "float64", "int32", "int64", "bool"};
+}
+
+const char* name(DType d) { return kNames[int(d)]; }
+
+DType parse_dtype(const std::string& s) {
+  for (int i = 0; i < kDTypes; ++i)
+    if (s == kNames[i]) return DType(i);
+  fail("needle-cpu holds float32, float64, int32, int64 and bool, not '" + s + "'");
+}
+
+Storage::~Storage() {
+  if (owner != nullptr) Py_DECREF(static_cast<PyObject*>(owner));  // holders have the GIL
+  else deallocate(data, bytes);
+}
+
+void same(const Array& a, const Array& out) {
+  if (a.size() != out.size())
+    fail("buffer sizes differ: " + std::to_string(a.size()) + ", out " +
+         std::to_string(out.size()));
+  if (a.dtype() != out.dtype())
+    fail(std::string("buffer dtypes differ: ") + name(a.dtype()) + ", out " + name(out.dtype()));
+}
+
+void same(const Array& a, const Array& b, const Array& out) {
+  if (a.size() != out.size() || b.size() != out.size())
+    fail("buffer sizes differ: " + std::to_string(a.size()) + ", " + std::to_string(b.size()) +
+         ", out " + std::to_string(out.size()));
+  if (a.dtype() != b.dtype() || a.dtype() != out.dtype())
+    fail(std::string("buffer dtypes differ: ") + name(a.dtype()) + ", " + name(b.dtype()) +
+         ", out " + name(out.dtype()));
+}
+
+void want(const Array& a, DType d, const char* what) {
+  if (a.dtype() != d) fail(std::string(what) + " " + name(d) + ", not " + name(a.dtype()));
 }
 
 int64_t check_view(int64_t size, const Shape& shape, const Shape& strides, int64_t offset) {
