@@ -36,6 +36,8 @@ inline size_t itemsize(DType d) {
   return sizes[int(d)];
 }
 DType parse_dtype(const std::string& s);  // ValueError naming the dtypes held, for others
+void* name_object(DType d);               // the name as an interned Python str (borrowed)
+DType dtype_from(void* py_name);          // a str naming a dtype: the interned one is quick
 
 // The C++ type of each dtype: bool is one byte, 0 or 1, stored as uint8_t.
 template <class T> struct dtype_of;
@@ -141,9 +143,17 @@ class Array {
 
 // ---------------------------------------------------------------------------------- checks
 
-// Equal sizes and dtypes (ValueError naming both otherwise).
-void same(const Array& a, const Array& out);
-void same(const Array& a, const Array& b, const Array& out);
+// Equal sizes and dtypes (ValueError naming both otherwise). Inline: every kernel call checks.
+[[noreturn]] void differ(const Array& a, const Array& out);
+[[noreturn]] void differ(const Array& a, const Array& b, const Array& out);
+inline void same(const Array& a, const Array& out) {
+  if (a.size() != out.size() || a.dtype() != out.dtype()) differ(a, out);
+}
+inline void same(const Array& a, const Array& b, const Array& out) {
+  if (a.size() != out.size() || b.size() != out.size() || a.dtype() != b.dtype() ||
+      a.dtype() != out.dtype())
+    differ(a, b, out);
+}
 // `a` holds dtype d, else ValueError naming `what` (a comparison writes bool, say).
 void want(const Array& a, DType d, const char* what);
 

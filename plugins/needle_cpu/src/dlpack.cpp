@@ -81,7 +81,7 @@ py::array to_dlpack(Array& arr, const Shape& shape, const Shape& strides, int64_
   auto* held = new std::shared_ptr<Storage>(arr.share());
   py::capsule base(held, [](void* p) { delete static_cast<std::shared_ptr<Storage>*>(p); });
   char* start = static_cast<char*>(arr.raw()) + (n == 0 ? 0 : offset * item);
-  return py::array(py::dtype(name(arr.dtype())),
+  return py::array(numpy_dtype(arr.dtype()),
                    std::vector<py::ssize_t>(shape.begin(), shape.end()), bytes, start, base);
 }
 
@@ -101,7 +101,7 @@ py::tuple from_dlpack(const py::object& obj) {
   } catch (const py::value_error&) {
     throw py::buffer_error("needle-cpu cannot hold " + dtype + " data");
   }
-  if (!shared.dtype().equal(py::dtype(name(d))))  // a byte order that is not the machine's
+  if (!shared.dtype().equal(numpy_dtype(d)))  // a byte order that is not the machine's
     throw py::buffer_error("needle-cpu cannot hold " + dtype + " data in that byte order");
   const int flags = shared.flags();
   if (!(flags & py::array::c_style))

@@ -61,20 +61,21 @@ PYBIND11_MODULE(_ext, m) {
     }
   });
 
-  // dtype names as Python strings made once (handle.dtype is read often).
-  static const auto* names = new std::vector<py::str>{"float32", "float64", "int32", "int64",
-                                                      "bool"};
   py::class_<Array> array(m, "Array", py::buffer_protocol(),
                           "A buffer of `size` elements of `dtype` on the host (64-byte aligned "
                           "when allocated here). Supports the buffer protocol: numpy.asarray "
                           "views it without a copy.");
   array
-      .def(py::init([](int64_t size, const std::string& dtype) {
-             return std::make_unique<Array>(size, parse_dtype(dtype));
+      .def(py::init([](int64_t size, py::handle dtype) {
+             return std::make_unique<Array>(size, dtype_from(dtype.ptr()));
            }),
-           py::arg("size"), py::arg("dtype") = "float32")
+           py::arg("size"),
+           py::arg("dtype") = py::reinterpret_borrow<py::str>(
+               static_cast<PyObject*>(name_object(DType::float32))))
       .def_property_readonly("size", &Array::size)
-      .def_property_readonly("dtype", [](const Array& a) { return (*names)[int(a.dtype())]; })
+      .def_property_readonly("dtype", [](const Array& a) {
+        return py::reinterpret_borrow<py::str>(static_cast<PyObject*>(name_object(a.dtype())));
+      })
       .def("ptr", [](const Array& a) { return reinterpret_cast<uintptr_t>(a.raw()); })
       .def("free", &free_when_unused,
            "Release the memory now (big buffers to the cache; memory that numpy views or DLPack "

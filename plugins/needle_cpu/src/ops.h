@@ -51,6 +51,9 @@ void visit_number(DType d, const char* kernel, F&& f) {
   });
 }
 
+// numpy's dtype for d, made once (py::dtype from a name costs a lookup per call).
+const pybind11::dtype& numpy_dtype(DType d);
+
 // strided.cpp: copies between strided views, and whole buffers from numpy or a value.
 void compact(const Array& a, Array& out, const Shape& shape, const Shape& strides,
              int64_t offset);

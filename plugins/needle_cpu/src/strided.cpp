@@ -125,6 +125,15 @@ U* bits(Array& a, int64_t offset) {
 
 }  // namespace
 
+const py::dtype& numpy_dtype(DType d) {
+  static const auto* table = [] {  // made with the GIL held, and never destroyed
+    auto* t = new std::vector<py::dtype>;
+    for (int i = 0; i < kDTypes; ++i) t->push_back(py::dtype(name(DType(i))));
+    return t;
+  }();
+  return (*table)[int(d)];
+}
+
 // strided_copy's odometer holds at most 64 indices.
 void check_dims(const Shape& shape) {
   if (shape.size() > 64) fail("views of more than 64 dimensions are not supported");
@@ -198,7 +207,7 @@ py::array to_numpy(const Array& a, const Shape& shape, const Shape& strides, int
   int64_t n = check_view(a.size(), shape, strides, offset);
   // A new C-contiguous array, never a view of `a`.
   auto result = with_cache_released_on_oom([&] {
-    return py::array(py::dtype(name(a.dtype())),
+    return py::array(numpy_dtype(a.dtype()),
                      std::vector<py::ssize_t>(shape.begin(), shape.end()));
   });
   if (n == 0) return result;
@@ -218,7 +227,7 @@ void from_numpy(const py::object& data, Array& out) {
   py::array arr = py::isinstance<py::array>(data)
                       ? py::reinterpret_borrow<py::array>(data)
                       : py::module_::import("numpy").attr("asarray")(data).cast<py::array>();
-  if (!arr.dtype().equal(py::dtype(name(out.dtype()))))
+  if (!arr.dtype().equal(numpy_dtype(out.dtype())))
     fail("from_numpy: the array holds " + py::str(arr.dtype()).cast<std::string>() +
          ", out holds " + name(out.dtype()));
   if (arr.size() != out.size())
