@@ -125,7 +125,8 @@ NDL_INLINE vd v_exp(vd x) {
   x = select(x > splat(709.79), splat(709.79), x);  // exp(709.79) overflows to inf below
   x = select(x < splat(-746.), splat(-746.), x);    // and exp(-746) underflows to 0
   const vd magic = splat(6755399441055744.);        // 1.5 * 2^52: adding it rounds to an integer
-  vd n = (x * splat(1.4426950408889634074) + magic) - magic;
+  const vd t = x * splat(1.4426950408889634074) + magic;
+  vd n = t - magic;
   vd r = x - n * splat(6.93145751953125e-1) - n * splat(1.42860682030941723212e-6);
   vd rr = r * r;
   vd p = (splat(1.26177193074810590878e-4) * rr + splat(3.02994407707441961300e-2)) * rr +
@@ -134,7 +135,9 @@ NDL_INLINE vd v_exp(vd x) {
           splat(2.27265548208155028766e-1)) * rr + splat(2.00000000000000000009e0);
   p = p * r;
   vd e = splat(1.) + splat(2.) * p / (q - p);
-  vl ni = __builtin_convertvector(n, vl);
+  // n as an integer: the low bits of t's mantissa (AVX2 has no packed double-to-int64
+  // conversion; __builtin_convertvector would go lane by lane).
+  vl ni = as_l(t) - as_l(magic);
   vl n1 = ni >> 1, n2 = ni - n1;  // two factors keep 2^n in range at both ends
   vul b1 = __builtin_convertvector(n1 + 1023, vul) << 52;
   vul b2 = __builtin_convertvector(n2 + 1023, vul) << 52;
@@ -151,7 +154,8 @@ NDL_INLINE vd v_log(vd x) {
   vl far = (e > 2) | (e < -2);
   vd m = as_d((bits & 0x000fffffffffffffLL) | 0x3fe0000000000000LL);  // in [0.5, 1)
   vl below = m < splat(0.70710678118654752440);
-  vd ef = __builtin_convertvector(e + below, vd);  // below: -1
+  const vd magic = splat(6755399441055744.);  // e + below (-1) to double through 1.5 * 2^52
+  vd ef = as_d(e + below + as_l(magic)) - magic;
   // Near: x = m - 1 (or 2m - 1), log = x - x^2/2 + x^3 P(x)/Q(x) + e ln2.
   vd t = select(below, m + m, m) - splat(1.);
   vd tt = t * t;
