@@ -135,7 +135,8 @@ struct op_maximum {
     else return select((x > y) | (x != x), x, y);
   }
 };
-// x^y: pow per lane (floats); integers by squaring, wrapping (elementwise.cpp refuses y < 0).
+// x^y of two elements (never vectors: see run2): libm's pow for floats; integers by
+// squaring, wrapping (elementwise.cpp refuses y < 0).
 template <class T>
 NDL_INLINE T ipow(T x, T y) {
   Unsigned<T> r = 1, b = Unsigned<T>(x);
@@ -144,14 +145,10 @@ NDL_INLINE T ipow(T x, T y) {
   return T(r);
 }
 struct op_power {
-  template <class V>
-  V operator()(V x, V y) const {
-    if constexpr (std::is_integral_v<V>) {
-      return ipow(x, y);
-    } else {
-      for (int j = 0; j < int(sizeof(V) / sizeof(x[0])); ++j) x[j] = std::pow(x[j], y[j]);
-      return x;
-    }
+  template <class T>
+  T operator()(T x, T y) const {
+    if constexpr (std::is_integral_v<T>) return ipow(x, y);
+    else return std::pow(x, y);
   }
 };
 // Comparisons: a mask vector (floats) or a bool; to_bool makes the output bytes. With NaN all
@@ -202,10 +199,21 @@ struct op_tanh {
 
 // ------------------------------------------------------------------------------ kernels
 
+// One op over whole arrays: through the vector maps, except pow, a libm call per element,
+// which goes element by element (called per lane, it would spill the vector around each call).
+template <class F, class T>
+NDL_INLINE void run2(F f, const T* a, const T* b, T* out, int64_t n) {
+  map2(a, b, out, n, f);
+}
+template <class T>
+NDL_INLINE void run2(op_power f, const T* a, const T* b, T* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+}
+
 template <class T>
 static void binary(int op, const T* a, const T* b, T* out, int64_t n) {
 #define NDL_CASE(name) \
-  case needle_cpu::Arith::name: return map2(a, b, out, n, op_##name());
+  case needle_cpu::Arith::name: return run2(op_##name(), a, b, out, n);
   switch (needle_cpu::Arith(op)) { NDL_ARITHMETIC(NDL_CASE) }
 #undef NDL_CASE
 }
@@ -223,20 +231,26 @@ static void scalar_power(const T* a, T s, T* out, int64_t n) {
     if (s == T(2)) return map1(a, out, n, [](V x) { return x * x; });
     if (s == T(1)) return map1(a, out, n, [](V x) { return x; });
     if (s == T(-1)) return map1(a, out, n, [](V x) { return broadcast(T(1)) / x; });
-    if (s == T(0.5))
+    if (s == T(0.5))  // the compiler vectorizes this sqrt (not pow)
       return map1(a, out, n, [&](V x) { return lanes(x, [](T v) { return std::sqrt(v); }); });
-    map1(a, out, n, [&](V x) { return lanes(x, [s](T v) { return std::pow(v, s); }); });
-  } else {
-    map1(a, out, n, [s](T x) { return ipow(x, s); });
   }
+  for (int64_t i = 0; i < n; ++i) out[i] = op_power()(a[i], s);  // element by element: run2
+}
+
+template <class F, class T>
+NDL_INLINE void run1(F f, const T* a, T s, T* out, int64_t n) {
+  const auto v = broadcast(s);
+  map1(a, out, n, [f, v](auto x) { return f(x, v); });
+}
+template <class T>
+NDL_INLINE void run1(op_power, const T* a, T s, T* out, int64_t n) {
+  scalar_power(a, s, out, n);
 }
 
 template <class T>
 static void scalar(int op, const T* a, T s, T* out, int64_t n) {
-  if (needle_cpu::Arith(op) == needle_cpu::Arith::power) return scalar_power(a, s, out, n);
-  const auto v = broadcast(s);
 #define NDL_CASE(name) \
-  case needle_cpu::Arith::name: return map1(a, out, n, [v](auto x) { return op_##name()(x, v); });
+  case needle_cpu::Arith::name: return run1(op_##name(), a, s, out, n);
   switch (needle_cpu::Arith(op)) { NDL_ARITHMETIC(NDL_CASE) }
 #undef NDL_CASE
 }
