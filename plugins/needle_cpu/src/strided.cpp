@@ -80,6 +80,8 @@ void strided_copy(const U* src, U* dst, const Shape& shape0, const Shape& ss0, c
   auto row = [sl, dl](const U* s, U* d, int64_t len) {
     if (sl == 1 && dl == 1) std::memcpy(d, s, size_t(len) * sizeof(U));
     else if (sl == 0 && dl == 1) std::fill_n(d, len, *s);
+    else if (sl == -1 && dl == 1)  // a flip: a constant stride vectorizes (with shuffles)
+      for (int64_t j = 0; j < len; ++j) d[j] = s[-j];
     else if (dl == 1)
       for (int64_t j = 0; j < len; ++j) d[j] = s[j * sl];
     else
