@@ -42,17 +42,18 @@ NDL_INLINE void map1(const T* __restrict a, O* __restrict out, int64_t n, F f) {
   } else {
     using V = typename Lanes<T>::V;
     constexpr int64_t W = Lanes<T>::W;
+    const int64_t whole = n - n % W, pairs = n - n % (2 * W);  // bounds known before the loops
     int64_t i = 0;
     if constexpr (sizeof(O) == sizeof(T))
       if (n * int64_t(sizeof(T)) >= kStreamBytes && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
-        for (; i + W <= n; i += W) vstream(out + i, f(vload<V>(a + i)));
+        for (; i < whole; i += W) vstream(out + i, f(vload<V>(a + i)));
         fence();
       }
-    for (; i + 2 * W <= n; i += 2 * W) {
+    for (; i < pairs; i += 2 * W) {
       vstore(out + i, f(vload<V>(a + i)));
       vstore(out + i + W, f(vload<V>(a + i + W)));
     }
-    for (; i + W <= n; i += W) vstore(out + i, f(vload<V>(a + i)));
+    for (; i < whole; i += W) vstore(out + i, f(vload<V>(a + i)));
     if (i < n) {
       T ta[W] = {};
       O to[W];
@@ -71,17 +72,18 @@ NDL_INLINE void map2(const T* __restrict a, const T* __restrict b, O* __restrict
   } else {
     using V = typename Lanes<T>::V;
     constexpr int64_t W = Lanes<T>::W;
+    const int64_t whole = n - n % W, pairs = n - n % (2 * W);
     int64_t i = 0;
     if constexpr (sizeof(O) == sizeof(T))
       if (n * int64_t(sizeof(T)) >= kStreamBytes && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
-        for (; i + W <= n; i += W) vstream(out + i, f(vload<V>(a + i), vload<V>(b + i)));
+        for (; i < whole; i += W) vstream(out + i, f(vload<V>(a + i), vload<V>(b + i)));
         fence();
       }
-    for (; i + 2 * W <= n; i += 2 * W) {
+    for (; i < pairs; i += 2 * W) {
       vstore(out + i, f(vload<V>(a + i), vload<V>(b + i)));
       vstore(out + i + W, f(vload<V>(a + i + W), vload<V>(b + i + W)));
     }
-    for (; i + W <= n; i += W) vstore(out + i, f(vload<V>(a + i), vload<V>(b + i)));
+    for (; i < whole; i += W) vstore(out + i, f(vload<V>(a + i), vload<V>(b + i)));
     if (i < n) {
       T ta[W] = {}, tb[W] = {};
       O to[W];
