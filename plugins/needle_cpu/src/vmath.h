@@ -12,20 +12,16 @@ typedef double vd __attribute__((vector_size(32)));
 typedef int32_t vi __attribute__((vector_size(32)));
 typedef int64_t vl __attribute__((vector_size(32)));
 typedef uint64_t vul __attribute__((vector_size(32)));
-typedef uint8_t vb8 __attribute__((vector_size(8)));  // 8 bools
-typedef uint8_t vb4 __attribute__((vector_size(4)));  // 4 bools
 #define NDL_INLINE static inline __attribute__((always_inline))
 
-// The vector of T (32 bytes), its comparison mask, and the bools of one vector's results.
+// The vector of T (32 bytes) and its lanes.
 template <class T> struct Lanes;
 template <> struct Lanes<float> {
   using V = vf;
-  using B = vb8;
   static constexpr int64_t W = 8;
 };
 template <> struct Lanes<double> {
   using V = vd;
-  using B = vb4;
   static constexpr int64_t W = 4;
 };
 
