@@ -1,12 +1,14 @@
 """Kernel benchmarks: every installed needle backend beside plain numpy and PyTorch CPU.
 
-Each workload runs the same computation on float32 data in one process: needle backends
+Each workload runs the same computation on float32 data (``--dtype float64``: float64) in one
+process: needle backends
 through their kernel functions on handles (results into an existing buffer, as the
 training loop's kernels do), numpy and PyTorch through their own ``out=`` calls. conv2d
 goes through needle's op (the backend's conv2d where declared, else im2col + matmul).
 
     python benchmarks/bench_ops.py                  # everything
     python benchmarks/bench_ops.py --only matmul    # a subset
+    python benchmarks/bench_ops.py --dtype float64  # the same on float64 (contract v2 backends)
 
 For comparable numbers unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in that command.
 """
@@ -27,16 +29,26 @@ Builder = Callable[[], Callable[[], Any]]
 RNG = np.random.default_rng(0)
 BIG = 1 << 24  # 16M floats
 SIDE = 4096
+DTYPE = "float32"  # set by --dtype
 
 
 def _rand(*shape: int) -> np.ndarray:
-    return RNG.standard_normal(shape, dtype=np.float32)
+    return RNG.standard_normal(shape, dtype=DTYPE)
+
+
+def _array(mod: Any, size: int) -> Any:
+    """A handle of ``size`` elements of DTYPE (a float32 one as contract v1 makes it)."""
+    return mod.Array(size) if DTYPE == "float32" else mod.Array(size, DTYPE)
 
 
 def _put(mod: Any, values: np.ndarray) -> Any:
-    handle = mod.Array(values.size)
+    handle = _array(mod, values.size)
     mod.from_numpy(np.ascontiguousarray(values), handle)
     return handle
+
+
+def _torch_dtype(t: Any) -> Any:
+    return getattr(t, DTYPE)
 
 
 def matmul(n: int) -> dict[str, Any]:
@@ -44,15 +56,15 @@ def matmul(n: int) -> dict[str, Any]:
 
     def needle(dev: Any) -> Callable[[], Any]:
         mod = dev.mod
-        ha, hb, out = _put(mod, a), _put(mod, b), mod.Array(n * n)
+        ha, hb, out = _put(mod, a), _put(mod, b), _array(mod, n * n)
         return lambda: mod.matmul(ha, hb, out, n, n, n)
 
     def numpy() -> Callable[[], Any]:
-        out = np.empty((n, n), np.float32)
+        out = np.empty((n, n), DTYPE)
         return lambda: np.matmul(a, b, out=out)
 
     def torch(t: Any) -> Callable[[], Any]:
-        ta, tb, out = t.from_numpy(a), t.from_numpy(b), t.empty(n, n)
+        ta, tb, out = t.from_numpy(a), t.from_numpy(b), t.empty(n, n, dtype=_torch_dtype(t))
         return lambda: t.matmul(ta, tb, out=out)
 
     return {"needle": needle, "numpy": numpy, "torch": torch}
@@ -66,16 +78,16 @@ def elementwise(name: str) -> dict[str, Any]:
 
     def needle(dev: Any) -> Callable[[], Any]:
         mod, fn = dev.mod, getattr(dev.mod, kernel)
-        ha, hb, out = _put(mod, a), _put(mod, b), mod.Array(BIG)
+        ha, hb, out = _put(mod, a), _put(mod, b), _array(mod, BIG)
         mod.fill(out, 0.0)  # touch the pages before timing
         return (lambda: fn(ha, out)) if unary else (lambda: fn(ha, hb, out))
 
     def numpy() -> Callable[[], Any]:
-        out = np.zeros(BIG, np.float32)
+        out = np.zeros(BIG, DTYPE)
         return (lambda: np_fn(a, out=out)) if unary else (lambda: np_fn(a, b, out=out))
 
     def torch(t: Any) -> Callable[[], Any]:
-        ta, tb, out = t.from_numpy(a), t.from_numpy(b), t.zeros(BIG)
+        ta, tb, out = t.from_numpy(a), t.from_numpy(b), t.zeros(BIG, dtype=_torch_dtype(t))
         t_fn = {"add": t.add, "mul": t.mul, "exp": t.exp}[name]
         return (lambda: t_fn(ta, out=out)) if unary else (lambda: t_fn(ta, tb, out=out))
 
@@ -88,15 +100,15 @@ def summation(last_axis: bool) -> dict[str, Any]:
 
     def needle(dev: Any) -> Callable[[], Any]:
         mod = dev.mod
-        ha, out = _put(mod, a), mod.Array(a.size // reduce_size)
+        ha, out = _put(mod, a), _array(mod, a.size // reduce_size)
         return lambda: mod.reduce_sum(ha, out, reduce_size)
 
     def numpy() -> Callable[[], Any]:
-        out = np.empty(SIDE, np.float32)
+        out = np.empty(SIDE, DTYPE)
         return (lambda: np.sum(a, axis=1, out=out)) if last_axis else (lambda: a.sum())
 
     def torch(t: Any) -> Callable[[], Any]:
-        ta, out = t.from_numpy(a), t.empty(SIDE)
+        ta, out = t.from_numpy(a), t.empty(SIDE, dtype=_torch_dtype(t))
         return (lambda: t.sum(ta, dim=1, out=out)) if last_axis else (lambda: ta.sum())
 
     return {"needle": needle, "numpy": numpy, "torch": torch}
@@ -107,7 +119,7 @@ def transpose_compact() -> dict[str, Any]:
 
     def needle(dev: Any) -> Callable[[], Any]:
         mod = dev.mod
-        ha, out = _put(mod, a), mod.Array(a.size)
+        ha, out = _put(mod, a), _array(mod, a.size)
         mod.fill(out, 0.0)
         return lambda: mod.compact(ha, out, (SIDE, SIDE), (1, SIDE), 0)
 
@@ -116,7 +128,7 @@ def transpose_compact() -> dict[str, Any]:
         return lambda: np.copyto(out, a.T)
 
     def torch(t: Any) -> Callable[[], Any]:
-        ta, out = t.from_numpy(a), t.zeros(SIDE, SIDE)
+        ta, out = t.from_numpy(a), t.zeros(SIDE, SIDE, dtype=_torch_dtype(t))
         return lambda: out.copy_(ta.t())
 
     return {"needle": needle, "numpy": numpy, "torch": torch}
@@ -164,12 +176,19 @@ WORKLOADS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = arg_parser(__doc__.splitlines()[0]).parse_args(argv)
-    devices = needle_devices(args.backends)
+    global DTYPE
+    parser = arg_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32", help="the data's dtype"
+    )
+    args = parser.parse_args(argv)
+    DTYPE = args.dtype
+    devices = [d for d in needle_devices(args.backends) if d.supports(DTYPE, "arithmetic")]
     torch = None if args.no_torch else load_torch()
     print(machine_summary(torch))
     label = "best" if args.best else "median"
-    table = Table(f"needle kernel benchmarks ({label} wall time)", references=("torch", "numpy"))
+    title = f"needle kernel benchmarks, {DTYPE} ({label} wall time)"
+    table = Table(title, references=("torch", "numpy"))
     for name, make in WORKLOADS:
         if args.only and not any(s in name for s in args.only):
             continue

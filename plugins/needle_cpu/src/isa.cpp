@@ -1,4 +1,5 @@
-// kernels.h compiled once per instruction set, and the table of the set picked at import.
+// vmath.h and kernels.h compiled once per instruction set, and the table of the set picked at
+// import.
 //
 // Only the code between the target pragmas below is compiled for AVX2+FMA, and it runs
 // only through K once the CPU is known to have both: everything else in this file (the
@@ -6,8 +7,12 @@
 
 #include "isa.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
+
+#include "oplist.h"  // the op lists kernels.h expands
 
 #if defined(__x86_64__)
 #include <immintrin.h>  // for kernels.h: the intrinsics carry their own target attributes
@@ -15,6 +20,7 @@
 
 #define NDL_ISA_AVX2 0
 namespace isa_base {
+#include "vmath.h"
 #include "kernels.h"
 }
 #undef NDL_ISA_AVX2
@@ -28,6 +34,7 @@ namespace isa_base {
 #endif
 #define NDL_ISA_AVX2 1
 namespace isa_avx2 {
+#include "vmath.h"
 #include "kernels.h"
 }
 #undef NDL_ISA_AVX2
@@ -41,10 +48,16 @@ namespace isa_avx2 {
 namespace needle_cpu {
 namespace {
 
-#define NDL_TABLE(ns) \
-  Kernels {                                                                      \
-    #ns, ns::binary, ns::scalar, ns::unary, ns::sum_block, ns::max_block, ns::copy2d, \
-        ns::gemm_small_k                                                           \
+#define NDL_TYPED(ns, T)                                                                \
+  TypedKernels<T> {                                                                     \
+    ns::binary<T>, ns::scalar<T>, ns::compare<T>, ns::scalar_compare<T>, ns::unary<T>, \
+        ns::sum_block<T>, ns::max_block<T>                                              \
+  }
+#define NDL_TABLE(ns)                                                                        \
+  Kernels {                                                                                  \
+    #ns, NDL_TYPED(ns, float), NDL_TYPED(ns, double), NDL_TYPED(ns, int32_t),                \
+        NDL_TYPED(ns, int64_t), ns::copy2d<uint8_t>, ns::copy2d<uint32_t>, ns::copy2d<uint64_t>, \
+        ns::gemm_small_k, ns::igemm_rows<int32_t>, ns::igemm_rows<int64_t>                   \
   }
 
 Kernels pick_kernels() {

@@ -1,224 +1,347 @@
 // Loop bodies of needle-cpu, compiled once per instruction set.
 //
-// isa.cpp includes this file inside `namespace isa_base` (the compiler's baseline:
+// isa.cpp includes vmath.h and this file inside `namespace isa_base` (the compiler's baseline:
 // SSE2 on x86-64, NEON on aarch64) and, on x86-64, again inside `namespace isa_avx2` under
 // `#pragma GCC target("avx2,fma")`; a table of function pointers picks one at import from
-// what the running CPU supports. So the file includes no headers and defines only
-// `static` functions. SIMD is written with GCC/Clang vector extensions: the compiler lowers
-// an 8-float vector to one AVX register, two SSE/NEON registers, whatever the target has.
+// what the running CPU supports. So the file includes no headers and defines only templates
+// and `static` functions. Each kernel is a template over the element type: float32 and
+// float64 go through 32-byte vectors (vmath.h), integers through plain loops the compiler
+// vectorizes, with wrapping arithmetic as numpy's. The ops come from oplist.h's lists.
 
-typedef float vf __attribute__((vector_size(32)));
-typedef int vi __attribute__((vector_size(32)));
-#define NDL_INLINE static inline __attribute__((always_inline))
-constexpr int64_t W = 8;                // floats per vector
-constexpr int64_t kStream = 1 << 18;  // stream results of at least this many floats per chunk
+constexpr int64_t kStreamBytes = 1 << 20;  // stream results of at least this many bytes
 
-NDL_INLINE vf vload(const float* p) {  // unaligned load
-  vf v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-NDL_INLINE void vstore(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+template <class T>
+constexpr bool kFloat = std::is_floating_point_v<T>;
 
 // Stores of results bigger than the caches bypass them (no read of the old line first):
 // a third less memory traffic. p must be 32-byte aligned; fence() before others read.
 #if NDL_ISA_AVX2  // set by the includer: the target pragma does not define __AVX__
-NDL_INLINE void vstream(float* p, vf v) { _mm256_stream_ps(p, reinterpret_cast<__m256>(v)); }
+template <class V>
+NDL_INLINE void vstream(void* p, V v) {
+  __m256 bits;
+  __builtin_memcpy(&bits, &v, sizeof bits);
+  _mm256_stream_ps(static_cast<float*>(p), bits);
+}
 NDL_INLINE void fence() { _mm_sfence(); }
 #else
-NDL_INLINE void vstream(float* p, vf v) { vstore(p, v); }
+template <class V>
+NDL_INLINE void vstream(void* p, V v) {
+  vstore(p, v);
+}
 NDL_INLINE void fence() {}
 #endif
-NDL_INLINE vf splat(float x) { return vf{x, x, x, x, x, x, x, x}; }
-NDL_INLINE vf as_f(vi v) { return reinterpret_cast<vf>(v); }  // bit casts
-NDL_INLINE vi as_i(vf v) { return reinterpret_cast<vi>(v); }
-NDL_INLINE vf select(vi mask, vf a, vf b) { return mask ? a : b; }  // mask lanes: 0 or -1
 
-// exp: 2^n * p(r), x = n ln2 + r, |r| <= ln2/2, Cephes' minimax polynomial (~1 ulp).
-NDL_INLINE vf v_exp(vf x) {
-  x = select(x > splat(88.8f), splat(88.8f), x);    // exp(88.8) overflows to inf below
-  x = select(x < splat(-104.f), splat(-104.f), x);  // and exp(-104) underflows to 0
-  const vf magic = splat(12582912.f);               // 1.5 * 2^23: adding it rounds to an integer
-  vf n = (x * splat(1.44269504088896341f) + magic) - magic;
-  vf r = x - n * splat(0.693359375f) + n * splat(2.12194440e-4f);
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.f);
-  vi ni = __builtin_convertvector(n, vi);
-  vi n1 = ni >> 1, n2 = ni - n1;  // two factors keep 2^n in range at both ends (denormals, inf)
-  return p * as_f((n1 + 127) << 23) * as_f((n2 + 127) << 23);
-}
+// ------------------------------------------------------------------------------ maps
 
-// log: frexp, then Cephes' polynomial on the mantissa around 1 (~1 ulp).
-NDL_INLINE vf v_log(vf x) {
-  vi denormal = x < splat(1.17549435e-38f);
-  vf xs = select(denormal, x * splat(8388608.f), x);  // scale denormals by 2^23
-  vi bits = as_i(xs);
-  vi e = ((bits >> 23) & 0xff) - 126 - (denormal & 23);
-  vf m = as_f((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
-  vf ef = __builtin_convertvector(e, vf);
-  vi below = m < splat(0.707106781186547524f);
-  ef = select(below, ef - splat(1.f), ef);
-  m = select(below, m + m, m) - splat(1.f);
-  vf z = m * m;
-  vf y = splat(7.0376836292e-2f);
-  y = y * m - splat(1.1514610310e-1f);
-  y = y * m + splat(1.1676998740e-1f);
-  y = y * m - splat(1.2420140846e-1f);
-  y = y * m + splat(1.4249322787e-1f);
-  y = y * m - splat(1.6668057665e-1f);
-  y = y * m + splat(2.0000714765e-1f);
-  y = y * m - splat(2.4999993993e-1f);
-  y = y * m + splat(3.3333331174e-1f);
-  y = y * m * z;
-  y = y - ef * splat(2.12194440e-4f) - splat(0.5f) * z;
-  vf res = m + y + ef * splat(0.693359375f);
-  const float inf = __builtin_inff();
-  res = select(x == splat(0.f), splat(-inf), res);
-  res = select(x < splat(0.f), splat(__builtin_nanf("")), res);
-  res = select(x == splat(inf), splat(inf), res);
-  return select(x != x, x, res);  // NaN in, NaN out
-}
-
-// tanh: odd polynomial near 0 (keeps relative accuracy), 1 - 2/(e^2|x| + 1) beyond.
-NDL_INLINE vf v_tanh(vf x) {
-  vf ax = as_f(as_i(x) & 0x7fffffff);
-  vf z = x * x;
-  vf p = splat(-5.70498872745e-3f);
-  p = p * z + splat(2.06390887954e-2f);
-  p = p * z - splat(5.37397155531e-2f);
-  p = p * z + splat(1.33314422036e-1f);
-  p = p * z - splat(3.33332819422e-1f);
-  vf small = p * z * x + x;
-  vf big = splat(1.f) - splat(2.f) / (v_exp(ax + ax) + splat(1.f));
-  vf r = select(ax < splat(0.625f), small, big);
-  // |r| with the sign of x: the polynomial gives +0 for -0, and big has no sign of its own.
-  return as_f((as_i(r) & 0x7fffffff) | (as_i(x) & int(0x80000000)));
-}
-
-// Apply f to whole vectors, then to a zero-padded last partial vector.
-template <class F>
-NDL_INLINE void map1(const float* __restrict a, float* __restrict out, int64_t n, F f) {
-  int64_t i = 0;
-  if (n >= kStream && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
-    for (; i + W <= n; i += W) vstream(out + i, f(vload(a + i)));
-    fence();
-  }
-  for (; i + 2 * W <= n; i += 2 * W) {
-    vstore(out + i, f(vload(a + i)));
-    vstore(out + i + W, f(vload(a + i + W)));
-  }
-  for (; i + W <= n; i += W) vstore(out + i, f(vload(a + i)));
-  if (i < n) {
-    float ta[W] = {}, to[W];
-    for (int64_t j = 0; j < n - i; ++j) ta[j] = a[i + j];
-    vstore(to, f(vload(ta)));
-    for (int64_t j = 0; j < n - i; ++j) out[i + j] = to[j];
-  }
-}
-
-template <class F>
-NDL_INLINE void map2(const float* __restrict a, const float* __restrict b, float* __restrict out,
-                     int64_t n, F f) {
-  int64_t i = 0;
-  if (n >= kStream && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
-    for (; i + W <= n; i += W) vstream(out + i, f(vload(a + i), vload(b + i)));
-    fence();
-  }
-  for (; i + 2 * W <= n; i += 2 * W) {
-    vstore(out + i, f(vload(a + i), vload(b + i)));
-    vstore(out + i + W, f(vload(a + i + W), vload(b + i + W)));
-  }
-  for (; i + W <= n; i += W) vstore(out + i, f(vload(a + i), vload(b + i)));
-  if (i < n) {
-    float ta[W] = {}, tb[W] = {}, to[W];
-    for (int64_t j = 0; j < n - i; ++j) ta[j] = a[i + j], tb[j] = b[i + j];
-    vstore(to, f(vload(ta), vload(tb)));
-    for (int64_t j = 0; j < n - i; ++j) out[i + j] = to[j];
-  }
-}
-
-// numpy's maximum: NaN wins, and a tie (-0 and +0) gives b, as numpy's SIMD loops do.
-NDL_INLINE vf v_max(vf a, vf b) { return select((a > b) | (a != a), a, b); }
-NDL_INLINE vf v_bool(vi mask) { return as_f(mask & as_i(splat(1.f))); }     // 1.0 / 0.0
-
-// One entry per elementwise kernel; `op` numbers them (see Op in ops.h).
-static void binary(int op, const float* a, const float* b, float* out, int64_t n) {
-  switch (op) {
-    case 0: return map2(a, b, out, n, [](vf x, vf y) { return x + y; });
-    case 1: return map2(a, b, out, n, [](vf x, vf y) { return x * y; });
-    case 2: return map2(a, b, out, n, [](vf x, vf y) { return x / y; });
-    case 3: return map2(a, b, out, n, [](vf x, vf y) { return v_max(x, y); });
-    case 4: return map2(a, b, out, n, [](vf x, vf y) { return v_bool(x == y); });
-    case 5: return map2(a, b, out, n, [](vf x, vf y) { return v_bool(x >= y); });
-  }
-}
-
-static void scalar(int op, const float* a, float s, float* out, int64_t n) {
-  vf v = splat(s);
-  switch (op) {
-    case 0: return map1(a, out, n, [v](vf x) { return x + v; });
-    case 1: return map1(a, out, n, [v](vf x) { return x * v; });
-    case 2: return map1(a, out, n, [v](vf x) { return x / v; });
-    case 3: return map1(a, out, n, [v](vf x) { return v_max(x, v); });
-    case 4: return map1(a, out, n, [v](vf x) { return v_bool(x == v); });
-    case 5: return map1(a, out, n, [v](vf x) { return v_bool(x >= v); });
-    case 6: return map1(a, out, n, [](vf x) { return x * x; });  // power 2
-  }
-}
-
-static void unary(int op, const float* a, float* out, int64_t n) {
-  switch (op) {
-    case 0: return map1(a, out, n, [](vf x) { return v_log(x); });
-    case 1: return map1(a, out, n, [](vf x) { return v_exp(x); });
-    case 2: return map1(a, out, n, [](vf x) { return v_tanh(x); });
-  }
-}
-
-NDL_INLINE float hsum(vf v) {
-  float s = 0.f;
-  for (int j = 0; j < W; ++j) s += v[j];
-  return s;
-}
-
-// Sum of n floats with four vector accumulators (32 partial sums).
-static float sum_block(const float* a, int64_t n) {
-  vf s0 = {}, s1 = {}, s2 = {}, s3 = {};
-  int64_t i = 0;
-  for (; i + 4 * W <= n; i += 4 * W) {
-    s0 += vload(a + i);
-    s1 += vload(a + i + W);
-    s2 += vload(a + i + 2 * W);
-    s3 += vload(a + i + 3 * W);
-  }
-  for (; i + W <= n; i += W) s0 += vload(a + i);
-  float s = hsum((s0 + s1) + (s2 + s3));
-  for (; i < n; ++i) s += a[i];
-  return s;
-}
-
-static float max_block(const float* a, int64_t n) {  // four accumulators hide the latency
-  float m = a[0];
-  int64_t i = 0;
-  if (n >= 4 * W) {
-    vf m0 = vload(a), m1 = vload(a + W), m2 = vload(a + 2 * W), m3 = vload(a + 3 * W);
-    for (i = 4 * W; i + 4 * W <= n; i += 4 * W) {
-      m0 = v_max(m0, vload(a + i));
-      m1 = v_max(m1, vload(a + i + W));
-      m2 = v_max(m2, vload(a + i + 2 * W));
-      m3 = v_max(m3, vload(a + i + 3 * W));
+// out[i] = f(a[i]): whole vectors, then a zero-padded last partial vector; f maps vectors of T
+// to vectors of T. Integers: a plain loop.
+template <class T, class F>
+NDL_INLINE void map1(const T* __restrict a, T* __restrict out, int64_t n, F f) {
+  if constexpr (!kFloat<T>) {
+    for (int64_t i = 0; i < n; ++i) out[i] = f(a[i]);
+  } else {
+    using V = typename Lanes<T>::V;
+    constexpr int64_t W = Lanes<T>::W;
+    const int64_t whole = n - n % W, pairs = n - n % (2 * W);  // bounds known before the loops
+    int64_t i = 0;
+    if (n * int64_t(sizeof(T)) >= kStreamBytes && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
+      for (; i < whole; i += W) vstream(out + i, f(vload<V>(a + i)));
+      fence();
     }
-    m0 = v_max(v_max(m0, m1), v_max(m2, m3));
-    m = m0[0];
-    for (int j = 1; j < W; ++j) m = (m0[j] >= m || m0[j] != m0[j]) ? m0[j] : m;
+    for (; i < pairs; i += 2 * W) {
+      vstore(out + i, f(vload<V>(a + i)));
+      vstore(out + i + W, f(vload<V>(a + i + W)));
+    }
+    for (; i < whole; i += W) vstore(out + i, f(vload<V>(a + i)));
+    if (i < n) {
+      T ta[W] = {}, to[W];
+      for (int64_t j = 0; j < n - i; ++j) ta[j] = a[i + j];
+      vstore(to, f(vload<V>(ta)));
+      for (int64_t j = 0; j < n - i; ++j) out[i + j] = to[j];
+    }
   }
-  for (; i < n; ++i) m = (a[i] >= m || a[i] != a[i]) ? a[i] : m;
+}
+
+template <class T, class F>
+NDL_INLINE void map2(const T* __restrict a, const T* __restrict b, T* __restrict out, int64_t n,
+                     F f) {
+  if constexpr (!kFloat<T>) {
+    for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+  } else {
+    using V = typename Lanes<T>::V;
+    constexpr int64_t W = Lanes<T>::W;
+    const int64_t whole = n - n % W, pairs = n - n % (2 * W);
+    int64_t i = 0;
+    if (n * int64_t(sizeof(T)) >= kStreamBytes && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
+      for (; i < whole; i += W) vstream(out + i, f(vload<V>(a + i), vload<V>(b + i)));
+      fence();
+    }
+    for (; i < pairs; i += 2 * W) {
+      vstore(out + i, f(vload<V>(a + i), vload<V>(b + i)));
+      vstore(out + i + W, f(vload<V>(a + i + W), vload<V>(b + i + W)));
+    }
+    for (; i < whole; i += W) vstore(out + i, f(vload<V>(a + i), vload<V>(b + i)));
+    if (i < n) {
+      T ta[W] = {}, tb[W] = {}, to[W];
+      for (int64_t j = 0; j < n - i; ++j) ta[j] = a[i + j], tb[j] = b[i + j];
+      vstore(to, f(vload<V>(ta), vload<V>(tb)));
+      for (int64_t j = 0; j < n - i; ++j) out[i + j] = to[j];
+    }
+  }
+}
+
+// A scalar as the maps' functions see it: a vector of it (floats) or itself (integers).
+template <class T>
+NDL_INLINE auto broadcast(T s) {
+  if constexpr (kFloat<T>) return splat(s);
+  else return s;
+}
+
+// ------------------------------------------------------------------------------ ops
+
+// Each op of oplist.h as a function of two vectors (floats) or two integers. Integer sums and
+// products wrap as numpy's (computed unsigned: signed overflow is undefined in C++).
+template <class V>
+using Unsigned = std::make_unsigned_t<V>;
+
+struct op_add {
+  template <class V>
+  V operator()(V x, V y) const {
+    if constexpr (std::is_integral_v<V>) return V(Unsigned<V>(x) + Unsigned<V>(y));
+    else return x + y;
+  }
+};
+struct op_mul {
+  template <class V>
+  V operator()(V x, V y) const {
+    if constexpr (std::is_integral_v<V>) return V(Unsigned<V>(x) * Unsigned<V>(y));
+    else return x * y;
+  }
+};
+struct op_div {  // floats only: elementwise.cpp refuses integer handles
+  template <class V>
+  V operator()(V x, V y) const {
+    if constexpr (std::is_integral_v<V>) return x;
+    else return x / y;
+  }
+};
+// numpy's maximum: NaN wins, and a tie (-0 and +0) gives y, as numpy's SIMD loops do.
+struct op_maximum {
+  template <class V>
+  V operator()(V x, V y) const {
+    if constexpr (std::is_integral_v<V>) return x > y ? x : y;
+    else return select((x > y) | (x != x), x, y);
+  }
+};
+// x^y of two elements (never vectors: see run2): libm's pow for floats; integers by
+// squaring, wrapping (elementwise.cpp refuses y < 0).
+template <class T>
+NDL_INLINE T ipow(T x, T y) {
+  Unsigned<T> r = 1, b = Unsigned<T>(x);
+  for (Unsigned<T> e = Unsigned<T>(y); e != 0; e >>= 1, b *= b)
+    if (e & 1) r *= b;
+  return T(r);
+}
+struct op_power {
+  template <class T>
+  T operator()(T x, T y) const {
+    if constexpr (std::is_integral_v<T>) return ipow(x, y);
+    else return std::pow(x, y);
+  }
+};
+// Comparisons of two elements (see compare): with NaN all are false but ne, as IEEE (and
+// numpy) compare.
+struct op_eq {
+  template <class V>
+  auto operator()(V x, V y) const { return x == y; }
+};
+struct op_ne {
+  template <class V>
+  auto operator()(V x, V y) const { return x != y; }
+};
+struct op_ge {
+  template <class V>
+  auto operator()(V x, V y) const { return x >= y; }
+};
+struct op_gt {
+  template <class V>
+  auto operator()(V x, V y) const { return x > y; }
+};
+struct op_le {
+  template <class V>
+  auto operator()(V x, V y) const { return x <= y; }
+};
+struct op_lt {
+  template <class V>
+  auto operator()(V x, V y) const { return x < y; }
+};
+struct op_log {
+  template <class V>
+  V operator()(V x) const { return v_log(x); }
+};
+struct op_exp {
+  template <class V>
+  V operator()(V x) const { return v_exp(x); }
+};
+struct op_tanh {
+  template <class V>
+  V operator()(V x) const { return v_tanh(x); }
+};
+
+// ------------------------------------------------------------------------------ kernels
+
+// One op over whole arrays: through the vector maps, except pow, a libm call per element,
+// which goes element by element (called per lane, it would spill the vector around each call).
+template <class F, class T>
+NDL_INLINE void run2(F f, const T* a, const T* b, T* out, int64_t n) {
+  map2(a, b, out, n, f);
+}
+template <class T>
+NDL_INLINE void run2(op_power f, const T* a, const T* b, T* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+}
+
+template <class T>
+static void binary(int op, const T* a, const T* b, T* out, int64_t n) {
+#define NDL_CASE(name) \
+  case needle_cpu::Arith::name: return run2(op_##name(), a, b, out, n);
+  switch (needle_cpu::Arith(op)) { NDL_ARITHMETIC(NDL_CASE) }
+#undef NDL_CASE
+}
+
+// x^s with numpy's shortcuts for a scalar exponent: x*x for 2 and sqrt for 0.5 (these differ
+// from pow at -0.0 and -inf), x for 1, 1/x for -1.
+template <class T>
+static void scalar_power(const T* a, T s, T* out, int64_t n) {
+  if constexpr (kFloat<T>) {
+    using V = typename Lanes<T>::V;
+    auto lanes = [](V x, auto f) {
+      for (int j = 0; j < int(Lanes<T>::W); ++j) x[j] = f(x[j]);
+      return x;
+    };
+    if (s == T(2)) return map1(a, out, n, [](V x) { return x * x; });
+    if (s == T(1)) return map1(a, out, n, [](V x) { return x; });
+    if (s == T(-1)) return map1(a, out, n, [](V x) { return broadcast(T(1)) / x; });
+    if (s == T(0.5))  // the compiler vectorizes this sqrt (not pow)
+      return map1(a, out, n, [&](V x) { return lanes(x, [](T v) { return std::sqrt(v); }); });
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = op_power()(a[i], s);  // element by element: run2
+}
+
+template <class F, class T>
+NDL_INLINE void run1(F f, const T* a, T s, T* out, int64_t n) {
+  const auto v = broadcast(s);
+  map1(a, out, n, [f, v](auto x) { return f(x, v); });
+}
+template <class T>
+NDL_INLINE void run1(op_power, const T* a, T s, T* out, int64_t n) {
+  scalar_power(a, s, out, n);
+}
+
+template <class T>
+static void scalar(int op, const T* a, T s, T* out, int64_t n) {
+#define NDL_CASE(name) \
+  case needle_cpu::Arith::name: return run1(op_##name(), a, s, out, n);
+  switch (needle_cpu::Arith(op)) { NDL_ARITHMETIC(NDL_CASE) }
+#undef NDL_CASE
+}
+
+// Comparisons write bytes through plain loops: the compiler vectorizes them with packs, 4-6x
+// faster than narrowing vector masks to bytes (which GCC 12 does lane by lane).
+template <class T>
+static void compare(int op, const T* __restrict a, const T* __restrict b,
+                    uint8_t* __restrict out, int64_t n) {
+#define NDL_CASE(name)                                                        \
+  case needle_cpu::Cmp::name:                                                 \
+    for (int64_t i = 0; i < n; ++i) out[i] = uint8_t(op_##name()(a[i], b[i])); \
+    return;
+  switch (needle_cpu::Cmp(op)) { NDL_COMPARE(NDL_CASE) NDL_SCALAR_COMPARE(NDL_CASE) }
+#undef NDL_CASE
+}
+
+template <class T>
+static void scalar_compare(int op, const T* __restrict a, T s, uint8_t* __restrict out,
+                           int64_t n) {
+#define NDL_CASE(name)                                                    \
+  case needle_cpu::Cmp::name:                                             \
+    for (int64_t i = 0; i < n; ++i) out[i] = uint8_t(op_##name()(a[i], s)); \
+    return;
+  switch (needle_cpu::Cmp(op)) { NDL_COMPARE(NDL_CASE) NDL_SCALAR_COMPARE(NDL_CASE) }
+#undef NDL_CASE
+}
+
+template <class T>
+static void unary(int op, const T* a, T* out, int64_t n) {
+  if constexpr (kFloat<T>) {
+#define NDL_CASE(name) \
+  case needle_cpu::Unary::name: return map1(a, out, n, op_##name());
+    switch (needle_cpu::Unary(op)) { NDL_UNARY(NDL_CASE) }
+#undef NDL_CASE
+  }
+}
+
+// ------------------------------------------------------------------------------ reductions
+
+// Sum of n values: four vector accumulators (32 partial sums of float32, 16 of float64); the
+// caller combines blocks in double. Integers: one wrapping sum (exact modulo 2^bits).
+template <class T>
+static T sum_block(const T* a, int64_t n) {
+  if constexpr (!kFloat<T>) {
+    Unsigned<T> s = 0;
+    for (int64_t i = 0; i < n; ++i) s += Unsigned<T>(a[i]);
+    return T(s);
+  } else {
+    using V = typename Lanes<T>::V;
+    constexpr int64_t W = Lanes<T>::W;
+    V s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+      s0 += vload<V>(a + i);
+      s1 += vload<V>(a + i + W);
+      s2 += vload<V>(a + i + 2 * W);
+      s3 += vload<V>(a + i + 3 * W);
+    }
+    for (; i + W <= n; i += W) s0 += vload<V>(a + i);
+    s0 = (s0 + s1) + (s2 + s3);
+    T s = 0;
+    for (int j = 0; j < W; ++j) s += s0[j];
+    for (; i < n; ++i) s += a[i];
+    return s;
+  }
+}
+
+template <class T>
+NDL_INLINE T max1(T m, T x) {  // NaN wins
+  if constexpr (kFloat<T>) return (x >= m || x != x) ? x : m;
+  else return x > m ? x : m;
+}
+
+template <class T>
+static T max_block(const T* a, int64_t n) {  // four accumulators hide the latency
+  T m = a[0];
+  int64_t i = 0;
+  if constexpr (kFloat<T>) {
+    using V = typename Lanes<T>::V;
+    constexpr int64_t W = Lanes<T>::W;
+    const op_maximum vmax;
+    if (n >= 4 * W) {
+      V m0 = vload<V>(a), m1 = vload<V>(a + W), m2 = vload<V>(a + 2 * W), m3 = vload<V>(a + 3 * W);
+      for (i = 4 * W; i + 4 * W <= n; i += 4 * W) {
+        m0 = vmax(m0, vload<V>(a + i));
+        m1 = vmax(m1, vload<V>(a + i + W));
+        m2 = vmax(m2, vload<V>(a + i + 2 * W));
+        m3 = vmax(m3, vload<V>(a + i + 3 * W));
+      }
+      m0 = vmax(vmax(m0, m1), vmax(m2, m3));
+      m = m0[0];
+      for (int j = 1; j < W; ++j) m = max1(m, m0[j]);
+    }
+  }
+  for (; i < n; ++i) m = max1(m, a[i]);
   return m;
 }
+
+// ------------------------------------------------------------------------------ tiles
 
 #if defined(__clang__) || __GNUC__ >= 12
 #define NDL_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
@@ -244,21 +367,23 @@ NDL_INLINE void transpose8(vf* r) {
   }
 }
 
-// Copy an n0 x n1 strided block in 32 x 32 tiles, so both sides stay in cache (transposes).
-static void copy2d(const float* src, float* dst, int64_t n0, int64_t n1, int64_t s0, int64_t s1,
+// Copy an n0 x n1 strided block of U (the bits of any dtype of that width) in 32 x 32 tiles,
+// so both sides stay in cache (transposes); 4-byte elements go 8 x 8 through registers.
+template <class U>
+static void copy2d(const U* src, U* dst, int64_t n0, int64_t n1, int64_t s0, int64_t s1,
                    int64_t d0, int64_t d1) {
   constexpr int64_t T = 32;
   for (int64_t i0 = 0; i0 < n0; i0 += T) {
     int64_t e0 = i0 + T < n0 ? i0 + T : n0;
     for (int64_t j0 = 0; j0 < n1; j0 += T) {
       int64_t e1 = j0 + T < n1 ? j0 + T : n1;
-      if (e0 - i0 == T && e1 - j0 == T && s0 == 1 && d1 == 1) {  // the common transpose tile
-        for (int64_t j = j0; j < e1; j += W) {
-          for (int64_t i = i0; i < e0; i += W) {  // 8 x 8 through registers
-            vf r[W];
-            for (int k = 0; k < W; ++k) r[k] = vload(src + i + (j + k) * s1);
+      if (sizeof(U) == 4 && e0 - i0 == T && e1 - j0 == T && s0 == 1 && d1 == 1) {
+        for (int64_t j = j0; j < e1; j += 8) {
+          for (int64_t i = i0; i < e0; i += 8) {  // moves bits: no arithmetic on them
+            vf r[8];
+            for (int k = 0; k < 8; ++k) r[k] = vload<vf>(src + i + (j + k) * s1);
             transpose8(r);
-            for (int q = 0; q < W; ++q) vstore(dst + (i + q) * d0 + j, r[q]);
+            for (int q = 0; q < 8; ++q) vstore(dst + (i + q) * d0 + j, r[q]);
           }
         }
         continue;
@@ -285,7 +410,7 @@ NDL_INLINE void gemm_tile(const float* const* a, int64_t nseg, int64_t seg, cons
     for (int64_t k = 0; k < seg; ++k) {
       vf b[V];
 #pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) b[v] = vload(Bs + k * ldb + v * W);
+      for (int v = 0; v < V; ++v) b[v] = vload<vf>(Bs + k * ldb + v * 8);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         vf x = splat(rows[r][k]);
@@ -295,15 +420,15 @@ NDL_INLINE void gemm_tile(const float* const* a, int64_t nseg, int64_t seg, cons
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
+    for (int v = 0; v < V; ++v) vstore(C + r * ldc + v * 8, acc[r][v]);
 }
 
 template <int R>
 NDL_INLINE void gemm_rows(const float* const* a, int64_t nseg, int64_t seg, const float* B,
                           float* C, int64_t N) {
   int64_t j = 0;
-  for (; j + 2 * W <= N; j += 2 * W) gemm_tile<R, 2>(a, nseg, seg, B + j, N, C + j, N);
-  for (; j + W <= N; j += W) gemm_tile<R, 1>(a, nseg, seg, B + j, N, C + j, N);
+  for (; j + 16 <= N; j += 16) gemm_tile<R, 2>(a, nseg, seg, B + j, N, C + j, N);
+  for (; j + 8 <= N; j += 8) gemm_tile<R, 1>(a, nseg, seg, B + j, N, C + j, N);
   for (; j < N; ++j)  // the last N % 8 columns
     for (int r = 0; r < R; ++r) {
       float acc = 0.f;
@@ -320,4 +445,29 @@ static void gemm_small_k(const float* const* a, int64_t M, int64_t nseg, int64_t
   int64_t i = 0;
   for (; i + 6 <= M; i += 6) gemm_rows<6>(a + i * nseg, nseg, seg, B, C + i * N, N);
   for (; i < M; ++i) gemm_rows<1>(a + i * nseg, nseg, seg, B, C + i * N, N);
+}
+
+// Rows [i0, i1) of C (m x p) = A (m x n) @ B (n x p) for integers, exact modulo 2^bits as
+// numpy's: blocks of 128 k by 512 columns keep B's block in L2 while each row of C gathers it.
+template <class T>
+static void igemm_rows(const T* a, const T* b, T* c, int64_t i0, int64_t i1, int64_t n,
+                       int64_t p) {
+  using U = Unsigned<T>;
+  constexpr int64_t KB = 128, JB = 512;
+  for (int64_t j0 = 0; j0 < p; j0 += JB) {
+    const int64_t j1 = j0 + JB < p ? j0 + JB : p;
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < j1; ++j) c[i * p + j] = 0;
+    for (int64_t k0 = 0; k0 < n; k0 += KB) {
+      const int64_t k1 = k0 + KB < n ? k0 + KB : n;
+      for (int64_t i = i0; i < i1; ++i) {
+        U* __restrict ci = reinterpret_cast<U*>(c + i * p);
+        for (int64_t k = k0; k < k1; ++k) {
+          const U x = U(a[i * n + k]);
+          const U* __restrict bk = reinterpret_cast<const U*>(b + k * p);
+          for (int64_t j = j0; j < j1; ++j) ci[j] += x * bk[j];
+        }
+      }
+    }
+  }
 }

@@ -22,6 +22,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
@@ -31,6 +32,8 @@
 
 namespace needle_cpu {
 namespace {
+
+std::atomic<size_t> g_allocated{0};  // bytes of the buffers in use (allocated, not cached)
 
 size_t limit_from_env() {
   const char* env = std::getenv("NEEDLE_CPU_CACHE_MB");
@@ -43,7 +46,7 @@ size_t limit_from_env() {
 
 class Cache {
  public:
-  float* take(size_t bytes) {
+  void* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(m_);
     if (limit_ == 0) return nullptr;
     auto it = free_.find(bytes);
@@ -51,14 +54,14 @@ class Cache {
       ++misses_;
       return nullptr;
     }
-    float* p = it->second.back();
+    void* p = it->second.back();
     it->second.pop_back();
     cached_ -= bytes;
     ++hits_;
     return p;
   }
 
-  bool put(float* p, size_t bytes) noexcept {
+  bool put(void* p, size_t bytes) noexcept {
     std::lock_guard<std::mutex> lock(m_);
     if (cached_ + bytes > limit_) return false;
     try {
@@ -73,7 +76,7 @@ class Cache {
   void empty() {
     std::lock_guard<std::mutex> lock(m_);
     for (auto& [bytes, list] : free_)
-      for (float* p : list) std::free(p);
+      for (void* p : list) std::free(p);
     free_.clear();
     cached_ = 0;
   }
@@ -82,16 +85,21 @@ class Cache {
   void lock() { m_.lock(); }
   void unlock() { m_.unlock(); }
 
-  CacheInfo info() {
+  MemoryStats stats() {
     std::lock_guard<std::mutex> lock(m_);
     size_t buffers = 0;
     for (auto& [bytes, list] : free_) buffers += list.size();
-    return {cached_, buffers, limit_, hits_, misses_};
+    return {g_allocated.load(std::memory_order_relaxed), cached_, buffers, limit_, hits_, misses_};
+  }
+
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(m_);
+    return cached_;
   }
 
  private:
   std::mutex m_;
-  std::unordered_map<size_t, std::vector<float*>> free_;  // class bytes -> released buffers
+  std::unordered_map<size_t, std::vector<void*>> free_;  // class bytes -> released buffers
   size_t cached_ = 0, limit_ = limit_from_env(), hits_ = 0, misses_ = 0;
 };
 
@@ -107,32 +115,33 @@ void unlock_cache() { cache().unlock(); }
 
 }  // namespace
 
-size_t alloc_bytes(int64_t size) {
-  size_t bytes = (size_t(size) * sizeof(float) + 63) / 64 * 64;
+size_t alloc_bytes(size_t bytes) {
+  bytes = (bytes + 63) / 64 * 64;
   if (bytes < kCacheMin) return bytes ? bytes : 64;
   const size_t step = size_t(1) << (63 - __builtin_clzll(bytes) - 3);  // 1/8 of its octave
   return (bytes + step - 1) / step * step;
 }
 
-float* allocate(size_t bytes) {
-  if (bytes >= kCacheMin)
-    if (float* p = cache().take(bytes)) return p;
-  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (p == nullptr && cache().info().bytes > 0) {  // out of memory: give back what we hold, retry
+void* allocate(size_t bytes) {
+  void* p = bytes >= kCacheMin ? cache().take(bytes) : nullptr;
+  if (p == nullptr) p = std::aligned_alloc(64, bytes);
+  if (p == nullptr && cache().cached_bytes() > 0) {  // out of memory: give back what we hold
     cache().empty();
-    p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    p = std::aligned_alloc(64, bytes);
   }
   if (p == nullptr) throw std::bad_alloc();
+  g_allocated.fetch_add(bytes, std::memory_order_relaxed);
   return p;
 }
 
-void deallocate(float* p, size_t bytes) noexcept {
+void deallocate(void* p, size_t bytes) noexcept {
+  g_allocated.fetch_sub(bytes, std::memory_order_relaxed);
   if (bytes >= kCacheMin && cache().put(p, bytes)) return;
   std::free(p);
 }
 
 void empty_cache() { cache().empty(); }
 
-CacheInfo cache_info() { return cache().info(); }
+MemoryStats memory_stats() { return cache().stats(); }
 
 }  // namespace needle_cpu

@@ -1,17 +1,19 @@
-// needle-cpu: the needle backend contract (needle.contract) in C++, bound with pybind11.
+// needle-cpu: the needle backend contract v2 (needle.contract) in C++, bound with pybind11.
 //
-// Handles are `Array`s: 64-byte aligned float32 buffers freed with their last Python
-// reference. Every function checks its arguments before touching memory and throws a
-// Python exception (ValueError for a bad size or view); kernels never see a bad pointer.
-// Loops run on a small pool of persistent threads (NEEDLE_NUM_THREADS, default: the cores
-// this process may use) with the GIL released once an input is big enough to pay for it.
-// SIMD bodies live in kernels.h, compiled for the baseline and, on x86-64, for AVX2+FMA,
-// chosen at import from the CPU (never an illegal instruction). GEMM (matmul, bmm, conv2d
-// after im2col) goes to OpenBLAS from the scipy-openblas32 wheel (see README.md).
+// Handles are `Array`s: buffers of one dtype (float32, float64, int32, int64, bool), 64-byte
+// aligned, freed with their last Python reference. Every function checks sizes, dtypes and
+// views before touching memory and throws a Python exception (ValueError for a bad call);
+// kernels never see a bad pointer. Loops run on a small pool of persistent threads
+// (NEEDLE_NUM_THREADS, default: the cores this process may use) with the GIL released once
+// an input is big enough to pay for it. SIMD bodies live in vmath.h and kernels.h, compiled
+// for the baseline and, on x86-64, for AVX2+FMA, chosen at import from the CPU (never an
+// illegal instruction). GEMM (matmul, bmm, conv2d after im2col) goes to OpenBLAS from the
+// scipy-openblas32 wheel for float32 and float64 (see README.md).
 //
-// The parts: array.h (handles and checks), memory.cpp (the buffer cache), pool.h (threads), isa.h and kernels.h (SIMD),
-// ops.h (the contract's functions: strided.cpp, elementwise.cpp, gemm.cpp, conv2d.cpp).
-// This file is the Python module.
+// The parts: array.h (handles, dtypes, checks), memory.cpp (the buffer cache), pool.h
+// (threads), isa.h, vmath.h and kernels.h (SIMD), oplist.h (the elementwise ops, listed once),
+// ops.h (the contract's functions: strided.cpp, elementwise.cpp, gemm.cpp, conv2d.cpp,
+// dlpack.cpp). This file is the Python module.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -31,10 +33,19 @@ namespace py = pybind11;
 using namespace needle_cpu;
 
 PYBIND11_MODULE(_ext, m) {
-  m.doc() = "needle-cpu: the needle backend contract in C++ (see needle.contract)";
+  m.doc() = "needle-cpu: the needle backend contract v2 in C++ (see needle.contract)";
   m.attr("__device_name__") = "cpu";
   m.attr("__isa__") = K.name;
-  scipy_openblas_set_num_threads(1);  // our pool does the threading (see sgemm)
+  m.attr("__tile_size__") = kTile;
+  const py::tuple all = py::make_tuple("float32", "float64", "int32", "int64", "bool");
+  const py::tuple numbers = py::make_tuple("float32", "float64", "int32", "int64");
+  py::dict dtypes;
+  dtypes["memory"] = all;
+  for (const char* group : {"arithmetic", "compare", "matmul", "reduce"}) dtypes[group] = numbers;
+  dtypes["unary"] = py::make_tuple("float32", "float64");
+  m.attr("__dtypes__") = dtypes;
+
+  scipy_openblas_set_num_threads(1);  // our pool does the threading (see gemm)
   init_threads();
   const py::object main_thread = py::module_::import("threading").attr("main_thread")();
   g_main_thread = main_thread.attr("ident").cast<unsigned long>();  // see MaybeRelease
@@ -50,15 +61,30 @@ PYBIND11_MODULE(_ext, m) {
     }
   });
 
-  py::class_<Array>(m, "Array", "A 64-byte aligned buffer of float32 on the host.")
-      .def(py::init<int64_t>(), py::arg("size"))
+  py::class_<Array> array(m, "Array", py::buffer_protocol(),
+                          "A buffer of `size` elements of `dtype` on the host (64-byte aligned "
+                          "when allocated here). Supports the buffer protocol: numpy.asarray "
+                          "views it without a copy.");
+  array
+      .def(py::init([](int64_t size, py::handle dtype) {
+             return std::make_unique<Array>(size, dtype_from(dtype.ptr()));
+           }),
+           py::arg("size"),
+           py::arg("dtype") = py::reinterpret_borrow<py::str>(
+               static_cast<PyObject*>(name_object(DType::float32))))
       .def_property_readonly("size", &Array::size)
-      .def("ptr", [](const Array& a) { return reinterpret_cast<uintptr_t>(a.data()); })
+      .def_property_readonly("dtype", [](const Array& a) {
+        return py::reinterpret_borrow<py::str>(static_cast<PyObject*>(name_object(a.dtype())));
+      })
+      .def("ptr", [](const Array& a) { return reinterpret_cast<uintptr_t>(a.raw()); })
       .def("free", &free_when_unused,
-           "Release the memory now (big buffers to the cache); any later use raises ValueError.")
+           "Release the memory now (big buffers to the cache; memory that numpy views or DLPack "
+           "consumers share stays until they are gone); any later use raises ValueError.")
       .def("__repr__", [](const Array& a) {
-        return "needle_cpu.Array(size=" + std::to_string(a.size()) + ")";
+        return "needle_cpu.Array(size=" + std::to_string(a.size()) + ", dtype='" +
+               name(a.dtype()) + "')";
       });
+  enable_buffer_protocol(array);
 
   using py::arg;
   m.def("to_numpy", &to_numpy, arg("a"), arg("shape"), arg("strides"), arg("offset"));
@@ -69,48 +95,77 @@ PYBIND11_MODULE(_ext, m) {
         arg("offset"));
   m.def("scalar_setitem", &scalar_setitem, arg("size"), arg("val"), arg("out"), arg("shape"),
         arg("strides"), arg("offset"));
+  m.def("cast", &cast, arg("a"), arg("out"));
 
-  const char* binaries[] = {"ewise_add", "ewise_mul", "ewise_div",
-                            "ewise_maximum", "ewise_eq", "ewise_ge"};
-  const char* scalars[] = {"scalar_add", "scalar_mul", "scalar_div",
-                           "scalar_maximum", "scalar_eq", "scalar_ge"};
-  for (int op = ADD; op <= GE; ++op) {
-    m.def(binaries[op], [op](const Array& a, const Array& b, Array& out) { binary(op, a, b, out); },
-          arg("a"), arg("b"), arg("out"));
-    m.def(scalars[op], [op](const Array& a, float val, Array& out) { scalar(op, a, val, out); },
-          arg("a"), arg("val"), arg("out"));
-  }
-  m.def("scalar_power", &scalar_power, arg("a"), arg("val"), arg("out"));
-  m.def("ewise_power", &ewise_power, arg("a"), arg("b"), arg("out"));
-  const char* unaries[] = {"ewise_log", "ewise_exp", "ewise_tanh"};
-  for (int op = 0; op < 3; ++op)
-    m.def(unaries[op], [op](const Array& a, Array& out) { unary(op, a, out); }, arg("a"),
-          arg("out"));
+  // The elementwise kernels, from oplist.h's lists.
+#define NDL_BIND_ARITHMETIC(op)                                                                  \
+  m.def(                                                                                         \
+      "ewise_" #op,                                                                              \
+      [](const Array& a, const Array& b, Array& out) { binary(Arith::op, a, b, out); }, arg("a"), \
+      arg("b"), arg("out"));                                                                     \
+  m.def(                                                                                         \
+      "scalar_" #op,                                                                             \
+      [](const Array& a, py::handle val, Array& out) { scalar(Arith::op, a, val, out); },        \
+      arg("a"), arg("val"), arg("out"));
+#define NDL_BIND_EWISE_COMPARE(op)                                                               \
+  m.def(                                                                                         \
+      "ewise_" #op,                                                                              \
+      [](const Array& a, const Array& b, Array& out) { compare(Cmp::op, a, b, out); }, arg("a"), \
+      arg("b"), arg("out"));
+#define NDL_BIND_SCALAR_COMPARE(op)                                                              \
+  m.def(                                                                                         \
+      "scalar_" #op,                                                                             \
+      [](const Array& a, py::handle val, Array& out) { scalar_compare(Cmp::op, a, val, out); },  \
+      arg("a"), arg("val"), arg("out"));
+#define NDL_BIND_UNARY(op)                                                                 \
+  m.def(                                                                                   \
+      "ewise_" #op, [](const Array& a, Array& out) { unary(Unary::op, a, out); }, arg("a"), \
+      arg("out"));
+  NDL_ARITHMETIC(NDL_BIND_ARITHMETIC)
+  NDL_COMPARE(NDL_BIND_EWISE_COMPARE)
+  NDL_COMPARE(NDL_BIND_SCALAR_COMPARE)
+  NDL_SCALAR_COMPARE(NDL_BIND_SCALAR_COMPARE)
+  NDL_UNARY(NDL_BIND_UNARY)
+#undef NDL_BIND_ARITHMETIC
+#undef NDL_BIND_EWISE_COMPARE
+#undef NDL_BIND_SCALAR_COMPARE
+#undef NDL_BIND_UNARY
 
   m.def("matmul", &matmul, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"), arg("p"));
   m.def("bmm", &bmm, arg("a"), arg("b"), arg("out"), arg("batch"), arg("m"), arg("n"), arg("p"));
+  m.def("matmul_tiled", &matmul_tiled, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"),
+        arg("p"));
   m.def("conv2d", &conv2d, arg("a"), arg("weight"), arg("out"), arg("n"), arg("h"), arg("w"),
         arg("cin"), arg("cout"), arg("k"), arg("stride"), arg("padding"));
   m.def("reduce_sum", &reduce<true>, arg("a"), arg("out"), arg("reduce_size"));
   m.def("reduce_max", &reduce<false>, arg("a"), arg("out"), arg("reduce_size"));
 
-  m.def("set_num_threads", &set_num_threads, arg("n"),
-        "Threads for every kernel of this backend: n >= 1, at most 4 per core.");
-  m.def("get_num_threads", [] { return g_threads.load(); });
+  m.def("to_dlpack", &to_dlpack, arg("a"), arg("shape"), arg("strides"), arg("offset"),
+        "A numpy view of the view of `a` (numpy exports it through DLPack); it shares the "
+        "memory and keeps it alive.");
+  m.def("from_dlpack", &from_dlpack, arg("obj"),
+        "(handle, shape): a handle sharing the C-contiguous host memory of the DLPack producer "
+        "`obj`, keeping it alive; BufferError when it cannot be shared.");
 
+  m.def("synchronize", &wait_for_kernels,
+        "Wait for the kernels other threads run without the GIL (each call returns when done).");
   m.def("empty_cache", &empty_cache,
         "Return the cached free buffers to the system (see NEEDLE_CPU_CACHE_MB).");
   m.def(
-      "cache_info",
+      "memory_stats",
       [] {
-        const CacheInfo c = cache_info();
+        const MemoryStats s = memory_stats();
         py::dict d;
-        d["cached_bytes"] = c.bytes;
-        d["cached_buffers"] = c.buffers;
-        d["limit_bytes"] = c.limit;
-        d["hits"] = c.hits;
-        d["misses"] = c.misses;
+        d["allocated_bytes"] = s.allocated_bytes;
+        d["cached_bytes"] = s.cached_bytes;
+        d["cached_buffers"] = s.cached_buffers;
+        d["limit_bytes"] = s.limit_bytes;
+        d["hits"] = s.hits;
+        d["misses"] = s.misses;
         return d;
       },
-      "The buffer cache: cached_bytes, cached_buffers, limit_bytes, hits, misses.");
+      "allocated_bytes (in use), cached_bytes, cached_buffers, limit_bytes, hits, misses.");
+  m.def("set_num_threads", &set_num_threads, arg("n"),
+        "Threads for every kernel of this backend: n >= 1, at most 4 per core.");
+  m.def("get_num_threads", [] { return g_threads.load(); });
 }

@@ -222,10 +222,15 @@ struct MaybeRelease {
   MaybeRelease& operator=(const MaybeRelease&) = delete;
 };
 
-// Array.free(): wait for kernels running without the GIL (none can start meanwhile: this
-// thread holds the GIL), then release the buffer.
-inline void free_when_unused(Array& a) {
+// synchronize(): wait for kernels running without the GIL (none can start meanwhile: this
+// thread holds the GIL). A kernel called from Python has finished when it returns.
+inline void wait_for_kernels() {
   while (g_kernels_without_gil.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+}
+
+// Array.free(): wait for those kernels, then release the buffer.
+inline void free_when_unused(Array& a) {
+  wait_for_kernels();
   a.release();
 }
 

@@ -1,5 +1,6 @@
 // Strided copies: compact, ewise_setitem, scalar_setitem and to_numpy are one engine
-// (strided_copy); from_numpy and fill are plain copies and fills of whole buffers.
+// (strided_copy, over the bits of 1-, 4- or 8-byte elements: a copy needs no dtype);
+// from_numpy and fill are plain copies and fills of whole buffers.
 
 #include <algorithm>
 #include <cstring>
@@ -21,15 +22,15 @@ auto with_cache_released_on_oom(F make) {
   try {
     return make();
   } catch (py::error_already_set& e) {
-    if (!e.matches(PyExc_MemoryError) || cache_info().bytes == 0) throw;
+    if (!e.matches(PyExc_MemoryError) || memory_stats().cached_bytes == 0) throw;
   }
   empty_cache();
   return make();
 }
 
 // dst[view] = src[view] for two strided views of one shape (compact, setitem, fill).
-void strided_copy(const float* src, float* dst, const Shape& shape0, const Shape& ss0,
-                  const Shape& ds0) {
+template <class U>
+void strided_copy(const U* src, U* dst, const Shape& shape0, const Shape& ss0, const Shape& ds0) {
   // Drop unit dims, then merge neighbours that are contiguous in both views.
   Shape shape, ss, ds;
   for (size_t i = 0; i < shape0.size(); ++i) {
@@ -67,7 +68,7 @@ void strided_copy(const float* src, float* dst, const Shape& shape0, const Shape
           so += o % oshape[i] * oss[i], dof += o % oshape[i] * ods[i];
           o /= oshape[i];
         }
-        K.copy2d(src + so + r0 * ss[k], dst + dof + r0 * ds[k], std::min(R, shape[k] - r0),
+        K.copy2d<U>()(src + so + r0 * ss[k], dst + dof + r0 * ds[k], std::min(R, shape[k] - r0),
                  shape[last], ss[k], ss[last], ds[k], ds[last]);
       }
     });
@@ -76,9 +77,11 @@ void strided_copy(const float* src, float* dst, const Shape& shape0, const Shape
 
   // Otherwise: an odometer over the outer dims, a tight loop over the last one.
   const int64_t inner = shape[last], sl = ss[last], dl = ds[last];
-  auto row = [sl, dl](const float* s, float* d, int64_t len) {
-    if (sl == 1 && dl == 1) std::memcpy(d, s, size_t(len) * sizeof(float));
+  auto row = [sl, dl](const U* s, U* d, int64_t len) {
+    if (sl == 1 && dl == 1) std::memcpy(d, s, size_t(len) * sizeof(U));
     else if (sl == 0 && dl == 1) std::fill_n(d, len, *s);
+    else if (sl == -1 && dl == 1)  // a flip: a constant stride vectorizes (with shuffles)
+      for (int64_t j = 0; j < len; ++j) d[j] = s[-j];
     else if (dl == 1)
       for (int64_t j = 0; j < len; ++j) d[j] = s[j * sl];
     else
@@ -112,12 +115,31 @@ Shape compact_strides(const Shape& shape) {
   return s;
 }
 
+// Bits of `out`'s dtype at element `offset` of `a`'s buffer, as the copy engine moves them.
+template <class U>
+const U* bits(const Array& a, int64_t offset) {
+  return static_cast<const U*>(a.raw()) + offset;
+}
+template <class U>
+U* bits(Array& a, int64_t offset) {
+  return static_cast<U*>(a.raw()) + offset;
+}
+
+}  // namespace
+
+const py::dtype& numpy_dtype(DType d) {
+  static const auto* table = [] {  // made with the GIL held, and never destroyed
+    auto* t = new std::vector<py::dtype>;
+    for (int i = 0; i < kDTypes; ++i) t->push_back(py::dtype(name(DType(i))));
+    return t;
+  }();
+  return (*table)[int(d)];
+}
+
 // strided_copy's odometer holds at most 64 indices.
 void check_dims(const Shape& shape) {
   if (shape.size() > 64) fail("views of more than 64 dimensions are not supported");
 }
-
-}  // namespace
 
 void compact(const Array& a, Array& out, const Shape& shape, const Shape& strides,
              int64_t offset) {
@@ -126,11 +148,16 @@ void compact(const Array& a, Array& out, const Shape& shape, const Shape& stride
   if (n != out.size())
     fail("compact: the view " + str(shape) + " has " + std::to_string(n) +
          " elements, out has " + std::to_string(out.size()));
+  if (a.dtype() != out.dtype())
+    fail(std::string("compact: dtypes differ: ") + name(a.dtype()) + ", out " + name(out.dtype()));
   if (n == 0) return;
-  const float* src = a.data() + offset;
-  float* dst = out.data();
-  MaybeRelease gil(n);
-  strided_copy(src, dst, shape, strides, compact_strides(shape));
+  visit_bits(a.dtype(), [&](auto u) {
+    using U = decltype(u);
+    const U* src = bits<U>(a, offset);
+    U* dst = bits<U>(out, 0);
+    MaybeRelease gil(n);
+    strided_copy(src, dst, shape, strides, compact_strides(shape));
+  });
 }
 
 void ewise_setitem(const Array& a, Array& out, const Shape& shape, const Shape& strides,
@@ -140,64 +167,96 @@ void ewise_setitem(const Array& a, Array& out, const Shape& shape, const Shape& 
   if (n != a.size())
     fail("ewise_setitem: the view " + str(shape) + " has " + std::to_string(n) +
          " elements, a has " + std::to_string(a.size()));
+  if (a.dtype() != out.dtype())
+    fail(std::string("ewise_setitem: dtypes differ: ") + name(a.dtype()) + ", out " +
+         name(out.dtype()));
   if (n == 0) return;
-  const float* src = a.data();
-  float* dst = out.data() + offset;
-  MaybeRelease gil(n);
-  strided_copy(src, dst, shape, compact_strides(shape), strides);
+  visit_bits(a.dtype(), [&](auto u) {
+    using U = decltype(u);
+    const U* src = bits<U>(a, 0);
+    U* dst = bits<U>(out, offset);
+    MaybeRelease gil(n);
+    strided_copy(src, dst, shape, compact_strides(shape), strides);
+  });
 }
 
-void scalar_setitem(int64_t size, float val, Array& out, const Shape& shape,
+void scalar_setitem(int64_t size, py::handle val, Array& out, const Shape& shape,
                     const Shape& strides, int64_t offset) {
   check_dims(shape);
   int64_t n = check_view(out.size(), shape, strides, offset);
   if (n != size)
     fail("scalar_setitem: size " + std::to_string(size) + " does not match the view's " +
          std::to_string(n) + " elements");
-  if (n == 0) return;
-  float* dst = out.data() + offset;
-  MaybeRelease gil(n);
-  strided_copy(&val, dst, shape, Shape(shape.size(), 0), strides);
+  visit(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    const T v = scalar_of<T>(val);
+    visit_bits(out.dtype(), [&](auto u) {
+      using U = decltype(u);
+      if constexpr (sizeof(U) == sizeof(T)) {
+        U b;
+        std::memcpy(&b, &v, sizeof b);
+        if (n == 0) return;
+        U* dst = bits<U>(out, offset);
+        MaybeRelease gil(n);
+        strided_copy(&b, dst, shape, Shape(shape.size(), 0), strides);
+      }
+    });
+  });
 }
 
-py::array_t<float> to_numpy(const Array& a, const Shape& shape, const Shape& strides,
-                            int64_t offset) {
+py::array to_numpy(const Array& a, const Shape& shape, const Shape& strides, int64_t offset) {
   check_dims(shape);
   int64_t n = check_view(a.size(), shape, strides, offset);
   // A new C-contiguous array, never a view of `a`.
-  auto result = with_cache_released_on_oom(
-      [&] { return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end())); });
+  auto result = with_cache_released_on_oom([&] {
+    return py::array(numpy_dtype(a.dtype()),
+                     std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  });
   if (n == 0) return result;
-  const float* src = a.data() + offset;
-  float* dst = result.mutable_data();
-  {
+  visit_bits(a.dtype(), [&](auto u) {
+    using U = decltype(u);
+    const U* src = bits<U>(a, offset);
+    U* dst = static_cast<U*>(result.mutable_data());
     MaybeRelease gil(n);
     strided_copy(src, dst, shape, strides, compact_strides(shape));
-  }
+  });
   return result;
 }
 
 void from_numpy(const py::object& data, Array& out) {
-  // Converted here rather than by pybind11's caster, which reports any failure to convert
-  // (numpy's MemoryError included) as a TypeError about the arguments.
-  using Floats = py::array_t<float, py::array::c_style | py::array::forcecast>;
-  const auto arr = with_cache_released_on_oom([&] { return Floats(data); });
+  // The data must have out's dtype already: converting is core's choice (NDArray.from_numpy),
+  // not a kernel's. Anything that is not a numpy array goes through numpy.asarray first.
+  py::array arr = py::isinstance<py::array>(data)
+                      ? py::reinterpret_borrow<py::array>(data)
+                      : py::module_::import("numpy").attr("asarray")(data).cast<py::array>();
+  if (!arr.dtype().equal(numpy_dtype(out.dtype())))
+    fail("from_numpy: the array holds " + py::str(arr.dtype()).cast<std::string>() +
+         ", out holds " + name(out.dtype()));
   if (arr.size() != out.size())
     fail("from_numpy: the array has " + std::to_string(arr.size()) + " elements, out has " +
          std::to_string(out.size()));
   if (out.size() == 0) return;
-  const float* src = arr.data();
-  float* dst = out.data();
+  if (!(arr.flags() & py::array::c_style))  // a contiguous copy (numpy's errors, MemoryError too)
+    arr = with_cache_released_on_oom([&] {
+      return py::module_::import("numpy").attr("ascontiguousarray")(arr).cast<py::array>();
+    });
+  const auto* src = static_cast<const char*>(arr.data());
+  char* dst = static_cast<char*>(out.raw());
+  const int64_t item = int64_t(itemsize(out.dtype()));
   MaybeRelease gil(out.size());
   parallel_for(out.size(), 1, [&](int64_t b, int64_t e) {
-    std::memcpy(dst + b, src + b, size_t(e - b) * sizeof(float));
+    std::memcpy(dst + b * item, src + b * item, size_t((e - b) * item));
   });
 }
 
-void fill(Array& out, float val) {
-  float* dst = out.data();
-  MaybeRelease gil(out.size());
-  parallel_for(out.size(), 1, [&](int64_t b, int64_t e) { std::fill(dst + b, dst + e, val); });
+void fill(Array& out, py::handle val) {
+  visit(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    const T v = scalar_of<T>(val);
+    T* dst = out.data<T>();
+    MaybeRelease gil(out.size());
+    parallel_for(out.size(), 1, [&](int64_t b, int64_t e) { std::fill(dst + b, dst + e, v); });
+  });
 }
 
 }  // namespace needle_cpu

@@ -50,36 +50,43 @@ def empty():
 
 
 def test_released_big_buffers_are_reused() -> None:
-    info = ext.cache_info()
+    info = ext.memory_stats()
     assert info["cached_bytes"] == 0 and info["cached_buffers"] == 0
-    assert set(info) == {"cached_bytes", "cached_buffers", "limit_bytes", "hits", "misses"}
+    assert set(info) == {
+        "allocated_bytes",
+        "cached_bytes",
+        "cached_buffers",
+        "limit_bytes",
+        "hits",
+        "misses",
+    }
     a = ext.Array(BIG)
     ptr = a.ptr()
     del a
-    assert ext.cache_info()["cached_bytes"] >= BIG * 4
-    hits = ext.cache_info()["hits"]
+    assert ext.memory_stats()["cached_bytes"] >= BIG * 4
+    hits = ext.memory_stats()["hits"]
     b = ext.Array(BIG - 1000)  # a nearby size: the same size class
     assert b.ptr() == ptr and b.ptr() % 64 == 0
-    assert ext.cache_info()["hits"] == hits + 1 and ext.cache_info()["cached_bytes"] == 0
+    assert ext.memory_stats()["hits"] == hits + 1 and ext.memory_stats()["cached_bytes"] == 0
     b.free()  # free() releases into the cache too; the handle is dead
-    assert ext.cache_info()["cached_buffers"] == 1
+    assert ext.memory_stats()["cached_buffers"] == 1
     with pytest.raises(ValueError, match="freed"):
         b.ptr()
     c = ext.Array(2 * BIG)  # another class: a new buffer
-    assert c.ptr() != ptr and ext.cache_info()["cached_buffers"] == 1
+    assert c.ptr() != ptr and ext.memory_stats()["cached_buffers"] == 1
 
 
 def test_small_buffers_are_not_cached() -> None:
     for n in (1, 1000, 60_000):  # below 256 KiB
         ext.Array(n).free()
-    assert ext.cache_info()["cached_bytes"] == 0
+    assert ext.memory_stats()["cached_bytes"] == 0
 
 
 def test_cap_is_respected_in_a_subprocess() -> None:
     out = in_subprocess(
         "a = [e.Array(1 << 18) for _ in range(5)]\n"  # 5 x 1 MiB, cap 3 MiB
         "del a\n"
-        "i = e.cache_info(); print(i['cached_bytes'], i['cached_buffers'], i['limit_bytes'])",
+        "i = e.memory_stats(); print(i['cached_bytes'], i['cached_buffers'], i['limit_bytes'])",
         NEEDLE_CPU_CACHE_MB="3",
     )
     cached, buffers, limit = map(int, out.split())
@@ -89,7 +96,7 @@ def test_cap_is_respected_in_a_subprocess() -> None:
 def test_cache_mb_zero_disables_it() -> None:
     out = in_subprocess(
         "a = e.Array(1 << 20); p = a.ptr(); a.free(); b = e.Array(1 << 20)\n"
-        "i = e.cache_info(); print(i['cached_bytes'], i['limit_bytes'], i['hits'])",
+        "i = e.memory_stats(); print(i['cached_bytes'], i['limit_bytes'], i['hits'])",
         NEEDLE_CPU_CACHE_MB="0",
     )
     assert out.split() == ["0", "0", "0"]
@@ -101,10 +108,10 @@ def test_empty_cache_returns_the_memory() -> None:
     a = ext.Array(n)
     ext.fill(a, 1.0)  # touched: resident
     del a
-    assert ext.cache_info()["cached_bytes"] >= n * 4
+    assert ext.memory_stats()["cached_bytes"] >= n * 4
     held = rss()
     ext.empty_cache()
-    assert ext.cache_info()["cached_bytes"] == 0
+    assert ext.memory_stats()["cached_bytes"] == 0
     assert held - rss() > 48 << 20
 
 
@@ -198,12 +205,12 @@ MB = 1 << 20
 case = sys.argv[1]
 keep = e.Array(16 * MB)  # 64 MiB, kept
 e.fill(keep, 1.0)
-doubles = np.ones(16 * MB)  # 128 MiB of float64, for from_numpy to convert to float32
+strided = np.ones(32 * MB, np.float32)[::2]  # 128 MiB: from_numpy copies this view, 64 MiB
 x, w, y = e.Array(10 * 10 * 64), e.Array(3 * 3 * 64 * 256), e.Array(10 * 10 * 256)
 e.fill(x, 1.0); e.fill(w, 1.0)
 junk = [e.Array(16 * MB) for _ in range(4)]
 del junk  # 256 MiB parked in the cache
-assert e.cache_info()["cached_bytes"] == 256 * MB
+assert e.memory_stats()["cached_bytes"] == 256 * MB
 with open("/proc/self/statm") as f:
     used = int(f.read().split()[0]) * resource.getpagesize()
 # The address space in use now, plus 40 MiB: no room for 64 MiB more unless the cache goes.
@@ -214,14 +221,14 @@ try:
     if case == "to_numpy":
         assert e.to_numpy(keep, (16 * MB,), (1,), 0)[-1] == 1.0
     elif case == "from_numpy":
-        e.from_numpy(doubles, keep)
+        e.from_numpy(strided, keep)
     elif case == "small":
         e.Array(60_000)  # 240 KiB: below the cache's sizes, from mmap all the same
     elif case == "conv2d":  # weight over 128K floats, few rows: one im2col buffer
         e.conv2d(x, w, y, 1, 10, 10, 64, 256, 3, 1, 1)
-    print("ok", e.cache_info()["cached_bytes"] // MB)
+    print("ok", e.memory_stats()["cached_bytes"] // MB)
 except MemoryError as error:
-    print("MemoryError", e.cache_info()["cached_bytes"] // MB, error)
+    print("MemoryError", e.memory_stats()["cached_bytes"] // MB, error)
     if case == "conv2d":  # trying again succeeds
         e.conv2d(x, w, y, 1, 10, 10, 64, 256, 3, 1, 1)
         assert e.to_numpy(y, (100, 256), (256, 1), 0)[55, 0] == 9 * 64

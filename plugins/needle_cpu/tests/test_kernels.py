@@ -104,8 +104,12 @@ def test_to_numpy_is_a_new_array_and_from_numpy_copies() -> None:
     assert got.flags.owndata and got.flags.c_contiguous
     got[:] = -1
     np.testing.assert_array_equal(get(h, (12,)), np.arange(12))
-    ext.from_numpy(np.arange(12, dtype=np.float64).reshape(3, 4), h)  # converted, not refused
-    np.testing.assert_array_equal(get(h, (12,)), np.arange(12))
+    ext.from_numpy(np.arange(24, dtype=np.float32).reshape(3, 8)[:, ::2], h)  # strided: copied
+    np.testing.assert_array_equal(get(h, (12,)), np.arange(0, 24, 2))
+    with pytest.raises(ValueError, match="float64"):  # converting is core's choice, not ours
+        ext.from_numpy(np.arange(12, dtype=np.float64), h)
+    with pytest.raises(ValueError, match="float32"):
+        ext.from_numpy(np.arange(12, dtype=">f4"), h)  # the other byte order
 
 
 @pytest.mark.parametrize("size", [0, 5, 1 << 20])
@@ -114,9 +118,12 @@ def test_elementwise_big_and_empty(size: int) -> None:
     b = RNG.uniform(0.5, 2, size).astype(np.float32)
     ha, hb, out = put(a), put(b), ext.Array(size)
     for name, ref in [("ewise_add", np.add), ("ewise_mul", np.multiply), ("ewise_div", np.divide),
-                      ("ewise_maximum", np.maximum), ("ewise_ge", np.greater_equal)]:  # fmt: skip
+                      ("ewise_maximum", np.maximum)]:  # fmt: skip
         getattr(ext, name)(ha, hb, out)
         np.testing.assert_array_equal(get(out, (size,)), ref(a, b).astype(np.float32), name)
+    mask = ext.Array(size, "bool")
+    ext.ewise_ge(ha, hb, mask)
+    np.testing.assert_array_equal(get(mask, (size,)), a >= b)
     for name, ref, x in [("ewise_exp", np.exp, a), ("ewise_tanh", np.tanh, a),
                          ("ewise_log", np.log, b)]:  # fmt: skip
         getattr(ext, name)(put(x), out)

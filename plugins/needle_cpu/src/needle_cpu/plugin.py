@@ -9,7 +9,7 @@ def needle_backends() -> list[BackendSpec]:
         BackendSpec(
             name="cpu",
             module="needle_cpu._ext",
-            contract_version=1,
+            contract_version=2,
             priority=100,
             distribution="needle-cpu",
         )
