@@ -140,6 +140,22 @@ PYBIND11_MODULE(_ext, m) {
   m.def("reduce_sum", &reduce<true>, arg("a"), arg("out"), arg("reduce_size"));
   m.def("reduce_max", &reduce<false>, arg("a"), arg("out"), arg("reduce_size"));
 
+  m.def("broadcast_rows", &broadcast_rows, arg("op"), arg("a"), arg("b"), arg("out"),
+        arg("width"));
+  m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"),
+        arg("losses"), arg("probs"), arg("n"), arg("k"));
+  m.def("softmax_cross_entropy_grad", &softmax_cross_entropy_grad, arg("probs"), arg("labels"),
+        arg("g"), arg("out"), arg("n"), arg("k"));
+  m.def("gather_rows", &gather_rows, arg("a"), arg("indices"), arg("out"), arg("count"),
+        arg("width"));
+  m.def("scatter_add_rows", &scatter_add_rows, arg("a"), arg("indices"), arg("out"),
+        arg("count"), arg("width"));
+  m.def("sgd_update", &sgd_update, arg("params"), arg("grads"), arg("momenta"), arg("b"),
+        arg("one_minus_b"), arg("neg_lr"), arg("weight_decay"));
+  m.def("adam_update", &adam_update, arg("params"), arg("grads"), arg("firsts"),
+        arg("seconds"), arg("b1"), arg("one_minus_b1"), arg("b2"), arg("one_minus_b2"),
+        arg("weight_decay"), arg("step"), arg("eps_hat"));
+
   m.def("to_dlpack", &to_dlpack, arg("a"), arg("shape"), arg("strides"), arg("offset"),
         "A numpy view of the view of `a` (numpy exports it through DLPack); it shares the "
         "memory and keeps it alive.");

@@ -96,4 +96,22 @@ void enable_buffer_protocol(pybind11::handle array_type);
 pybind11::array to_dlpack(Array& a, const Shape& shape, const Shape& strides, int64_t offset);
 pybind11::tuple from_dlpack(const pybind11::object& obj);
 
+// fused.cpp: the optional capabilities that do in one call what core composes otherwise.
+void broadcast_rows(const std::string& op, const Array& a, const Array& b, Array& out,
+                    int64_t width);
+void softmax_cross_entropy(const Array& logits, const Array& labels, Array& losses,
+                           Array& probs, int64_t n, int64_t k);
+void softmax_cross_entropy_grad(const Array& probs, const Array& labels, const Array& g,
+                                Array& out, int64_t n, int64_t k);
+void gather_rows(const Array& a, const Array& indices, Array& out, int64_t count, int64_t width);
+void scatter_add_rows(const Array& a, const Array& indices, Array& out, int64_t count,
+                      int64_t width);
+void sgd_update(const pybind11::sequence& params, const pybind11::sequence& grads,
+                const pybind11::sequence& momenta, double b, double one_minus_b, double neg_lr,
+                double weight_decay);
+void adam_update(const pybind11::sequence& params, const pybind11::sequence& grads,
+                 const pybind11::sequence& firsts, const pybind11::sequence& seconds, double b1,
+                 double one_minus_b1, double b2, double one_minus_b2, double weight_decay,
+                 double step, double eps_hat);
+
 }  // namespace needle_cpu

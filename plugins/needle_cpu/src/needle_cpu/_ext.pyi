@@ -73,6 +73,24 @@ def conv2d(
 ) -> None: ...  # fmt: skip
 def reduce_sum(a: Array, out: Array, reduce_size: int) -> None: ...
 def reduce_max(a: Array, out: Array, reduce_size: int) -> None: ...
+def broadcast_rows(op: str, a: Array, b: Array, out: Array, width: int) -> None: ...
+def softmax_cross_entropy(
+    logits: Array, labels: Array, losses: Array, probs: Array, n: int, k: int
+) -> None: ...
+def softmax_cross_entropy_grad(
+    probs: Array, labels: Array, g: Array, out: Array, n: int, k: int
+) -> None: ...
+def gather_rows(a: Array, indices: Array, out: Array, count: int, width: int) -> None: ...
+def scatter_add_rows(a: Array, indices: Array, out: Array, count: int, width: int) -> None: ...
+def sgd_update(
+    params: Sequence[Array], grads: Sequence[Array], momenta: Sequence[Array], b: float,
+    one_minus_b: float, neg_lr: float, weight_decay: float,
+) -> None: ...  # fmt: skip
+def adam_update(
+    params: Sequence[Array], grads: Sequence[Array], firsts: Sequence[Array],
+    seconds: Sequence[Array], b1: float, one_minus_b1: float, b2: float, one_minus_b2: float,
+    weight_decay: float, step: float, eps_hat: float,
+) -> None: ...  # fmt: skip
 def to_dlpack(a: Array, shape: Shape, strides: Shape, offset: int) -> npt.NDArray[Any]:
     """A numpy view of the view of ``a`` (numpy exports it through DLPack); it shares the memory
     and keeps it alive."""

@@ -1,5 +1,7 @@
-"""In-place updates and recorded programs: elementwise kernels with ``out`` equal to an input,
-the fused optimizer updates (``sgd_update``, ``adam_update``) and ``run_program``.
+"""In-place updates, fused kernels and recorded programs: elementwise kernels with ``out``
+equal to an input, the fused optimizer updates (``sgd_update``, ``adam_update``), the row
+kernels (``broadcast_rows``, ``gather_rows``, ``scatter_add_rows``), softmax cross-entropy and
+``run_program``.
 
 The optimizer tests go through :mod:`needle.backend_ndarray.compose`, which runs a backend's
 fused update when it declares one and the composition of elementwise kernels otherwise:
@@ -15,6 +17,7 @@ from needle.backend_ndarray import NDArray, compose
 
 RNG = np.random.default_rng(1)
 FLOATS = ("float32", "float64")
+INTS = ("int32", "int64")
 
 
 def _dtypes(device, group: str) -> list[str]:
@@ -131,11 +134,15 @@ def test_broadcast_rows(device, op: str) -> None:
     if not device.has("broadcast_rows"):
         pytest.skip(f"{device.name} declares no broadcast_rows (core compacts the row)")
     fn = {"add": np.add, "mul": np.multiply, "div": np.divide, "maximum": np.maximum}[op]
-    for dtype in _dtypes(device, "arithmetic"):
+    ints = [] if op == "div" else [d for d in INTS if device.supports(d, "arithmetic")]
+    for dtype in _dtypes(device, "arithmetic") + ints:
         for rows, width in [(1, 1), (7, 5), (300, 129)]:
             a = RNG.uniform(0.5, 2.0, (rows, width)).astype(dtype)
             b = RNG.uniform(0.5, 2.0, width).astype(dtype)
-            a[0, 0], b[-1] = np.nan, np.nan  # NaN in either operand gives NaN
+            if dtype in FLOATS:
+                a[0, 0], b[-1] = np.nan, np.nan  # NaN in either operand gives NaN
+            else:
+                a, b = RNG.integers(-9, 9, (rows, width), dtype), RNG.integers(-9, 9, width, dtype)
             x, y = _array(device, a), _array(device, b)
             out = NDArray.make((rows, width), device=device, dtype=dtype)
             device.mod.broadcast_rows(op, x.handle, y.handle, out.handle, width)
@@ -181,4 +188,59 @@ def test_softmax_cross_entropy(device) -> None:
     with pytest.raises((IndexError, ValueError)):
         device.mod.softmax_cross_entropy(
             logits.handle, bad.handle, losses.handle, probs.handle, 1, k
+        )
+
+
+def _rows_case(device, dtype: str, rows: int, count: int, width: int):
+    if dtype == "bool":
+        table = RNG.random((rows, width)) < 0.5
+    else:
+        table = RNG.integers(-50, 50, (rows, width)).astype(dtype)
+    index = RNG.integers(0, rows, count)
+    index[: min(count, 3)] = rows - 1  # repeated indices, the last row among them
+    return table, index, NDArray.from_numpy(index, device, "int64")
+
+
+@pytest.mark.parametrize("dtype", ("float32", "float64", "int32", "int64", "bool"))
+def test_gather_rows(device, dtype: str) -> None:
+    if not device.has("gather_rows"):
+        pytest.skip(f"{device.name} declares no gather_rows (core gathers with one-hot products)")
+    if not device.supports(dtype) or not device.supports("int64"):
+        pytest.skip(f"{device.name} holds no {dtype} (or no int64 indices)")
+    for rows, count, width in [(1, 1, 1), (10, 7, 3), (50, 400, 129)]:
+        table, index, idx = _rows_case(device, dtype, rows, count, width)
+        a = NDArray.from_numpy(table, device, dtype)
+        out = NDArray.make((count, width), device=device, dtype=dtype)
+        device.mod.gather_rows(a.handle, idx.handle, out.handle, count, width)
+        np.testing.assert_array_equal(out.numpy(), table[index], err_msg=f"{dtype} {count}")
+    bad = NDArray.from_numpy(np.array([rows], dtype=np.int64), device, "int64")
+    one = NDArray.make((1, width), device=device, dtype=dtype)
+    with pytest.raises(IndexError):
+        device.mod.gather_rows(a.handle, bad.handle, one.handle, 1, width)
+    with pytest.raises(ValueError):  # out is not count x width
+        device.mod.gather_rows(a.handle, idx.handle, one.handle, count, width)
+
+
+@pytest.mark.parametrize("dtype", ("float32", "float64", "int32", "int64"))
+def test_scatter_add_rows(device, dtype: str) -> None:
+    if not device.has("scatter_add_rows"):
+        pytest.skip(f"{device.name} declares no scatter_add_rows (core uses one-hot products)")
+    if not device.supports(dtype, "arithmetic") or not device.supports("int64"):
+        pytest.skip(f"{device.name} declares no {dtype} arithmetic (or no int64 indices)")
+    for rows, count, width in [(1, 1, 1), (10, 7, 3), (50, 400, 129)]:
+        start, index, idx = _rows_case(device, dtype, rows, count, width)
+        values = RNG.integers(-50, 50, (count, width)).astype(dtype)
+        if dtype in FLOATS:
+            values += RNG.uniform(0, 1, (count, width)).astype(dtype)
+        out = NDArray.from_numpy(start, device, dtype)
+        device.mod.scatter_add_rows(
+            _array(device, values).handle, idx.handle, out.handle, count, width
+        )
+        want = start.copy()
+        np.add.at(want, index, values)  # repeated indices add up, in order
+        np.testing.assert_array_equal(out.numpy(), want, err_msg=f"{dtype} {count}")
+    bad = NDArray.from_numpy(np.array([-1], dtype=np.int64), device, "int64")
+    with pytest.raises(IndexError):
+        device.mod.scatter_add_rows(
+            _array(device, values[:1]).handle, bad.handle, out.handle, 1, width
         )
