@@ -119,7 +119,7 @@ def test_tensor_collectives(job, device, dtype) -> None:
         _check(out.numpy(), everyone[src], f"broadcast from {src}")
     want = np.concatenate([np.full((r + 1, 2), r, dtype) for r in range(world)])
     _check(gathered.numpy(), want, "all_gather")
-    _check(scalars.numpy(), np.arange(world, dtype=dtype), "all_gather of scalars")
+    _check(scalars.numpy(), np.arange(world).astype(dtype), "all_gather of scalars")
 
 
 def test_ranks_that_disagree_raise_on_every_rank(job, device) -> None:
