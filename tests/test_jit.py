@@ -364,3 +364,59 @@ class _First(nn.Module):
 
     def forward(self, x):
         return self.model(x)[0]
+
+
+def _counting(monkeypatch, device):
+    """Count the calls of the device's run_program (replays bind it when they are made)."""
+    monkeypatch.delenv("NEEDLE_JIT_NATIVE", raising=False)  # (a run of the suite may set it)
+    calls = []
+    run = device.mod.run_program
+
+    def counted(program):
+        calls.append(len(program))
+        return run(program)
+
+    monkeypatch.setattr(device.mod, "run_program", counted)
+    return calls
+
+
+@pytest.mark.parametrize("make, shape", [(_mlp_resnet, (16, 32)), (_conv_net, (4, 3, 8, 8))])
+def test_native_replay_matches_the_python_replay(device, monkeypatch, make, shape):
+    # MLPResNet with Dropout and Adam; a conv net with BatchNorm and SGD with momentum: the
+    # backend's run_program and core's kernel-by-kernel replay give the same bits.
+    if not device.has("run_program"):
+        pytest.skip(f"{device.name} declares no run_program (every replay is in Python)")
+    native_calls = _counting(monkeypatch, device)
+    xs, ys = _data(device, shape, 5)
+    runs = []
+    for native in (True, False):
+        np.random.seed(3)
+        model, opt = make(device)
+        step = ndl.jit(_classifier_step(model, opt), native=native)
+        np.random.seed(7)
+        losses = [step(xs[i % len(xs)], ys[i % len(ys)]).numpy() for i in range(STEPS)]
+        assert step.stats["replays"] == STEPS - 1
+        runs.append((model, np.array(losses), len(native_calls)))
+    (native_model, losses_n, calls_n), (python_model, losses_p, calls_p) = runs
+    assert calls_n >= STEPS - 1  # every replay went through run_program ...
+    assert calls_p == calls_n  # ... and none with native=False
+    np.testing.assert_array_equal(losses_n, losses_p)
+    _assert_same_state(native_model, python_model)
+
+
+def test_the_environment_variable_forces_the_python_replay(device, monkeypatch):
+    if not device.has("run_program"):
+        pytest.skip(f"{device.name} declares no run_program (every replay is in Python)")
+    native_calls = _counting(monkeypatch, device)
+    model = nn.Linear(4, 3, device=device)
+    (x1, x2), _ = _data(device, (5, 4), 3, count=2)
+    monkeypatch.setenv("NEEDLE_JIT_NATIVE", "0")  # set when the call is traced
+    fast = ndl.jit(model)
+    fast(x1)
+    np.testing.assert_array_equal(fast(x2).numpy(), model(x2).numpy())
+    assert native_calls == []
+    monkeypatch.delenv("NEEDLE_JIT_NATIVE")
+    fast = ndl.jit(model)
+    fast(x1)
+    np.testing.assert_array_equal(fast(x2).numpy(), model(x2).numpy())
+    assert native_calls

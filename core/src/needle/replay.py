@@ -35,7 +35,9 @@ What a replay needs from the code it replays, and what needle's own layers do:
 
 A backend that declares the optional ``run_program`` capability receives the recorded
 kernel list (``[(kernel name, args), ...]``) and runs it natively; host steps split the
-list into segments. Without it core replays the list in Python.
+list into segments. Without it core replays the list in Python, as it does for every backend
+with ``ndl.jit(fn, native=False)`` or with the environment variable ``NEEDLE_JIT_NATIVE=0``
+(read when a call is traced): the two replays give the same values, bit for bit.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -402,6 +405,7 @@ class _Program:
         structure: Any,
         guards: list[tuple[Tensor, Any]],
         flags: list[tuple[Any, bool]],
+        native: bool = True,
     ) -> None:
         self.inputs = inputs
         self.structure = structure
@@ -427,9 +431,9 @@ class _Program:
             (slot.buffer, nd.shape, nd.strides, nd.offset, nd.device, nd.dtype)
             for slot, nd in zip(out_slots, outputs)
         ]
-        self.steps = self._bind(calls)
+        self.steps = self._bind(calls, native)
 
-    def _bind(self, calls: list[_Call]) -> list[tuple[Any, Any]]:
+    def _bind(self, calls: list[_Call], native_ok: bool) -> list[tuple[Any, Any]]:
         """``[(kind, payload)]``: runs of kernel calls (a native program, or bound Python
         calls), and host steps between them.
 
@@ -461,7 +465,7 @@ class _Program:
                 steps.append(("upload", (call.fn, upload, slot.buffer)))
                 continue
             dev = call.device
-            native = dev if dev.has("run_program") else None
+            native = dev if native_ok and dev.has("run_program") else None
             if run and native is not run_dev:
                 flush()
             run_dev = native
@@ -618,13 +622,22 @@ class JitFunction:
             reason is kept in :attr:`fallback_reason`, and that signature runs eagerly.
         enabled: False runs ``fn`` eagerly every time (the switch the training helpers
             offer).
+        native: False replays in Python even on a backend that declares ``run_program``
+            (so does the environment variable ``NEEDLE_JIT_NATIVE=0``).
     """
 
-    def __init__(self, fn: Callable[..., Any], strict: bool = True, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        strict: bool = True,
+        enabled: bool = True,
+        native: bool = True,
+    ) -> None:
         functools.update_wrapper(self, fn, updated=())
         self.fn = fn
         self.strict = strict
         self.enabled = enabled
+        self.native = native
         self.traces: OrderedDict[Any, list[_Program | None]] = OrderedDict()
         self.fallback_reason: str | None = None
         self.stats = {"traces": 0, "replays": 0, "eager": 0}
@@ -709,7 +722,8 @@ class JitFunction:
         for _, tensor, _ in trace.snapshot:
             guards.append((tensor, tensor.cached_data.handle))
         flags = [(m, m.training) for m in trace.modules.values()]
-        program = _Program(trace, inputs, leaves, structure, guards, flags)
+        native = self.native and os.environ.get("NEEDLE_JIT_NATIVE", "1") != "0"
+        program = _Program(trace, inputs, leaves, structure, guards, flags, native)
         return _rebuild(structure, [_copy_out_nd(x) for x in leaves]), program
 
 
@@ -749,7 +763,13 @@ def _check_randomness(trace: _Trace, start: Any) -> None:
         )
 
 
-def jit(fn: Callable[..., Any] | None = None, *, strict: bool = True, enabled: bool = True) -> Any:
+def jit(
+    fn: Callable[..., Any] | None = None,
+    *,
+    strict: bool = True,
+    enabled: bool = True,
+    native: bool = True,
+) -> Any:
     """Record ``fn``'s kernel calls on its first call per signature and replay them after.
 
     ``step = ndl.jit(train_step)`` or ``@ndl.jit``; ``ndl.jit(model)`` for inference (the
@@ -760,10 +780,12 @@ def jit(fn: Callable[..., Any] | None = None, *, strict: bool = True, enabled: b
         fn: a function of tensors (and hashable constants) returning tensors, or a Module.
         strict: raise :class:`JitError` on what cannot be replayed (else run eagerly).
         enabled: False turns recording off (every call runs eagerly).
+        native: False replays kernel by kernel in Python even where the backend declares
+            ``run_program`` (as ``NEEDLE_JIT_NATIVE=0`` does); the values are the same.
 
     Returns:
         A :class:`JitFunction`.
     """
     if fn is None:
-        return lambda f: JitFunction(f, strict=strict, enabled=enabled)
-    return JitFunction(fn, strict=strict, enabled=enabled)
+        return lambda f: JitFunction(f, strict=strict, enabled=enabled, native=native)
+    return JitFunction(fn, strict=strict, enabled=enabled, native=native)

@@ -41,11 +41,12 @@ int64_t rows_of(const Array& table, int64_t width, const char* kernel) {
   return table.size() / width;
 }
 
+}  // namespace
+
 // The handles of one parameter group, checked: equal sizes within each parameter, one float
 // dtype for all.
-std::vector<std::vector<Array*>> group(std::initializer_list<py::sequence> lists,
-                                       const char* kernel) {
-  std::vector<std::vector<Array*>> out;
+Group optimizer_group(std::initializer_list<py::sequence> lists, const char* kernel) {
+  Group out;
   size_t n = 0;
   for (const py::sequence& list : lists) {
     std::vector<Array*> handles;
@@ -66,8 +67,6 @@ std::vector<std::vector<Array*>> group(std::initializer_list<py::sequence> lists
   }
   return out;
 }
-
-}  // namespace
 
 void broadcast_rows(const std::string& op, const Array& a, const Array& b, Array& out,
                     int64_t width) {
@@ -245,7 +244,12 @@ void scatter_add_rows(const Array& a, const Array& indices, Array& out, int64_t 
 void sgd_update(const py::sequence& params, const py::sequence& grads,
                 const py::sequence& momenta, double b, double one_minus_b, double neg_lr,
                 double weight_decay) {
-  const auto g = group({params, grads, momenta}, "sgd_update");
+  sgd_update_group(optimizer_group({params, grads, momenta}, "sgd_update"), b, one_minus_b,
+                   neg_lr, weight_decay);
+}
+
+void sgd_update_group(const Group& g, double b, double one_minus_b, double neg_lr,
+                      double weight_decay) {
   for (size_t i = 0; i < g[0].size(); ++i) {
     visit(g[0][i]->dtype(), [&](auto t) {
       using T = decltype(t);
@@ -274,7 +278,12 @@ void adam_update(const py::sequence& params, const py::sequence& grads,
                  const py::sequence& firsts, const py::sequence& seconds, double b1,
                  double one_minus_b1, double b2, double one_minus_b2, double weight_decay,
                  double step, double eps_hat) {
-  const auto g = group({params, grads, firsts, seconds}, "adam_update");
+  adam_update_group(optimizer_group({params, grads, firsts, seconds}, "adam_update"), b1,
+                    one_minus_b1, b2, one_minus_b2, weight_decay, step, eps_hat);
+}
+
+void adam_update_group(const Group& g, double b1, double one_minus_b1, double b2,
+                       double one_minus_b2, double weight_decay, double step, double eps_hat) {
   for (size_t i = 0; i < g[0].size(); ++i) {
     visit(g[0][i]->dtype(), [&](auto t) {
       using T = decltype(t);

@@ -165,8 +165,19 @@ PYBIND11_MODULE(_ext, m) {
 
   m.def("synchronize", &wait_for_kernels,
         "Wait for the kernels other threads run without the GIL (each call returns when done).");
-  m.def("empty_cache", &empty_cache,
-        "Return the cached free buffers to the system (see NEEDLE_CPU_CACHE_MB).");
+  m.def("run_program", &run_program, arg("calls"),
+        "Run a recorded program, [(kernel name, args), ...], as if each kernel were called in "
+        "order: compiled once per list (items replaced since are compiled again), then run "
+        "with the GIL released; an item without a native step is called through Python at "
+        "its turn.");
+  m.def(
+      "empty_cache",
+      [] {
+        forget_dropped_programs();
+        empty_cache();
+      },
+      "Return the cached free buffers to the system (see NEEDLE_CPU_CACHE_MB), and forget the "
+      "compiled programs of dropped replays.");
   m.def(
       "memory_stats",
       [] {

@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "array.h"
 #include "oplist.h"
@@ -106,6 +107,14 @@ void softmax_cross_entropy_grad(const Array& probs, const Array& labels, const A
 void gather_rows(const Array& a, const Array& indices, Array& out, int64_t count, int64_t width);
 void scatter_add_rows(const Array& a, const Array& indices, Array& out, int64_t count,
                       int64_t width);
+// The optimizers' handles: params, grads and their state, one list each, checked by
+// optimizer_group (equal lengths; per parameter one float dtype and size).
+using Group = std::vector<std::vector<Array*>>;
+Group optimizer_group(std::initializer_list<pybind11::sequence> lists, const char* kernel);
+void sgd_update_group(const Group& g, double b, double one_minus_b, double neg_lr,
+                      double weight_decay);
+void adam_update_group(const Group& g, double b1, double one_minus_b1, double b2,
+                       double one_minus_b2, double weight_decay, double step, double eps_hat);
 void sgd_update(const pybind11::sequence& params, const pybind11::sequence& grads,
                 const pybind11::sequence& momenta, double b, double one_minus_b, double neg_lr,
                 double weight_decay);
@@ -113,5 +122,11 @@ void adam_update(const pybind11::sequence& params, const pybind11::sequence& gra
                  const pybind11::sequence& firsts, const pybind11::sequence& seconds, double b1,
                  double one_minus_b1, double b2, double one_minus_b2, double weight_decay,
                  double step, double eps_hat);
+
+// program.cpp: run_program (a recorded list of kernel calls, compiled once and run without
+// the GIL) and the cache of compiled programs (forget_dropped_programs: those whose list
+// nothing else holds any more).
+void run_program(const pybind11::object& calls);
+void forget_dropped_programs();
 
 }  // namespace needle_cpu

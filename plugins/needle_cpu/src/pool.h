@@ -199,15 +199,19 @@ inline std::atomic<int> g_kernels_without_gil{0};
 // taking the GIL, the destructor may throw, so pthread_exit's unwinding gets through.
 inline unsigned long g_main_thread = 0;  // threading.main_thread().ident, set at import
 
+// Guards nest: inside one that released the GIL (run_program runs a whole recorded program
+// in one), the kernels' own guards do nothing.
 struct MaybeRelease {
   PyThreadState* saved = nullptr;
   explicit MaybeRelease(int64_t work) {
-    if (work < kParallel) return;
+    if (work < kParallel || released) return;
     g_kernels_without_gil.fetch_add(1, std::memory_order_acq_rel);
     saved = PyEval_SaveThread();
+    released = true;
   }
   ~MaybeRelease() noexcept(false) {
     if (saved == nullptr) return;
+    released = false;
     g_kernels_without_gil.fetch_sub(1, std::memory_order_acq_rel);
 #if PY_VERSION_HEX >= 0x030D0000
     const bool exiting = Py_IsFinalizing();
@@ -220,6 +224,9 @@ struct MaybeRelease {
   }
   MaybeRelease(const MaybeRelease&) = delete;
   MaybeRelease& operator=(const MaybeRelease&) = delete;
+
+ private:
+  static inline thread_local bool released = false;  // this thread runs without the GIL
 };
 
 // synchronize(): wait for kernels running without the GIL (none can start meanwhile: this

@@ -91,6 +91,11 @@ def adam_update(
     seconds: Sequence[Array], b1: float, one_minus_b1: float, b2: float, one_minus_b2: float,
     weight_decay: float, step: float, eps_hat: float,
 ) -> None: ...  # fmt: skip
+def run_program(calls: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+    """Run a recorded program, ``[(kernel name, args), ...]``, as if each kernel were called in
+    order: compiled once per list (items replaced since are compiled again), then run with the
+    GIL released; an item without a native step is called through Python at its turn."""
+
 def to_dlpack(a: Array, shape: Shape, strides: Shape, offset: int) -> npt.NDArray[Any]:
     """A numpy view of the view of ``a`` (numpy exports it through DLPack); it shares the memory
     and keeps it alive."""
@@ -103,7 +108,8 @@ def synchronize() -> None:
     """Wait for the kernels other threads run without the GIL."""
 
 def empty_cache() -> None:
-    """Return the cached free buffers (>= 256 KiB, up to NEEDLE_CPU_CACHE_MB) to the system."""
+    """Return the cached free buffers (>= 256 KiB, up to NEEDLE_CPU_CACHE_MB) to the system,
+    and forget the compiled programs of dropped replays."""
 
 def memory_stats() -> dict[str, int]:
     """allocated_bytes (in use), cached_bytes, cached_buffers, limit_bytes, hits, misses."""
