@@ -119,6 +119,30 @@ def test_backward_keeps_the_course_graph_semantics(device) -> None:
         _t(device, [1.0], requires_grad=False).backward()
 
 
+def test_course_backward_makes_no_reference_cycles(device) -> None:
+    """An intermediate's .grad holds its value: a step's graph is freed by reference counting
+    once the gradients are reset, without waiting for the cyclic garbage collector."""
+    import weakref
+
+    x, w = _t(device, [[1.0, -2.0], [3.0, 4.0]]), _t(device, [[0.5, 1.0], [-1.0, 2.0]])
+    gc.collect()
+    gc.disable()
+    try:
+        h = ndl.relu(x @ w)
+        loss = (h * h).sum()
+        loss.backward()
+        want = 2 * np.maximum(x.numpy() @ w.numpy(), 0)
+        _close(h.grad.numpy(), want, "an intermediate keeps its gradient's value")
+        assert h.grad.op is None, "an intermediate's .grad carries no graph"
+        assert x.grad.op is not None, "a leaf's .grad still carries its graph (grad of grad)"
+        alive = weakref.ref(h)
+        del h, loss
+        x.grad = w.grad = None
+        assert alive() is None, "the step's graph is held by a reference cycle"
+    finally:
+        gc.enable()
+
+
 def test_grad_returns_gradients_without_touching_dot_grad(device) -> None:
     x = _t(device, [1.0, 2.0])
     unused = _t(device, [3.0])

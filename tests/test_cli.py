@@ -124,6 +124,16 @@ def test_info_contract_prints_the_declared_contract(env) -> None:
         assert f"`{kernel.signature()}`" in out, kernel.name
 
 
+def test_contract_names_each_parameter_once() -> None:
+    """Every kernel's parameters have distinct names under every contract version (v1's
+    conv2d took ``w`` for the weights and for the width)."""
+    for kernel in ndl.contract.KERNELS:
+        for version in ndl.contract.SUPPORTED_VERSIONS:
+            params = kernel.params_for(version)
+            repeated = sorted({p for p in params if params.count(p) > 1})
+            assert not repeated, f"{kernel.signature(version)} repeats {repeated}"
+
+
 def test_info_shows_failed_unavailable_and_blocked_plugins(device, troubled) -> None:
     proc = needle("info", env=troubled)
     assert proc.returncode == 0, proc.stderr

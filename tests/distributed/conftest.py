@@ -10,6 +10,7 @@ from typing import Any
 import needle.distributed as dist
 import numpy as np
 import pytest
+from needle import nn
 from needle.distributed.local import LocalCommunicator
 from needle.plugins import CommunicatorSpec, hookimpl, manager
 
@@ -105,3 +106,24 @@ def tools(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
         module=lambda name, **attrs: comm_module(monkeypatch, name, **attrs),
         mpi_installed=mpi_installed(),
     )
+
+
+class _TwoHeads(nn.Module):
+    """A body and two heads, of which a forward pass uses one: the other gets no gradient."""
+
+    def __init__(self, device: Any) -> None:
+        super().__init__()
+        self.body = nn.Linear(6, 4, device=device)
+        self.left = nn.Linear(4, 3, device=device)
+        self.right = nn.Linear(4, 3, device=device)
+        self.use_right = False
+
+    def forward(self, x: Any) -> Any:
+        h = self.body(x).relu()
+        return self.right(h) if self.use_right else self.left(h)
+
+
+@pytest.fixture
+def two_heads() -> type[nn.Module]:
+    """The model class of the unused-parameter tests (single-process and under mpiexec)."""
+    return _TwoHeads

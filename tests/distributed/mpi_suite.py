@@ -224,30 +224,17 @@ def test_no_sync_accumulates_across_ranks(job, device) -> None:
         np.testing.assert_allclose(p.grad.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
-class TwoHeads(nn.Module):
-    def __init__(self, device) -> None:
-        super().__init__()
-        self.body = nn.Linear(6, 4, device=device)
-        self.left = nn.Linear(4, 3, device=device)
-        self.right = nn.Linear(4, 3, device=device)
-        self.use_right = False
-
-    def forward(self, x):
-        h = self.body(x).relu()
-        return self.right(h) if self.use_right else self.left(h)
-
-
-def test_parameters_unused_on_some_ranks(job, device) -> None:
+def test_parameters_unused_on_some_ranks(two_heads, job, device) -> None:
     rank, world = job.rank, job.world_size
     X, y = _data(steps=1, batch=4 * world)
     np.random.seed(3)
-    model = TwoHeads(device)
+    model = two_heads(device)
     ddp = dist.DistributedDataParallel(model, find_unused_parameters=True)
     model.use_right = rank % 2 == 1
     Xr = ndl.Tensor(X[0, rank * 4 : rank * 4 + 4], device=device)
     yr = ndl.Tensor(y[0, rank * 4 : rank * 4 + 4] % 3, device=device)
     np.random.seed(3)
-    local = TwoHeads(device)
+    local = two_heads(device)
     local.use_right = model.use_right
     nn.SoftmaxLoss()(local(Xr), yr).backward()
     zeros = [ndl.Tensor(np.zeros(p.shape, np.float32), device=device) for p in local.parameters()]

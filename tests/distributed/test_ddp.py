@@ -90,29 +90,16 @@ def test_no_sync_accumulates_until_the_next_synced_backward(local_job, device) -
         np.testing.assert_allclose(got, b, rtol=1e-6, atol=1e-7)  # the sum was used up
 
 
-class TwoHeads(nn.Module):
-    def __init__(self, device) -> None:
-        super().__init__()
-        self.body = nn.Linear(6, 4, device=device)
-        self.left = nn.Linear(4, 3, device=device)
-        self.right = nn.Linear(4, 3, device=device)
-        self.use_right = False
-
-    def forward(self, x):
-        h = self.body(x).relu()
-        return self.right(h) if self.use_right else self.left(h)
-
-
-def test_a_parameter_without_gradient_is_reported(local_job, device) -> None:
-    ddp = DistributedDataParallel(TwoHeads(device))
+def test_a_parameter_without_gradient_is_reported(two_heads, local_job, device) -> None:
+    ddp = DistributedDataParallel(two_heads(device))
     X, y = _batch(device)
     nn.SoftmaxLoss()(ddp(X), y).backward()
     with pytest.raises(RuntimeError, match=r"no gradient to parameters \['right.weight'"):
         ddp(X)
 
 
-def test_find_unused_parameters_counts_them_as_zero(local_job, device) -> None:
-    model = TwoHeads(device)
+def test_find_unused_parameters_counts_them_as_zero(two_heads, local_job, device) -> None:
+    model = two_heads(device)
     ddp = DistributedDataParallel(model, find_unused_parameters=True)
     X, y = _batch(device)
     for use_right in (False, True, False):

@@ -626,8 +626,14 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
             if _grad_ready_hooks:
                 _run_grad_ready_hooks(node)
             continue
-        if keep_all or (_RETAINED and node in _RETAINED):
+        if _RETAINED and node in _RETAINED:
             node.grad = total
+        elif keep_all:
+            # The course keeps .grad on every node. An intermediate's gradient graph reaches
+            # back to the intermediate itself (relu's mask, a product's other factor), so a
+            # graph-carrying .grad there makes a reference cycle per node that only the
+            # cyclic garbage collector frees: keep the value, detached, as course code reads it.
+            node.grad = total.detach()
         item = node.op.item_gradient(total, node)
         if item is not None:
             source = node.inputs[0]

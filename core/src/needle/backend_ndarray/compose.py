@@ -303,6 +303,17 @@ def _check_state(kind: str, *groups: Sequence[NDArray]) -> tuple[Any, str]:
     return device, dtype
 
 
+def _decayed(device: Any, w: NDArray, g: NDArray, wd: float, tmp: Any) -> Any:
+    """The handle of ``g + w * wd`` (a fresh buffer; ``tmp`` is scratch), or ``g``'s own
+    when ``wd`` is 0."""
+    if not wd:
+        return g.handle
+    _kernel(device, "scalar_mul", w.handle, wd, tmp)
+    grad = w._fresh().handle
+    _kernel(device, "ewise_add", g.handle, tmp, grad)
+    return grad
+
+
 def sgd_update(
     params: Sequence[NDArray],
     grads: Sequence[NDArray],
@@ -329,11 +340,7 @@ def sgd_update(
         if w.size == 0:
             continue
         tmp = w._fresh().handle
-        grad = g.handle
-        if wd:
-            _kernel(device, "scalar_mul", w.handle, wd, tmp)
-            grad = w._fresh().handle
-            _kernel(device, "ewise_add", g.handle, tmp, grad)
+        grad = _decayed(device, w, g, wd, tmp)
         _kernel(device, "scalar_mul", u.handle, b, u.handle)
         _kernel(device, "scalar_mul", grad, one_minus_b, tmp)
         _kernel(device, "ewise_add", u.handle, tmp, u.handle)
@@ -370,11 +377,7 @@ def adam_update(
         if w.size == 0:
             continue
         tmp, den = w._fresh().handle, w._fresh().handle
-        grad = g.handle
-        if wd:
-            _kernel(device, "scalar_mul", w.handle, wd, tmp)
-            grad = w._fresh().handle
-            _kernel(device, "ewise_add", g.handle, tmp, grad)
+        grad = _decayed(device, w, g, wd, tmp)
         _kernel(device, "scalar_mul", m.handle, b1, m.handle)
         _kernel(device, "scalar_mul", grad, one_minus_b1, tmp)
         _kernel(device, "ewise_add", m.handle, tmp, m.handle)

@@ -79,6 +79,7 @@ def is_dense(shape: Sequence[int], strides: Sequence[int]) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def compact_strides(shape: tuple[int, ...]) -> Shape:
     """Row-major strides of a dense array of ``shape`` (a tuple; results are cached)."""
     stride, out = 1, []

@@ -119,6 +119,44 @@ def test_writes_through_a_broadcast_view_are_refused(device) -> None:
     assert nd.numpy()[0, 1] == 5.0
 
 
+_WRITE_VALUES = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -2.5, 1e-40]
+
+
+@hs.composite
+def broadcast_write(draw):
+    """A base array of special values, a broadcast target, an index into it, a value."""
+    target = tuple(draw(hs.lists(hs.integers(1, 4), min_size=1, max_size=4)))
+    base = tuple(1 if draw(hs.booleans()) else d for d in target)
+    base = base[draw(hs.integers(0, len(base) - 1)) :]
+    size = int(np.prod(base))
+    cells = draw(hs.lists(hs.sampled_from(_WRITE_VALUES), min_size=size, max_size=size))
+    values = np.array(cells, np.float32).reshape(base)
+    index = tuple(draw(hs.integers(0, d - 1)) for d in target[: draw(hs.integers(0, len(target)))])
+    return values, target, index, draw(hs.sampled_from(_WRITE_VALUES))
+
+
+@given(broadcast_write())
+def test_writes_through_broadcast_views_follow_numpy(device, case) -> None:
+    """A view that repeats an element is read-only (numpy's broadcast_to views are); one that
+    only adds size-1 axes is an ordinary view, written as numpy writes a reshaped view."""
+    values, target, index, value = case
+    nd = NDArray(values, device=device)
+    view = nd.broadcast_to(target)
+    padded = (1,) * (len(target) - values.ndim) + values.shape
+    want = values.copy()
+    if any(b == 1 and t > 1 for b, t in zip(padded, target)):
+        with pytest.raises(ValueError, match="broadcast view"):
+            view[index] = value
+        with pytest.raises(ValueError, match="broadcast view"):
+            view.fill(value)
+    else:
+        view[index] = value
+        want.reshape(target)[index] = value
+    got = nd.numpy()
+    np.testing.assert_array_equal(got, want)  # the base is untouched by a refused write
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 BAD_SHAPES = [(-1, -1, 2), (2.0, 3), ("a",), (2, -3)]
 
 
