@@ -241,3 +241,30 @@ def test_programs_run_beside_other_threads() -> None:
         t.join()
     assert not errors
     assert results == {k: 3.0 * (k + 1) * N for k in range(6)}
+
+
+def test_free_in_another_thread_waits_for_a_running_program() -> None:
+    # free() (GIL held) waits until no kernel runs without the GIL: a program in flight
+    # finishes its stretch on live memory; the next run finds the buffer freed (ValueError).
+    x, out = put(np.ones(1 << 20, np.float32)), ext.Array(1 << 20)
+    calls = [("ewise_add", (x, x, out))] * 50
+    errors: list = []
+    started = threading.Event()
+
+    def run() -> None:
+        try:
+            for _ in range(100):
+                ext.run_program(calls)
+                started.set()
+        except ValueError as e:
+            errors.append(e)
+        finally:
+            started.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    started.wait()
+    x.free()
+    worker.join()
+    assert all("freed" in str(e) for e in errors)
+    assert (get(out) == 2.0).all()
