@@ -3,12 +3,14 @@
 A Tensor holds an NDArray (``cached_data``) and, when it needs a gradient, the
 Op and inputs that made it. ``backward`` sorts the graph topologically and
 walks it in reverse, summing the gradient contributions of every use of a
-value. Gradients are themselves computed with Tensor ops and, as in the course,
-keep their graph: ``x.grad.backward()`` differentiates a gradient again.
-``backward(create_graph=False)`` builds no graph for them (less memory; the
-training helpers use it).
+value. As in the course, gradients keep a graph: ``x.grad.backward()``
+differentiates a gradient again. Each input's gradient is computed first-order and
+held by one node whose own gradient is built from Tensor ops only when it is
+differentiated (``_Adjoint``). ``backward(create_graph=False)`` builds no graph
+for them (less memory; the training helpers use it).
 
-As in the course, ``backward()`` sets ``.grad`` on every tensor of the graph;
+As in the course, ``backward()`` sets ``.grad`` on every tensor of the graph (an
+intermediate's holds the value, detached; a leaf's keeps its graph);
 ``backward(create_graph=False)`` sets it on leaves (tensors the user made,
 parameters) and on tensors that called :meth:`Tensor.retain_grad` only. Ops on
 tensors that need no gradient (or inside :func:`no_grad`, which is per thread)
