@@ -21,8 +21,8 @@
 //
 // Buffers of at least kHuge (4 MiB, numpy's threshold too) start on a 2 MiB boundary and are
 // advised to the kernel as transparent huge pages (MADV_HUGEPAGE): one page fault and one TLB
-// entry per 2 MiB instead of 512. Without the advice they got none here (THP "always" still
-// leaves the fault path to "defrag=madvise"), while numpy's own arrays did.
+// entry per 2 MiB instead of 512. Without the advice they got none on the development machine
+// (THP enabled=always, defrag=madvise), while numpy's own arrays did.
 
 #include <pthread.h>
 #include <sys/mman.h>
