@@ -463,3 +463,58 @@ def test_softmax_cross_entropy_with_float_labels_that_require_grad(device):
     assert logits.grad is not None
     if labels.grad is not None:  # the fused op: zeros (labels are indices)
         assert not labels.grad.numpy().any()
+
+
+HVP_CASES = {
+    "matmul and tanh": lambda x, w, ndl: ndl.tanh(x @ w).sum(),
+    "exp and log": lambda x, w, ndl: (ndl.log(ndl.exp(x * 0.5) + 1.0) @ w).sum(),
+    "power and division": lambda x, w, ndl: ((x**3) / (w.sum() + 10.0)).sum(),
+    "broadcast and reshape": lambda x, w, ndl: ((x * x).reshape((4, 3)) * w.sum((0,))).sum(),
+    "logsumexp": lambda x, w, ndl: ndl.logsumexp(x @ w, axes=(1,)).sum(),
+    "softmax loss": lambda x, w, ndl: ndl.nn.SoftmaxLoss()(x @ w, _labels(ndl, x)),
+    "batch norm": lambda x, w, ndl: (
+        ndl.ops.batch_norm(x, w.sum((1,)) + 1.0, x.sum((0,))) ** 2
+    ).sum(),
+    "relu and max": lambda x, w, ndl: (ndl.relu(x @ w) ** 2).sum() + (x**2).max(),
+}
+
+
+def _labels(ndl, x):
+    return ndl.Tensor(np.arange(x.shape[0]) % 3, device=x.device)
+
+
+@pytest.mark.parametrize("case", list(HVP_CASES), ids=list(HVP_CASES))
+def test_gradients_of_gradients_match_finite_differences(device, case) -> None:
+    """A Hessian-vector product through x.grad (the course's backward: gradients are
+    differentiable) equals the central difference of the first gradient, in float64."""
+    if not device.supports("float64"):
+        pytest.skip(f"{device.name} holds no float64")
+    f = HVP_CASES[case]
+    rng = np.random.default_rng(3)
+    x0, w0 = rng.normal(size=(3, 4)), rng.normal(size=(4, 3))
+    v = rng.normal(size=(3, 4))
+
+    def first_gradient(xv):
+        x = ndl.Tensor(xv, device=device, dtype="float64")
+        w = ndl.Tensor(w0, device=device, dtype="float64")
+        f(x, w, ndl).backward()
+        return x
+
+    x = first_gradient(x0)
+    (x.grad * ndl.Tensor(v, device=device, dtype="float64")).sum().backward()
+    eps = 1e-6
+    plus, minus = first_gradient(x0 + eps * v).grad, first_gradient(x0 - eps * v).grad
+    want = (plus.numpy() - minus.numpy()) / (2 * eps)
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-5, atol=1e-6, err_msg=case)
+
+
+def test_third_derivative(device) -> None:
+    x = _t(device, [2.0])
+    (x**4).sum().backward()  # 4 x^3 = 32
+    _close(x.grad.numpy(), [32.0], "first")
+    x.grad.sum().backward()  # 12 x^2 = 48
+    _close(x.grad.numpy(), [48.0], "second")
+    x.grad.sum().backward()  # 24 x = 48
+    _close(x.grad.numpy(), [48.0], "third")
+    x.grad.sum().backward()  # 24
+    _close(x.grad.numpy(), [24.0], "fourth")

@@ -3,12 +3,14 @@
 A Tensor holds an NDArray (``cached_data``) and, when it needs a gradient, the
 Op and inputs that made it. ``backward`` sorts the graph topologically and
 walks it in reverse, summing the gradient contributions of every use of a
-value. Gradients are themselves computed with Tensor ops and, as in the course,
-keep their graph: ``x.grad.backward()`` differentiates a gradient again.
-``backward(create_graph=False)`` builds no graph for them (less memory; the
-training helpers use it).
+value. As in the course, gradients keep a graph: ``x.grad.backward()``
+differentiates a gradient again. Each input's gradient is computed first-order and
+held by one node whose own gradient is built from Tensor ops only when it is
+differentiated (``_Adjoint``). ``backward(create_graph=False)`` builds no graph
+for them (less memory; the training helpers use it).
 
-As in the course, ``backward()`` sets ``.grad`` on every tensor of the graph;
+As in the course, ``backward()`` sets ``.grad`` on every tensor of the graph (an
+intermediate's holds the value, detached; a leaf's keeps its graph);
 ``backward(create_graph=False)`` sets it on leaves (tensors the user made,
 parameters) and on tensors that called :meth:`Tensor.retain_grad` only. Ops on
 tensors that need no gradient (or inside :func:`no_grad`, which is per thread)
@@ -22,7 +24,7 @@ import contextvars
 import gc
 import numbers
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -575,11 +577,12 @@ class Tensor(Value):
         return ops.sigmoid(self)
 
 
-def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
+def find_topo_sort(node_list: Sequence[Value], stop: Container[int] = ()) -> list[Value]:
     """Nodes reachable from ``node_list`` with every node after all of its inputs.
 
     Iterative depth-first post-order, so deep graphs (long RNN unrolls) cannot
-    hit Python's recursion limit.
+    hit Python's recursion limit. Nodes whose ``id`` is in ``stop`` are listed but their
+    inputs are not followed.
     """
     order: list[Value] = []
     visited: set[int] = set()
@@ -596,6 +599,8 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
                 continue
             visited.add(id(node))
             stack.append((node, True))
+            if id(node) in stop:
+                continue
             for inp in reversed(node.inputs):
                 if id(inp) not in visited:
                     stack.append((inp, False))
@@ -640,8 +645,8 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
             if source.requires_grad:
                 items.setdefault(id(source), {}).setdefault(item[0], []).append(item[1])
             continue
-        for inp, g in zip(node.inputs, node.op.gradient_as_tuple(total, node)):
-            if inp.requires_grad:
+        for inp, g in zip(node.inputs, _input_grads(node, total)):
+            if inp.requires_grad and g is not None:
                 grads.setdefault(id(inp), []).append(g)
 
 
@@ -674,7 +679,83 @@ def grad(
                 found[wanted[id(node)]] = total
             if node.op is None:
                 continue
-            for inp, g in zip(node.inputs, node.op.gradient_as_tuple(total, node)):
+            for inp, g in zip(node.inputs, _input_grads(node, total)):
+                if inp.requires_grad and g is not None:
+                    grads.setdefault(id(inp), []).append(g)
+    return tuple(found)
+
+
+# ------------------------------------------------------------------ differentiable gradients
+# With grad mode on (the course's backward), gradients must be differentiable again. Building
+# them from Tensor ops makes a graph node of every step of every op's gradient (a BatchNorm
+# gradient is ~25 nodes) and runs the ops' slow, composed gradients. Instead each input's
+# gradient is computed first-order, as create_graph=False does, and wrapped in one _Adjoint
+# node whose own gradient rebuilds the op's gradient as Tensor ops when (if ever) it is
+# differentiated: the values are the same, the graph is built on demand.
+
+
+def _input_grads(node: Value, out_grad: Value) -> tuple[Value | None, ...]:
+    """The gradients of ``node``'s inputs given its ``out_grad``: differentiable again when
+    grad mode is on."""
+    if not _grad_enabled():
+        return node.op.gradient_as_tuple(out_grad, node)
+    with _set_grad(False):
+        raw = node.op.gradient_as_tuple(out_grad, node)
+    out: list[Value | None] = []
+    for index, g in enumerate(raw):
+        if g is None or g.op is not None or g.requires_grad:
+            out.append(g)  # none, or a node of the graph already (an identity's gradient)
+            continue
+        adjoint = type(g).__new__(type(g))
+        adjoint.cached_data, adjoint.grad = g.cached_data, None
+        adjoint.op, adjoint.inputs = _Adjoint(node, index), (out_grad, *node.inputs)
+        adjoint.requires_grad = True
+        out.append(adjoint)
+    return tuple(out)
+
+
+class _Adjoint(Op):
+    """Input ``index``'s gradient through ``node``'s op, as a function of the output gradient
+    and ``node``'s inputs (this node's inputs, in that order)."""
+
+    def __init__(self, node: Value, index: int) -> None:
+        self.node, self.index = node, index
+
+    def compute(self, out_grad: Any, *inputs: Any) -> Any:
+        with _set_grad(False):
+            g = self.node.op.gradient_as_tuple(type(self.node).make_const(out_grad), self.node)
+        return g[self.index].cached_data
+
+    def gradient(self, out_grad: Value, node: Value) -> tuple[Value | None, ...]:
+        with _set_grad(True):  # the op's gradient as Tensor ops, to differentiate it
+            expr = self.node.op.gradient_as_tuple(node.inputs[0], self.node)[self.index]
+        return _partials(expr, node.inputs, out_grad)
+
+    def __repr__(self) -> str:
+        return f"_Adjoint({type(self.node.op).__name__}, input {self.index})"
+
+
+def _partials(output: Value, wrt: Sequence[Value], out_grad: Value) -> tuple[Value | None, ...]:
+    """d ``output`` / d ``wrt[k]`` with each of ``wrt`` an independent variable: paths through
+    one of them are not followed further. A repeated entry gets its gradient in its first
+    place and None in the others (backward adds the places up)."""
+    first: dict[int, int] = {}
+    for k, x in enumerate(wrt):
+        first.setdefault(id(x), k)
+    found: list[Value | None] = [None] * len(wrt)
+    grads: dict[int, list[Value]] = {id(output): [out_grad]}
+    for node in reversed(find_topo_sort([output], stop=first)):
+        contributions = grads.pop(id(node), None)
+        if contributions is None or not node.requires_grad:
+            continue
+        total = contributions[0]
+        for g in contributions[1:]:
+            total = total + g
+        k = first.get(id(node))
+        if k is not None:
+            found[k] = total
+        elif node.op is not None:
+            for inp, g in zip(node.inputs, _input_grads(node, total)):
                 if inp.requires_grad and g is not None:
                     grads.setdefault(id(inp), []).append(g)
     return tuple(found)

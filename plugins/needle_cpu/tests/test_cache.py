@@ -251,3 +251,27 @@ def test_running_out_of_memory_releases_the_cache(case: str) -> None:
     assert result.stdout.split("\n")[:-1] == (
         [released, "retried"] if case == "conv2d" else ["ok 0"]
     ), result.stdout
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The VmFlags of the mapping of this process that holds ``address``."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux's /proc only")
+def test_big_buffers_are_advised_as_huge_pages() -> None:
+    """Buffers of 4 MiB and more start on a 2 MiB boundary with MADV_HUGEPAGE (the "hg" flag
+    of their mapping), as numpy's do."""
+    ext.empty_cache()  # a fresh buffer, not a cached one
+    big = ext.Array(4 * BIG)  # 16 MiB
+    assert big.ptr() % (2 << 20) == 0, f"{big.ptr():#x} is not on a 2 MiB boundary"
+    assert "hg" in _vm_flags(big.ptr())
