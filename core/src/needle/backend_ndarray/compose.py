@@ -28,7 +28,7 @@ from .ndarray import NDArray
 
 __all__ = [
     "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
-    "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
+    "pack", "unpack", "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
     "softmax_cross_entropy", "softmax_cross_entropy_grad",
 ]  # fmt: skip
 
@@ -284,6 +284,37 @@ def assign(target: NDArray, value: NDArray) -> None:
         target.device.mod.compact(
             value.handle, target.handle, value.shape, value.strides, value.offset
         )
+
+
+def pack(flat: NDArray, offsets: Sequence[int], arrays: Sequence[NDArray]) -> None:
+    """Copy each of ``arrays`` (flattened) into compact 1-D ``flat`` at its offset: one kernel
+    call each, for gradient buckets (no views or checks per array beyond the kernel's)."""
+    for start, array in zip(offsets, arrays):
+        if array.device != flat.device or array.dtype != flat.dtype:
+            raise ValueError(
+                f"pack: a {array.dtype} array on {array.device.name} into a {flat.dtype} "
+                f"buffer on {flat.device.name}"
+            )
+        if start < 0 or start + array.size > flat.size:
+            raise ValueError(f"pack: {array.size} elements at {start} overrun {flat.size}")
+        if array.size:
+            array = array.compact()
+            _kernel(flat.device, "ewise_setitem", array.handle, flat.handle, (array.size,),
+                    (1,), start)  # fmt: skip
+
+
+def unpack(flat: NDArray, offsets: Sequence[int], shapes: Sequence[tuple[int, ...]]) -> list:
+    """New compact arrays holding the parts of compact 1-D ``flat`` at ``offsets`` with
+    ``shapes``: the inverse of :func:`pack`, one copy each."""
+    out = []
+    for start, shape in zip(offsets, shapes):
+        part = NDArray.make(shape, device=flat.device, dtype=flat.dtype)
+        if start < 0 or start + part.size > flat.size:
+            raise ValueError(f"unpack: {part.size} elements at {start} overrun {flat.size}")
+        if part.size:
+            _kernel(flat.device, "compact", flat.handle, part.handle, (part.size,), (1,), start)
+        out.append(part)
+    return out
 
 
 def _kernel(device: Any, name: str, *args: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, TensorTuple, find_topo_sort, is_grad_enabled
-from ..backend_ndarray import NDArray
+from ..backend_ndarray import NDArray, compose
 from ..nn.modules_basic import Module, Parameter
 from .buffers import host_view
 from .collectives import broadcast, communicator
@@ -34,12 +34,7 @@ class _Bucket:
         self.ready = 0
 
     def write(self, index: int, grad: NDArray) -> None:
-        start, size = self.offsets[index], self.sizes[index]
-        source = host_view(grad.compact()) if self.host is not None else None
-        if source is not None:  # host memory to host memory: numpy copies it fastest
-            np.copyto(self.host[start : start + size], source.reshape(-1))
-        else:
-            self.flat[start : start + size] = grad.reshape((size,))
+        compose.pack(self.flat, (self.offsets[index],), (grad,))
 
     def launch(self, comm: Communicator) -> None:
         self.buf = self.host if self.host is not None else self.flat.numpy()
@@ -50,8 +45,11 @@ class _Bucket:
         self.work.wait()
         if world_size > 1:
             np.divide(self.buf, world_size, out=self.buf)
-        for p, start, size in zip(self.params, self.offsets, self.sizes):
-            grad = NDArray.from_numpy(self.buf[start : start + size].reshape(p.shape), self.device)
+        if self.buf is not self.host:  # reduced in a copy (a device bucket): bring it back
+            self.flat = NDArray.from_numpy(self.buf, self.device)
+        # A copy per parameter: the bucket is written again by the next backward pass.
+        grads = compose.unpack(self.flat, self.offsets, [p.shape for p in self.params])
+        for p, grad in zip(self.params, grads):
             p.grad = Tensor.make_const(grad)
         self.buf, self.work, self.ready = None, None, 0
 

@@ -298,3 +298,27 @@ def test_arithmetic_matches_numpy(device) -> None:
     ]  # fmt: skip
     for got, want in pairs:
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
+
+
+def test_pack_and_unpack_round_trip(device) -> None:
+    """compose.pack copies arrays (views too) into one flat buffer at offsets; unpack makes
+    new arrays of them (what DistributedDataParallel's buckets do)."""
+    from needle.backend_ndarray import compose
+
+    parts = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array(7.0, np.float32),
+             np.arange(4, dtype=np.float32) - 9.5]  # fmt: skip
+    arrays = [NDArray(p, device=device) for p in parts]
+    arrays[0] = arrays[0].permute((1, 0))  # a transposed view: packed in its logical order
+    flat = NDArray(np.full(13, -1.0, np.float32), device=device)
+    offsets = [1, 7, 9]
+    compose.pack(flat, offsets, arrays)
+    want = np.full(13, -1.0, np.float32)
+    want[1:7], want[7], want[9:13] = parts[0].T.reshape(-1), 7.0, parts[2]
+    np.testing.assert_array_equal(flat.numpy(), want)
+    back = compose.unpack(flat, offsets, [(3, 2), (), (4,)])
+    for got, part in zip(back, [parts[0].T, parts[1], parts[2]]):
+        np.testing.assert_array_equal(got.numpy(), part)
+    with pytest.raises(ValueError, match="overrun"):
+        compose.pack(flat, [10], arrays[2:])
+    with pytest.raises(ValueError, match="overrun"):
+        compose.unpack(flat, [12], [(2,)])
