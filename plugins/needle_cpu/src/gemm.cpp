@@ -50,6 +50,10 @@ void gemm(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p) {
     const auto rows = K.igemm<T>();
     parallel_for(m, n * p, [&](int64_t s, int64_t e) { rows(a, b, c, s, e, n, p); });
   } else {
+    // threadpoolctl's threadpool_limits(n) (a scikit-learn habit; bench_train's too) sets every
+    // OpenBLAS in the process, this one included: its threads then spun against our pool's and
+    // a 2-thread ResNet9 step ran 2.7x slower. Put it back first (a read when nothing changed).
+    if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
     const int64_t nt = std::min<int64_t>(g_threads, m * n * p / (1 << 18));
     if (nt <= 1) return blas_block(a, b, c, n, p, 0, m, 0, p);
     const bool by_rows = m >= p;

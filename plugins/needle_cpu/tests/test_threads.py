@@ -180,3 +180,22 @@ late = Late()
 def test_a_kernel_on_the_main_thread_during_finalization_still_returns() -> None:
     result = run_python(LATE, timeout=60)
     assert result.returncode == 0 and result.stdout == "ran", result.stdout + result.stderr
+
+
+def test_gemm_puts_openblas_back_to_one_thread() -> None:
+    """threadpoolctl's threadpool_limits(n) sets every OpenBLAS of the process, needle-cpu's
+    too; its threads would spin against the pool's. The next product sets it back to 1."""
+    import numpy as np
+    import scipy_openblas32
+
+    ext = pytest.importorskip("needle_cpu._ext")
+    blas = scipy_openblas32.dll  # the library needle-cpu links (loaded once per process)
+    blas.scipy_openblas_set_num_threads(2)
+    assert blas.scipy_openblas_get_num_threads() == 2
+    a = np.ones((64, 64), np.float32)
+    ha, hb, hc = ext.Array(a.size), ext.Array(a.size), ext.Array(a.size)
+    ext.from_numpy(a, ha)
+    ext.from_numpy(a, hb)
+    ext.matmul(ha, hb, hc, 64, 64, 64)
+    assert blas.scipy_openblas_get_num_threads() == 1
+    assert ext.to_numpy(hc, (64, 64), (64, 1), 0)[0, 0] == 64.0
