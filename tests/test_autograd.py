@@ -151,6 +151,11 @@ def test_grad_returns_gradients_without_touching_dot_grad(device) -> None:
     assert gu is None and x.grad is None
     (ggx,) = ndl.autograd.grad(gx.sum(), [x])
     _close(ggx.numpy(), [6.0, 12.0], "second derivative through grad()")
+    y = x * 2.0
+    (g1, gy, g2) = ndl.autograd.grad((y * x).sum(), [x, y, x])  # total derivatives
+    _close(g1.numpy(), [8.0, 16.0], "d(2 x^2)/dx, through y too")
+    _close(g2.numpy(), g1.numpy(), "an input named twice gets its gradient twice")
+    _close(gy.numpy(), x.numpy(), "d(y x)/dy")
 
 
 def test_backward_checks_out_grad_shape(device) -> None:

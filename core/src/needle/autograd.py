@@ -664,24 +664,42 @@ def grad(
     """
     if out_grad is None:
         out_grad = Tensor.make_const(output.device.full(output.shape, 1, output.dtype))
-    wanted = {id(x): i for i, x in enumerate(inputs)}
-    found: list[Tensor | None] = [None] * len(inputs)
-    grads: dict[int, list[Value]] = {id(output): [out_grad]}
     with _set_grad(create_graph):
-        for node in reversed(find_topo_sort([output])):
-            contributions = grads.pop(id(node), None)
-            if contributions is None or not node.requires_grad:
+        return _gradients(output, inputs, out_grad, partial=False)
+
+
+def _gradients(
+    output: Value, wrt: Sequence[Value], out_grad: Value, partial: bool
+) -> tuple[Value | None, ...]:
+    """d ``output`` / d ``wrt[k]``, None where ``output`` does not depend on it.
+
+    ``partial``: each of ``wrt`` is an independent variable (paths through one are not
+    followed further), and a repeated entry gets its gradient in its first place only (backward
+    adds the places up). Otherwise the total derivative, in every place an entry appears.
+    """
+    places: dict[int, list[int]] = {}
+    for k, x in enumerate(wrt):
+        places.setdefault(id(x), []).append(k)
+    found: list[Value | None] = [None] * len(wrt)
+    grads: dict[int, list[Value]] = {id(output): [out_grad]}
+    for node in reversed(find_topo_sort([output], stop=places if partial else ())):
+        contributions = grads.pop(id(node), None)
+        if contributions is None or not node.requires_grad:
+            continue
+        total = contributions[0]
+        for g in contributions[1:]:
+            total = total + g
+        where = places.get(id(node))
+        if where is not None:
+            for k in where[:1] if partial else where:
+                found[k] = total
+            if partial:
                 continue
-            total = contributions[0]
-            for g in contributions[1:]:
-                total = total + g
-            if id(node) in wanted:
-                found[wanted[id(node)]] = total
-            if node.op is None:
-                continue
-            for inp, g in zip(node.inputs, _input_grads(node, total)):
-                if inp.requires_grad and g is not None:
-                    grads.setdefault(id(inp), []).append(g)
+        if node.op is None:
+            continue
+        for inp, g in zip(node.inputs, _input_grads(node, total)):
+            if inp.requires_grad and g is not None:
+                grads.setdefault(id(inp), []).append(g)
     return tuple(found)
 
 
@@ -729,36 +747,10 @@ class _Adjoint(Op):
     def gradient(self, out_grad: Value, node: Value) -> tuple[Value | None, ...]:
         with _set_grad(True):  # the op's gradient as Tensor ops, to differentiate it
             expr = self.node.op.gradient_as_tuple(node.inputs[0], self.node)[self.index]
-        return _partials(expr, node.inputs, out_grad)
+        return _gradients(expr, node.inputs, out_grad, partial=True)
 
     def __repr__(self) -> str:
         return f"_Adjoint({type(self.node.op).__name__}, input {self.index})"
-
-
-def _partials(output: Value, wrt: Sequence[Value], out_grad: Value) -> tuple[Value | None, ...]:
-    """d ``output`` / d ``wrt[k]`` with each of ``wrt`` an independent variable: paths through
-    one of them are not followed further. A repeated entry gets its gradient in its first
-    place and None in the others (backward adds the places up)."""
-    first: dict[int, int] = {}
-    for k, x in enumerate(wrt):
-        first.setdefault(id(x), k)
-    found: list[Value | None] = [None] * len(wrt)
-    grads: dict[int, list[Value]] = {id(output): [out_grad]}
-    for node in reversed(find_topo_sort([output], stop=first)):
-        contributions = grads.pop(id(node), None)
-        if contributions is None or not node.requires_grad:
-            continue
-        total = contributions[0]
-        for g in contributions[1:]:
-            total = total + g
-        k = first.get(id(node))
-        if k is not None:
-            found[k] = total
-        elif node.op is not None:
-            for inp, g in zip(node.inputs, _input_grads(node, total)):
-                if inp.requires_grad and g is not None:
-                    grads.setdefault(id(inp), []).append(g)
-    return tuple(found)
 
 
 # ------------------------------------------------------------------ grad-ready hooks
