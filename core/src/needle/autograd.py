@@ -717,17 +717,23 @@ def _input_grads(node: Value, out_grad: Value) -> tuple[Value | None, ...]:
     grad mode is on."""
     if not _grad_enabled():
         return node.op.gradient_as_tuple(out_grad, node)
-    with _set_grad(False):
+    token = _GRAD_ENABLED.set(False)  # not _set_grad: this runs once per node of a backward
+    try:
         raw = node.op.gradient_as_tuple(out_grad, node)
+    finally:
+        _GRAD_ENABLED.reset(token)
     out: list[Value | None] = []
+    inputs = None
     for index, g in enumerate(raw):
         if g is None or g.op is not None or g.requires_grad:
             out.append(g)  # none, or a node of the graph already (an identity's gradient)
             continue
+        if inputs is None:
+            inputs = (out_grad, *node.inputs)
+        # A new node, not g itself: g may be a tensor of the caller's (out_grad, say).
         adjoint = type(g).__new__(type(g))
         adjoint.cached_data, adjoint.grad = g.cached_data, None
-        adjoint.op, adjoint.inputs = _Adjoint(node, index), (out_grad, *node.inputs)
-        adjoint.requires_grad = True
+        adjoint.op, adjoint.inputs, adjoint.requires_grad = _Adjoint(node, index), inputs, True
         out.append(adjoint)
     return tuple(out)
 
