@@ -295,6 +295,59 @@ KERNELS: tuple[Kernel, ...] = (
         since=2,
     ),
     Kernel(
+        "batch_norm",
+        (
+            "x",
+            "weight",
+            "bias",
+            "out",
+            "mean",
+            "invstd",
+            "running_mean",
+            "running_var",
+            "outer",
+            "channels",
+            "inner",
+            "eps",
+            "momentum",
+        ),  # fmt: skip
+        "unary",
+        "batch normalization for training, per channel c of compact float x (outer, channels, "
+        "inner) over its outer * inner values: in double, mu = their mean and var = the mean "
+        "of (x - mu)^2 (biased); mean[c] = mu and invstd[c] = 1 / sqrt(var + eps), rounded; "
+        "out = ((x - mean[c]) * invstd[c]) * weight[c] + bias[c], each operation rounded; "
+        "when momentum is not 0, in double then rounded, running_mean[c] = (1 - momentum) * "
+        "running_mean[c] + momentum * mu and running_var[c] likewise with var (when it is 0 "
+        "the running handles are neither read nor written; without it core composes "
+        "reductions and elementwise kernels)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "batch_norm_grad",
+        (
+            "g",
+            "x",
+            "weight",
+            "mean",
+            "invstd",
+            "dx",
+            "dweight",
+            "dbias",
+            "outer",
+            "channels",
+            "inner",
+        ),  # fmt: skip
+        "unary",
+        "the gradients of batch_norm's out for its adjoint g (x's layout), per channel c with "
+        "xhat = (x - mean[c]) * invstd[c] (rounded): dbias[c] = sum(g) and dweight[c] = "
+        "sum(g * xhat), summed in double; dx = (weight[c] * invstd[c]) * ((g - dbias[c] / M) "
+        "- xhat * (dweight[c] / M)) with M = outer * inner and the two means taken in double, "
+        "each operation rounded",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
         "gather_rows",
         ("a", "indices", "out", "count", "width"),
         "memory",

@@ -146,6 +146,12 @@ PYBIND11_MODULE(_ext, m) {
         arg("losses"), arg("probs"), arg("n"), arg("k"));
   m.def("softmax_cross_entropy_grad", &softmax_cross_entropy_grad, arg("probs"), arg("labels"),
         arg("g"), arg("out"), arg("n"), arg("k"));
+  m.def("batch_norm", &batch_norm, arg("x"), arg("weight"), arg("bias"), arg("out"),
+        arg("mean"), arg("invstd"), arg("running_mean"), arg("running_var"), arg("outer"),
+        arg("channels"), arg("inner"), arg("eps"), arg("momentum"));
+  m.def("batch_norm_grad", &batch_norm_grad, arg("g"), arg("x"), arg("weight"), arg("mean"),
+        arg("invstd"), arg("dx"), arg("dweight"), arg("dbias"), arg("outer"), arg("channels"),
+        arg("inner"));
   m.def("gather_rows", &gather_rows, arg("a"), arg("indices"), arg("out"), arg("count"),
         arg("width"));
   m.def("scatter_add_rows", &scatter_add_rows, arg("a"), arg("indices"), arg("out"),

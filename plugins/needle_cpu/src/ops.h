@@ -107,6 +107,13 @@ void softmax_cross_entropy_grad(const Array& probs, const Array& labels, const A
 void gather_rows(const Array& a, const Array& indices, Array& out, int64_t count, int64_t width);
 void scatter_add_rows(const Array& a, const Array& indices, Array& out, int64_t count,
                       int64_t width);
+// norm.cpp: batch normalization's forward and gradient over compact (outer, channels, inner).
+void batch_norm(const Array& x, const Array& weight, const Array& bias, Array& out, Array& mean,
+                Array& invstd, Array& running_mean, Array& running_var, int64_t outer,
+                int64_t channels, int64_t inner, double eps, double momentum);
+void batch_norm_grad(const Array& g, const Array& x, const Array& weight, const Array& mean,
+                     const Array& invstd, Array& dx, Array& dweight, Array& dbias, int64_t outer,
+                     int64_t channels, int64_t inner);
 // The optimizers' handles: params, grads and their state, one list each, checked by
 // optimizer_group (equal lengths; per parameter one float dtype and size).
 using Group = std::vector<std::vector<Array*>>;

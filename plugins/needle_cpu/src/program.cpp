@@ -306,6 +306,32 @@ const std::unordered_map<std::string, Compiler>& compilers() {
          }},
         {"softmax_cross_entropy", NDL_FOUR_HANDLES(softmax_cross_entropy)},
         {"softmax_cross_entropy_grad", NDL_FOUR_HANDLES(softmax_cross_entropy_grad)},
+        {"batch_norm",
+         [](const py::tuple& args, Keep&) -> Step {
+           expect(args, 13, "batch_norm");
+           Array* h[8];
+           for (int i = 0; i < 8; ++i) h[i] = handle(args[i]);
+           const int64_t outer = integer(args[8]), channels = integer(args[9]),
+                         inner = integer(args[10]);
+           const double eps = real(args[11]), momentum = real(args[12]);
+           return [x = h[0], w = h[1], b = h[2], out = h[3], m = h[4], inv = h[5], rm = h[6],
+                   rv = h[7], outer, channels, inner, eps, momentum] {
+             batch_norm(*x, *w, *b, *out, *m, *inv, *rm, *rv, outer, channels, inner, eps,
+                        momentum);
+           };
+         }},
+        {"batch_norm_grad",
+         [](const py::tuple& args, Keep&) -> Step {
+           expect(args, 11, "batch_norm_grad");
+           Array* h[8];
+           for (int i = 0; i < 8; ++i) h[i] = handle(args[i]);
+           const int64_t outer = integer(args[8]), channels = integer(args[9]),
+                         inner = integer(args[10]);
+           return [g = h[0], x = h[1], w = h[2], m = h[3], inv = h[4], dx = h[5], dw = h[6],
+                   db = h[7], outer, channels, inner] {
+             batch_norm_grad(*g, *x, *w, *m, *inv, *dx, *dw, *db, outer, channels, inner);
+           };
+         }},
         {"gather_rows", NDL_ROWS(gather_rows)},
         {"scatter_add_rows", NDL_ROWS(scatter_add_rows)},
         {"sgd_update",

@@ -11,6 +11,9 @@ and a composition of the required ones (ops call these; they never reach a backe
 * :func:`softmax_cross_entropy`, :func:`softmax_cross_entropy_grad`: per-row softmax
   cross-entropy and its gradient; the backend's kernels of those names when declared (two
   passes over the logits), else logsumexp and a one-hot pick composed.
+* :func:`batch_norm`, :func:`batch_norm_grad`: batch normalization for training over axis 1
+  and its gradient; the backend's kernels of those names when declared (one call each way,
+  running statistics included), else reductions and elementwise kernels.
 * :func:`assign`: write an array into another's buffer (state updated in place).
 * :func:`sgd_update`, :func:`adam_update`: optimizer updates of many parameters, in place;
   the backend's ``sgd_update``/``adam_update`` when declared (one call for all of them),
@@ -29,7 +32,7 @@ from .ndarray import NDArray
 __all__ = [
     "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
     "pack", "unpack", "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
-    "softmax_cross_entropy", "softmax_cross_entropy_grad",
+    "softmax_cross_entropy", "softmax_cross_entropy_grad", "batch_norm", "batch_norm_grad",
 ]  # fmt: skip
 
 Padding = int | tuple[int, int]
@@ -271,6 +274,114 @@ def softmax_cross_entropy_grad(probs: NDArray, labels: NDArray, g: NDArray) -> N
         return out
     column = g.reshape((n, 1)).broadcast_to((n, k))
     return probs * column - one_hot(labels.reshape((n,)), k, probs.dtype) * column
+
+
+def _norm_layout(x: NDArray, kernel: str) -> tuple[int, int, int]:
+    """``(outer, channels, inner)`` of ``x`` normalized per index of axis 1."""
+    if x.ndim < 2:
+        raise ValueError(f"{kernel} needs an input of 2 or more dimensions, got shape {x.shape}")
+    return x.shape[0], x.shape[1], st.prod(x.shape[2:])
+
+
+def _channel_rows(x: NDArray, layout: tuple[int, int, int]) -> NDArray:
+    """``x`` (outer, channels, inner...) as compact rows ``(outer * inner, channels)``."""
+    outer, channels, inner = layout
+    if inner == 1:
+        return x.compact().reshape((outer, channels))
+    cube = x.compact().reshape(layout).permute((0, 2, 1))
+    return cube.compact().reshape((outer * inner, channels))
+
+
+def _from_channel_rows(rows: NDArray, shape: tuple[int, ...]) -> NDArray:
+    outer, channels = shape[0], shape[1]
+    inner = st.prod(shape[2:])
+    if inner == 1:
+        return rows.reshape(shape)
+    return rows.reshape((outer, inner, channels)).permute((0, 2, 1)).compact().reshape(shape)
+
+
+def _per_row(vector: NDArray, shape: tuple[int, int]) -> NDArray:
+    return vector.reshape((1, shape[1])).broadcast_to(shape)
+
+
+def batch_norm(
+    x: NDArray,
+    weight: NDArray,
+    bias: NDArray,
+    eps: float,
+    momentum: float = 0.0,
+    running: tuple[NDArray, NDArray] | None = None,
+) -> tuple[NDArray, NDArray, NDArray]:
+    """``(out, mean, invstd)``: ``x`` (N, C, ...) normalized per channel (axis 1) with its
+    batch's statistics, then scaled by ``weight`` and shifted by ``bias`` (both (C,)). With
+    ``running = (running_mean, running_var)`` (compact (C,) buffers) and ``momentum``, those
+    are updated in place: ``running = (1 - momentum) * running + momentum * batch``, with the
+    biased batch variance (the course's)."""
+    layout = _norm_layout(x, "batch_norm")
+    outer, channels, inner = layout
+    if weight.size != channels or bias.size != channels:
+        raise ValueError(f"batch_norm of {channels} channels got weight and bias of "
+                         f"{weight.size} and {bias.size} values")  # fmt: skip
+    if running is None:
+        momentum = 0.0
+    elif any(r.size != channels or not r.is_compact() for r in running):
+        raise ValueError(f"batch_norm updates compact running statistics of {channels} values")
+    dev, dtype = x.device, x.dtype
+    weight, bias = weight._cast(dtype).compact(), bias._cast(dtype).compact()
+    if dev.has("batch_norm") and all(r.dtype == dtype for r in running or ()):
+        out = NDArray.make(x.shape, device=dev, dtype=dtype)
+        mean = NDArray.make((channels,), device=dev, dtype=dtype)
+        invstd = NDArray.make((channels,), device=dev, dtype=dtype)
+        run = running if momentum != 0 else (mean, invstd)  # untouched when momentum is 0
+        dev.mod.batch_norm(
+            x.compact().handle, weight.handle, bias.handle, out.handle, mean.handle,
+            invstd.handle, run[0].handle, run[1].handle, outer, channels, inner, float(eps),
+            float(momentum),
+        )  # fmt: skip
+        return out, mean, invstd
+    rows = _channel_rows(x, layout)
+    count, shape = outer * inner, rows.shape
+    mean = rows.sum(0) / count
+    centered = rows - _per_row(mean, shape)
+    var = (centered * centered).sum(0) / count
+    invstd = (var + eps) ** -0.5
+    out = (centered * _per_row(invstd, shape)) * _per_row(weight, shape) + _per_row(bias, shape)
+    if momentum != 0:
+        for buffer, batch in zip(running, (mean, var)):
+            assign(buffer, buffer * (1 - momentum) + batch * momentum)
+    return _from_channel_rows(out, x.shape), mean, invstd
+
+
+def batch_norm_grad(
+    g: NDArray, x: NDArray, weight: NDArray, mean: NDArray, invstd: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
+    """``(dx, dweight, dbias)``: the gradients of :func:`batch_norm`'s ``out`` for its adjoint
+    ``g``, from the ``mean`` and ``invstd`` it returned."""
+    layout = _norm_layout(x, "batch_norm_grad")
+    outer, channels, inner = layout
+    if g.shape != x.shape:
+        raise ValueError(f"batch_norm_grad: gradient of shape {g.shape} for x {x.shape}")
+    dev, dtype = x.device, x.dtype
+    g, weight = g._cast(dtype), weight._cast(dtype).compact()
+    if dev.has("batch_norm_grad"):
+        dx = NDArray.make(x.shape, device=dev, dtype=dtype)
+        dweight = NDArray.make((channels,), device=dev, dtype=dtype)
+        dbias = NDArray.make((channels,), device=dev, dtype=dtype)
+        dev.mod.batch_norm_grad(
+            g.compact().handle, x.compact().handle, weight.handle, mean.compact().handle,
+            invstd.compact().handle, dx.handle, dweight.handle, dbias.handle, outer, channels,
+            inner,
+        )  # fmt: skip
+        return dx, dweight, dbias
+    rows, grows = _channel_rows(x, layout), _channel_rows(g, layout)
+    count, shape = outer * inner, rows.shape
+    xhat = (rows - _per_row(mean, shape)) * _per_row(invstd, shape)
+    dbias = grows.sum(0)
+    dweight = (grows * xhat).sum(0)
+    # Signs flipped on the (C,) vectors, not on the (M, C) arrays: D negations, not M * D.
+    spread = grows + _per_row(-(dbias / count), shape) + xhat * _per_row(-(dweight / count), shape)
+    dx = _per_row(weight * invstd, shape) * spread
+    return _from_channel_rows(dx, x.shape), dweight, dbias
 
 
 def assign(target: NDArray, value: NDArray) -> None:

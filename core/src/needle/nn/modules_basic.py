@@ -10,7 +10,7 @@ import numpy as np
 from .. import init, ops
 from .. import replay as _jit
 from ..autograd import Tensor
-from ..backend_ndarray.compose import assign, one_hot
+from ..backend_ndarray.compose import one_hot
 from ..backend_ndarray.dtypes import canonical, is_float
 from ..devices import BackendDevice
 from ..devices import device as _lookup_device
@@ -512,34 +512,37 @@ class BatchNorm1d(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{type(self).__name__}({self.dim}) got input of shape {x.shape}")
+        return self._normalize(x)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        """``x`` normalized per channel of axis 1 (any trailing dimensions)."""
         if self.training:
-            op = ops.BatchNorm(self.eps)  # one graph node; it keeps the batch statistics
-            out = op(x, self.weight, self.bias)
-            m = self.momentum  # the running statistics are updated in place, on NDArrays
-            for buffer, batch in (
-                (self.running_mean, op.batch_mean),
-                (self.running_var, op.batch_var),
-            ):
-                running = buffer.cached_data
-                if not running.is_compact():  # a strided buffer loaded from a checkpoint
-                    running = buffer.cached_data = running.compact()
-                assign(running, running * (1 - m) + batch * m)
-            return out
-        centered = x - _row(self.running_mean, x.shape)
-        normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)
-        return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+            running = []
+            for buffer in (self.running_mean, self.running_var):
+                data = buffer.cached_data
+                if not data.is_compact():  # a strided buffer loaded from a checkpoint
+                    data = buffer.cached_data = data.compact()
+                running.append(data)
+            # One graph node; it updates the running statistics in place (no graph).
+            return ops.BatchNorm(self.eps, self.momentum, tuple(running))(x, self.weight, self.bias)
+        shape = (1, self.dim) + (1,) * (x.ndim - 2)
+        mean = self.running_mean.reshape(shape).broadcast_to(x.shape)
+        std = ((self.running_var + self.eps) ** 0.5).reshape(shape).broadcast_to(x.shape)
+        return self.weight.reshape(shape).broadcast_to(x.shape) * ((x - mean) / std) + (
+            self.bias.reshape(shape).broadcast_to(x.shape)
+        )
 
 
 class BatchNorm2d(BatchNorm1d):
-    """Batch normalization per channel of ``(N, C, H, W)`` inputs."""
+    """Batch normalization per channel of ``(N, C, H, W)`` inputs (statistics over N, H, W).
+
+    The channel axis is normalized where it lies: no transposed copies of the input."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"BatchNorm2d expects (N, C, H, W) input, got shape {x.shape}")
-        n, c, h, w = x.shape
-        flat = x.transpose((1, 2)).transpose((2, 3)).reshape((n * h * w, c))
-        out = super().forward(flat).reshape((n, h, w, c))
-        return out.transpose((2, 3)).transpose((1, 2))
+        if x.ndim != 4 or x.shape[1] != self.dim:
+            raise ValueError(f"BatchNorm2d({self.dim}) expects (N, {self.dim}, H, W) input, "
+                             f"got shape {x.shape}")  # fmt: skip
+        return self._normalize(x)
 
 
 class LayerNorm1d(Module):

@@ -160,9 +160,10 @@ def _logsumexp_ref(a: np.ndarray, axes: Any = None) -> np.ndarray:
 
 
 def _batch_norm_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    mean = x.mean(axis=0)
-    var = ((x - mean) ** 2).mean(axis=0)
-    return w * (x - mean) / np.sqrt(var + eps) + b
+    axes, at = (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)  # per channel of axis 1
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return w.reshape(at) * (x - mean) / np.sqrt(var + eps) + b.reshape(at)
 
 
 def _samples(
@@ -386,8 +387,8 @@ OP_TABLE: tuple[OpInfo, ...] = (
         lambda x, w, b, eps=1e-5: ops.batch_norm(x, w, b, eps),
         _batch_norm_ref,
         tuple(
-            _samples(((5, 3), (3,), (3,)), layouts=ALL_LAYOUTS)
-            + _samples(((1, 4), (4,), (4,)), ((6, 2), (2,), (2,)), eps=0.5)
+            _samples(((5, 3), (3,), (3,)), ((3, 2, 2, 3), (2,), (2,)), layouts=ALL_LAYOUTS)
+            + _samples(((1, 4), (4,), (4,)), ((6, 2), (2,), (2,)), ((2, 3, 4), (3,), (3,)), eps=0.5)
         ),
         rtol=1e-4,
         atol=1e-4,

@@ -80,6 +80,15 @@ def softmax_cross_entropy(
 def softmax_cross_entropy_grad(
     probs: Array, labels: Array, g: Array, out: Array, n: int, k: int
 ) -> None: ...
+def batch_norm(
+    x: Array, weight: Array, bias: Array, out: Array, mean: Array, invstd: Array,
+    running_mean: Array, running_var: Array, outer: int, channels: int, inner: int, eps: float,
+    momentum: float,
+) -> None: ...  # fmt: skip
+def batch_norm_grad(
+    g: Array, x: Array, weight: Array, mean: Array, invstd: Array, dx: Array, dweight: Array,
+    dbias: Array, outer: int, channels: int, inner: int,
+) -> None: ...  # fmt: skip
 def gather_rows(a: Array, indices: Array, out: Array, count: int, width: int) -> None: ...
 def scatter_add_rows(a: Array, indices: Array, out: Array, count: int, width: int) -> None: ...
 def sgd_update(

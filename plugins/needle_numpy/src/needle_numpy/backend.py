@@ -304,6 +304,66 @@ def softmax_cross_entropy_grad(
         z.reshape(n, k)[np.arange(n), idx] -= grad
 
 
+def _norm_views(
+    kernel: str, x: Array, full: Sequence[Array], channel: Sequence[Array], shape: tuple
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """x and the ``full`` handles as (outer, channels, inner), the ``channel`` ones as
+    (1, channels, 1): checked sizes and one float dtype."""
+    outer, channels, inner = shape
+    xs = _check(x, "x")
+    if min(shape) < 0 or xs.size != outer * channels * inner or xs.dtype.kind != "f":
+        raise ValueError(f"{kernel}: x holds {xs.size} {xs.dtype} values, not float {shape}")
+    fulls = [_check(a) for a in full]
+    chans = [_check(a) for a in channel]
+    _same(xs, *fulls)
+    if any(c.size != channels or c.dtype != xs.dtype for c in chans):
+        raise ValueError(f"{kernel}: a per-channel handle is not {channels} {xs.dtype} values")
+    return (
+        xs.reshape(shape),
+        [f.reshape(shape) for f in fulls],
+        [c.reshape(1, channels, 1) for c in chans],
+    )
+
+
+def batch_norm(
+    x: Array, weight: Array, bias: Array, out: Array, mean: Array, invstd: Array,
+    running_mean: Array, running_var: Array, outer: int, channels: int, inner: int, eps: float,
+    momentum: float,
+) -> None:  # fmt: skip
+    shape = (outer, channels, inner)
+    running = (running_mean, running_var) if momentum != 0 else ()
+    v, (z,), (w, b, m, inv, *run) = _norm_views(
+        "batch_norm", x, [out], [weight, bias, mean, invstd, *running], shape
+    )
+    with _ieee():
+        mu = v.sum(axis=(0, 2), keepdims=True, dtype=np.float64) / (outer * inner)
+        var = ((v - mu) ** 2).sum(axis=(0, 2), keepdims=True) / (outer * inner)
+        m[...] = mu
+        inv[...] = 1.0 / np.sqrt(var + eps)
+        if run:
+            run[0][...] = (1.0 - momentum) * run[0].astype(np.float64) + momentum * mu
+            run[1][...] = (1.0 - momentum) * run[1].astype(np.float64) + momentum * var
+        z[...] = ((v - m) * inv) * w + b
+
+
+def batch_norm_grad(
+    g: Array, x: Array, weight: Array, mean: Array, invstd: Array, dx: Array, dweight: Array,
+    dbias: Array, outer: int, channels: int, inner: int,
+) -> None:  # fmt: skip
+    shape = (outer, channels, inner)
+    v, (gv, z), (w, m, inv, dw, db) = _norm_views(
+        "batch_norm_grad", x, [g, dx], [weight, mean, invstd, dweight, dbias], shape
+    )
+    with _ieee():
+        xhat = (v - m) * inv
+        sum_g = gv.sum(axis=(0, 2), keepdims=True, dtype=np.float64)
+        sum_gx = (gv * xhat).sum(axis=(0, 2), keepdims=True, dtype=np.float64)
+        db[...], dw[...] = sum_g, sum_gx
+        k2 = (sum_g / (outer * inner)).astype(v.dtype)
+        k3 = (sum_gx / (outer * inner)).astype(v.dtype)
+        z[...] = (w * inv) * ((gv - k2) - xhat * k3)
+
+
 _ROW_OPS = {"add": np.add, "mul": np.multiply, "div": np.divide, "maximum": np.maximum}
 
 

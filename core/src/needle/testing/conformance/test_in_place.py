@@ -10,6 +10,8 @@ either way the result must be numpy's, operation by operation.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -189,6 +191,82 @@ def test_softmax_cross_entropy(device) -> None:
         device.mod.softmax_cross_entropy(
             logits.handle, bad.handle, losses.handle, probs.handle, 1, k
         )
+
+
+NORM_SHAPES = [(1, 1), (5, 3), (64, 100), (8, 4, 3, 3), (16, 8, 300), (4, 3, 0)]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "composed"])
+@pytest.mark.parametrize("shape", NORM_SHAPES, ids=str)
+def test_batch_norm(device, shape, fused: bool, monkeypatch) -> None:
+    """compose.batch_norm and batch_norm_grad against float64 numpy: outputs, statistics,
+    running updates and the three gradients, per channel of axis 1; through the backend's
+    kernels, and through core's composition (the kernels hidden)."""
+    names = {"batch_norm", "batch_norm_grad"}
+    if fused and not names <= set(device.capabilities):
+        pytest.skip(f"{device.name} declares no batch_norm kernels (core composes them)")
+    if not fused:
+        monkeypatch.setattr(device, "_caps", device._caps - names)
+    axes = (0, *range(2, len(shape)))
+    channels, momentum, eps = shape[1], 0.1, 1e-3
+    for dtype in _dtypes(device, "unary"):
+        x = RNG.standard_normal(shape) * 3 + 2
+        g = RNG.standard_normal(shape)
+        w, b = RNG.standard_normal(channels), RNG.standard_normal(channels)
+        run = [RNG.random(channels), RNG.random(channels) + 0.5]
+        nd = [_array(device, v.astype(dtype)) for v in (x, g, w, b, *run)]
+        out, mean, invstd = compose.batch_norm(nd[0], nd[2], nd[3], eps, momentum, (nd[4], nd[5]))
+        dx, dw, db = compose.batch_norm_grad(nd[1], nd[0], nd[2], mean, invstd)
+        x, g, w, b, rm, rv = (v.astype(dtype).astype(np.float64) for v in (x, g, w, b, *run))
+        at = (1, channels) + (1,) * (len(shape) - 2)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an empty channel: NaN statistics
+            mu, var = x.mean(axes), x.var(axes)
+            xhat = (x - mu.reshape(at)) / np.sqrt(var + eps).reshape(at)
+            want = {
+                "out": xhat * w.reshape(at) + b.reshape(at),
+                "mean": mu,
+                "invstd": 1 / np.sqrt(var + eps),
+                "running_mean": 0.9 * rm + 0.1 * mu,
+                "running_var": 0.9 * rv + 0.1 * var,
+                "dbias": g.sum(axes),
+                "dweight": (g * xhat).sum(axes),
+                "dx": (w / np.sqrt(var + eps)).reshape(at)
+                * (g - g.mean(axes).reshape(at) - xhat * (g * xhat).mean(axes).reshape(at)),
+            }
+        got = {"out": out, "mean": mean, "invstd": invstd, "running_mean": nd[4],
+               "running_var": nd[5], "dbias": db, "dweight": dw, "dx": dx}  # fmt: skip
+        tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == "float32" else {"rtol": 1e-9, "atol": 1e-9}
+        for name, value in got.items():
+            assert value.shape == np.shape(want[name]), name
+            np.testing.assert_allclose(value.numpy(), want[name], **tol, err_msg=name)
+
+
+def test_batch_norm_kernels_check_their_arguments(device) -> None:
+    if not device.has("batch_norm"):
+        pytest.skip(f"{device.name} declares no batch_norm (core composes it)")
+    x = _array(device, RNG.standard_normal((4, 3)).astype(np.float32))
+    out = NDArray.make((4, 3), device=device, dtype="float32")
+    c3 = [_array(device, np.full(3, 7.0, np.float32)) for _ in range(6)]
+    w, b, m, inv, rm, rv = (c.handle for c in c3)
+    device.mod.batch_norm(x.handle, w, b, out.handle, m, inv, rm, rv, 4, 3, 1, 1e-5, 0.0)
+    np.testing.assert_array_equal(c3[4].numpy(), 7.0)  # momentum 0: running left alone
+    short = _array(device, np.zeros(2, np.float32)).handle
+    for bad in [
+        (x.handle, w, b, out.handle, m, inv, rm, rv, 4, 4, 1, 1e-5, 0.1),  # x is not 4 x 4
+        (x.handle, short, b, out.handle, m, inv, rm, rv, 4, 3, 1, 1e-5, 0.1),  # weight of 2
+        (x.handle, w, b, out.handle, m, inv, short, rv, 4, 3, 1, 1e-5, 0.1),  # running of 2
+    ]:
+        with pytest.raises(ValueError):
+            device.mod.batch_norm(*bad)
+    with pytest.raises(ValueError):
+        device.mod.batch_norm_grad(x.handle, x.handle, w, m, inv, out.handle, short, b, 4, 3, 1)
+    if device.supports("int32"):
+        ints = NDArray.make((4, 3), device=device, dtype="int32")
+        with pytest.raises((ValueError, TypeError)):
+            device.mod.batch_norm(
+                ints.handle, w, b, ints.handle, m, inv, rm, rv, 4, 3, 1, 1e-5, 0.1
+            )
 
 
 def _rows_case(device, dtype: str, rows: int, count: int, width: int):
