@@ -211,6 +211,17 @@ KERNELS: tuple[Kernel, ...] = (
         "out (m, p) = a (m, n) @ b (n, p), all compact row-major",
     ),
     Kernel(
+        "matmul_t",
+        ("a", "b", "out", "m", "n", "p", "trans_a", "trans_b"),
+        "matmul",
+        "out (m, p) = A @ B where A is compact a (m, n), or, when trans_a, compact a (n, m) "
+        "read transposed, and B is compact b (n, p), or (p, n) read transposed when trans_b "
+        "(a transposed view multiplied without a copy; without it core compacts the view "
+        "and calls matmul)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
         "bmm",
         ("a", "b", "out", "batch", "m", "n", "p"),
         "matmul",

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "isa.h"
 #include "ops.h"
@@ -23,30 +24,52 @@ void check_blas_dims(std::initializer_list<int64_t> dims) {
 
 namespace {
 
-// One OpenBLAS call: rows [r0, r1) and columns [c0, c1) of c = a @ b.
+// One OpenBLAS call: rows [r0, r1) and columns [c0, c1) of c = A @ B, where A is a (m, n)
+// row-major, or a's (n, m) read transposed when ta; B is b (n, p), or b's (p, n) when tb.
 template <class T>
-void blas_block(const T* a, const T* b, T* c, int64_t n, int64_t p, int64_t r0, int64_t r1,
-                int64_t c0, int64_t c1) {
+void blas_block(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p, bool ta, bool tb,
+                int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
   const int rows = int(r1 - r0), cols = int(c1 - c0);
+  const T* a0 = ta ? a + r0 : a + r0 * n;
+  const T* b0 = tb ? b + c0 * n : b + c0;
+  const int lda = int(ta ? m : n), ldb = int(tb ? n : p);
+  const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>)
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, int(n), 1.f,
-                      a + r0 * n, int(n), b + c0, int(p), 0.f, c + r0 * p + c0, int(p));
+    scipy_cblas_sgemm(CblasRowMajor, opa, opb, rows, cols, int(n), 1.f, a0, lda, b0, ldb, 0.f,
+                      c + r0 * p + c0, int(p));
   else
-    scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, int(n), 1.0,
-                      a + r0 * n, int(n), b + c0, int(p), 0.0, c + r0 * p + c0, int(p));
+    scipy_cblas_dgemm(CblasRowMajor, opa, opb, rows, cols, int(n), 1.0, a0, lda, b0, ldb, 0.0,
+                      c + r0 * p + c0, int(p));
+}
+
+// x (rows, cols) row-major, transposed into a new compact buffer.
+template <class T>
+std::vector<T> transposed(const T* x, int64_t rows, int64_t cols) {
+  std::vector<T> t(static_cast<size_t>(rows * cols));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) t[size_t(j * rows + i)] = x[i * cols + j];
+  return t;
 }
 
 }  // namespace
 
-// c (m, p) = a (m, n) @ b (n, p), all compact row-major. OpenBLAS runs single-threaded
-// (set at import); a big product is cut into row blocks (column blocks when p > m), one per
-// thread of our pool, so one pool serves every kernel and no second one spins against it.
-// Integers: rows across the pool, each through the blocked kernel of kernels.h.
+// c (m, p) = A (m, n) @ B (n, p), c compact row-major; A is a, or a (n, m) transposed when ta,
+// and B is b, or b (p, n) transposed when tb (BLAS reads them in place). OpenBLAS runs
+// single-threaded (set at import); a big product is cut into row blocks (column blocks when
+// p > m), one per thread of our pool, so one pool serves every kernel and no second one spins
+// against it. Integers: rows across the pool, each through the blocked kernel of kernels.h
+// (transposed operands are copied first).
 template <class T>
-void gemm(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p) {
+void gemm(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p, bool ta, bool tb) {
   if (m == 0 || p == 0) return;
   if (n == 0) return void(std::fill_n(c, m * p, T(0)));
   if constexpr (std::is_integral_v<T>) {
+    if (ta || tb) {
+      std::vector<T> at, bt;
+      if (ta) at = transposed(a, n, m);
+      if (tb) bt = transposed(b, p, n);
+      return gemm(ta ? at.data() : a, tb ? bt.data() : b, c, m, n, p, false, false);
+    }
     const auto rows = K.igemm<T>();
     parallel_for(m, n * p, [&](int64_t s, int64_t e) { rows(a, b, c, s, e, n, p); });
   } else {
@@ -55,7 +78,7 @@ void gemm(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p) {
     // a 2-thread ResNet9 step ran 2.7x slower. Put it back first (a read when nothing changed).
     if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
     const int64_t nt = std::min<int64_t>(g_threads, m * n * p / (1 << 18));
-    if (nt <= 1) return blas_block(a, b, c, n, p, 0, m, 0, p);
+    if (nt <= 1) return blas_block(a, b, c, m, n, p, ta, tb, 0, m, 0, p);
     const bool by_rows = m >= p;
     const int64_t len = by_rows ? m : p;
     // One block per thread (each block packs b again), claimed through a counter: a worker
@@ -66,18 +89,21 @@ void gemm(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p) {
       for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < nt;) {
         const int64_t s = cut(i), e = cut(i + 1);  // multiples of 16, the kernels' unrolling
         if (s >= e) continue;
-        if (by_rows) blas_block(a, b, c, n, p, s, e, 0, p);
-        else blas_block(a, b, c, n, p, 0, m, s, e);
+        if (by_rows) blas_block(a, b, c, m, n, p, ta, tb, s, e, 0, p);
+        else blas_block(a, b, c, m, n, p, ta, tb, 0, m, s, e);
       }
     };
     pool()->run(int(nt), body);
   }
 }
 
-template void gemm<float>(const float*, const float*, float*, int64_t, int64_t, int64_t);
-template void gemm<double>(const double*, const double*, double*, int64_t, int64_t, int64_t);
-template void gemm<int32_t>(const int32_t*, const int32_t*, int32_t*, int64_t, int64_t, int64_t);
-template void gemm<int64_t>(const int64_t*, const int64_t*, int64_t*, int64_t, int64_t, int64_t);
+#define NDL_GEMM(T) \
+  template void gemm<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, bool, bool);
+NDL_GEMM(float)
+NDL_GEMM(double)
+NDL_GEMM(int32_t)
+NDL_GEMM(int64_t)
+#undef NDL_GEMM
 
 namespace {
 
@@ -89,22 +115,28 @@ void same_dtypes(const char* kernel, const Array& a, const Array& b, const Array
 
 }  // namespace
 
-void matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
+void matmul_t(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p,
+              bool trans_a, bool trans_b) {
+  const char* kernel = trans_a || trans_b ? "matmul_t" : "matmul";
   check_blas_dims({m, n, p});
   if (a.size() != checked_mul(m, n) || b.size() != checked_mul(n, p) ||
       out.size() != checked_mul(m, p))
-    fail("matmul sizes " + std::to_string(a.size()) + ", " + std::to_string(b.size()) + ", " +
-         std::to_string(out.size()) + " do not match m=" + std::to_string(m) +
-         " n=" + std::to_string(n) + " p=" + std::to_string(p));
-  same_dtypes("matmul", a, b, out);
-  visit_number(out.dtype(), "matmul", [&](auto t) {
+    fail(std::string(kernel) + " sizes " + std::to_string(a.size()) + ", " +
+         std::to_string(b.size()) + ", " + std::to_string(out.size()) + " do not match m=" +
+         std::to_string(m) + " n=" + std::to_string(n) + " p=" + std::to_string(p));
+  same_dtypes(kernel, a, b, out);
+  visit_number(out.dtype(), kernel, [&](auto t) {
     using T = decltype(t);
     if (out.size() == 0) return;
     const T *x = a.data<T>(), *y = b.data<T>();
     T* z = out.data<T>();
     MaybeRelease gil(checked_mul(out.size(), n));
-    gemm(x, y, z, m, n, p);
+    gemm(x, y, z, m, n, p, trans_a, trans_b);
   });
+}
+
+void matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
+  matmul_t(a, b, out, m, n, p, false, false);
 }
 
 void bmm(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m, int64_t n,

@@ -132,6 +132,8 @@ PYBIND11_MODULE(_ext, m) {
 #undef NDL_BIND_UNARY
 
   m.def("matmul", &matmul, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"), arg("p"));
+  m.def("matmul_t", &matmul_t, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"), arg("p"),
+        arg("trans_a"), arg("trans_b"));
   m.def("bmm", &bmm, arg("a"), arg("b"), arg("out"), arg("batch"), arg("m"), arg("n"), arg("p"));
   m.def("matmul_tiled", &matmul_tiled, arg("a"), arg("b"), arg("out"), arg("m"), arg("n"),
         arg("p"));

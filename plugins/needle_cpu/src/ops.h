@@ -80,9 +80,14 @@ void cast(const Array& a, Array& out);
 
 // gemm.cpp: matrix products (OpenBLAS for float32 and float64, a blocked loop for integers).
 void check_blas_dims(std::initializer_list<int64_t> dims);
-template <class T>  // c (m, p) = a (m, n) @ b (n, p), compact, threaded by our pool
-void gemm(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p);
+// c (m, p) = a (m, n) @ b (n, p), compact, threaded by our pool; ta / tb: a is (n, m) and b
+// is (p, n), read transposed.
+template <class T>
+void gemm(const T* a, const T* b, T* c, int64_t m, int64_t n, int64_t p, bool ta = false,
+          bool tb = false);
 void matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p);
+void matmul_t(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p,
+              bool trans_a, bool trans_b);
 void bmm(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m, int64_t n,
          int64_t p);
 constexpr int64_t kTile = 8;  // __tile_size__ of matmul_tiled (the course's TILE)

@@ -285,6 +285,14 @@ const std::unordered_map<std::string, Compiler>& compilers() {
          }},
         {"matmul", NDL_PRODUCT(matmul)},
         {"matmul_tiled", NDL_PRODUCT(matmul_tiled)},
+        {"matmul_t",
+         [](const py::tuple& args, Keep&) -> Step {
+           expect(args, 8, "matmul_t");
+           Array *a = handle(args[0]), *b = handle(args[1]), *out = handle(args[2]);
+           const int64_t m = integer(args[3]), n = integer(args[4]), p = integer(args[5]);
+           const bool ta = args[6].cast<bool>(), tb = args[7].cast<bool>();
+           return [a, b, out, m, n, p, ta, tb] { matmul_t(*a, *b, *out, m, n, p, ta, tb); };
+         }},
         {"bmm",
          [](const py::tuple& args, Keep&) -> Step {
            expect(args, 7, "bmm");

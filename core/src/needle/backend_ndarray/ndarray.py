@@ -742,8 +742,23 @@ class NDArray:
         if n == 0:
             out.fill(0)
             return out
+        if self._device.has("matmul_t"):  # a transposed operand is read in place, not copied
+            (ha, ta), (hb, tb) = a._gemm_operand(), b._gemm_operand()
+            if ta or tb:
+                self._device.mod.matmul_t(ha, hb, out._handle, m, n, p, ta, tb)
+                return out
         self._device.mod.matmul(a.compact()._handle, b.compact()._handle, out._handle, m, n, p)
         return out
+
+    def _gemm_operand(self) -> tuple[Any, bool]:
+        """``(handle, transposed)`` of a 2-D operand: its own buffer when the view is compact or
+        the transpose of a whole compact buffer (``transposed``), else a compact copy's."""
+        if self.is_compact():
+            return self._handle, False
+        rows = self._shape[0]
+        if self._offset == 0 and self._strides == (1, rows) and self._size == self._handle.size:
+            return self._handle, True
+        return self._copy()._handle, False
 
     def _matmul_operands(self, other: NDArray) -> tuple[NDArray, NDArray]:
         """Both operands in one dtype the backend's matmul group takes."""

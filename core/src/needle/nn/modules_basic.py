@@ -355,10 +355,8 @@ class Linear(Module):
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}) got input of shape {X.shape}"
             )
-        out = X @ self.weight
-        if self.bias is not None:
-            out = out + _row(self.bias, out.shape)
-        return out
+        # One graph node: the product, then the bias by a broadcasting kernel (no copy of it).
+        return ops.linear(X, self.weight, self.bias)
 
 
 class Flatten(Module):

@@ -47,7 +47,7 @@ from .elementwise import (
     sigmoid,
     tanh,
 )
-from .linalg import MatMul, matmul
+from .linalg import Linear, MatMul, linear, matmul
 from .movement import (
     BroadcastTo,
     Dilate,

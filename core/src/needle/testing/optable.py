@@ -410,6 +410,17 @@ OP_TABLE: tuple[OpInfo, ...] = (
         atol=1e-4,
     ),
     OpInfo(
+        "linear",
+        ops.linear,
+        lambda x, w, b=None: x @ w if b is None else x @ w + b.reshape(-1),
+        tuple(
+            _samples(((3, 4), (4, 5), (1, 5)), layouts=("contiguous", "noncontiguous"))
+            + _samples(((2, 3, 4), (4, 5), (5,)), ((1, 1), (1, 1), (1,)), ((3, 4), (4, 2)))
+        ),
+        rtol=1e-4,
+        atol=1e-4,
+    ),
+    OpInfo(
         "take",
         lambda a, indices: ops.take(a, indices),
         lambda a, indices: np.take(a, indices, 0),

@@ -200,14 +200,23 @@ ewise_tanh = _unary(np.tanh)
 
 
 def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
+    matmul_t(a, b, out, m, n, p, False, False)
+
+
+def matmul_t(
+    a: Array, b: Array, out: Array, m: int, n: int, p: int, trans_a: bool, trans_b: bool
+) -> None:
     x, y, z = _check(a), _check(b, "b"), _check(out, "out")
+    kernel = "matmul_t" if trans_a or trans_b else "matmul"
     if (x.size, y.size, z.size) != (m * n, n * p, m * p):
         raise ValueError(
-            f"matmul sizes {x.size}, {y.size}, {z.size} do not match m={m} n={n} p={p}"
+            f"{kernel} sizes {x.size}, {y.size}, {z.size} do not match m={m} n={n} p={p}"
         )
     if not x.dtype == y.dtype == z.dtype:
-        raise ValueError(f"matmul dtypes differ: {x.dtype}, {y.dtype}, {z.dtype}")
-    np.matmul(x.reshape(m, n), y.reshape(n, p), out=z.reshape(m, p))
+        raise ValueError(f"{kernel} dtypes differ: {x.dtype}, {y.dtype}, {z.dtype}")
+    lhs = x.reshape(n, m).T if trans_a else x.reshape(m, n)
+    rhs = y.reshape(p, n).T if trans_b else y.reshape(n, p)
+    np.matmul(lhs, rhs, out=z.reshape(m, p))
 
 
 def bmm(a: Array, b: Array, out: Array, batch: int, m: int, n: int, p: int) -> None:

@@ -275,6 +275,27 @@ def test_matmul(device, m: int, n: int, p: int, dtype: str) -> None:
     np.testing.assert_allclose(_get(device, out, (m, p)), want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("trans", [(True, False), (False, True), (True, True)], ids=str)
+@pytest.mark.parametrize("dtype", NUMBERS)
+@pytest.mark.parametrize("m,n,p", MATMUL_SHAPES)
+def test_matmul_t(device, m: int, n: int, p: int, dtype: str, trans) -> None:
+    """matmul_t reads a (n, m) and b (p, n) buffers transposed, in place."""
+    if not device.has("matmul_t"):
+        pytest.skip(f"{device.name} declares no matmul_t (core copies transposed operands)")
+    _need(device, dtype, "matmul")
+    ta, tb = trans
+    a, b = _values(dtype, (m, n)), _values(dtype, (n, p))
+    held_a = np.ascontiguousarray(a.T) if ta else a
+    held_b = np.ascontiguousarray(b.T) if tb else b
+    out = _alloc(device, m * p, dtype)
+    device.mod.matmul_t(_put(device, held_a), _put(device, held_b), out, m, n, p, ta, tb)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = {"float32": 1e-4, "float64": 1e-10}.get(dtype, 0)
+    np.testing.assert_allclose(_get(device, out, (m, p)), want, rtol=tol, atol=tol)
+    with pytest.raises(ValueError):
+        device.mod.matmul_t(_put(device, held_a), _put(device, held_b), out, m, n + 1, p, ta, tb)
+
+
 @pytest.mark.parametrize("dtype", NUMBERS)
 @pytest.mark.parametrize(
     "outer,reduce_size", [(1, 1), (1, 1000), (7, 13), (1000, 3), (3, 100_000), (4096, 64)]
