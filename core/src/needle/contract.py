@@ -237,6 +237,27 @@ KERNELS: tuple[Kernel, ...] = (
         optional=True,
     ),
     Kernel(
+        "conv2d_grad_input",
+        ("grad", "weight", "out", "n", "h", "w", "cin", "cout", "k", "stride", "padding"),
+        "matmul",
+        "the input gradient of conv2d: out (n, h, w, cin) = for every output pixel, its "
+        "gradient row of grad (n, ho, wo, cout) times weight (k, k, cin, cout) transposed, "
+        "added over the input positions of its patch (the padding's share dropped; without "
+        "it core convolves the dilated, padded gradient with the flipped weight)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "conv2d_grad_weight",
+        ("a", "grad", "out", "n", "h", "w", "cin", "cout", "k", "stride", "padding"),
+        "matmul",
+        "the weight gradient of conv2d: out (k, k, cin, cout) = the sum over output pixels of "
+        "each input patch (zero padding) times the gradient grad (n, ho, wo, cout) there "
+        "(without it core multiplies the transposed im2col matrix by the gradient)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
         "matmul_tiled",
         ("a", "b", "out", "m", "n", "p"),
         "matmul",

@@ -13,36 +13,51 @@ namespace needle_cpu {
 
 namespace {
 
+// The sizes of one convolution: NHWC input (n, h, w, cin), weight (k, k, cin, cout), output
+// (n, ho, wo, cout); its im2col matrix has rows = n * ho * wo rows of kk = k * k * cin values.
+struct ConvShape {
+  int64_t n, h, w, cin, cout, k, stride, padding, ho, wo, hw, kk, rows;
+  ConvShape(int64_t n, int64_t h, int64_t w, int64_t cin, int64_t cout, int64_t k,
+            int64_t stride, int64_t padding)
+      : n(n), h(h), w(w), cin(cin), cout(cout), k(k), stride(stride), padding(padding),
+        ho((h + 2 * padding - k) / stride + 1), wo((w + 2 * padding - k) / stride + 1),
+        hw(ho * wo), kk(k * k * cin), rows(n * ho * wo) {}
+};
+
+// Patch rows [r0, r1) of x's im2col matrix into dst (kk values each, zeros in the padding).
+template <class T>
+void im2col(const T* x, const ConvShape& c, int64_t r0, int64_t r1, T* __restrict dst) {
+  const int64_t k = c.k, cin = c.cin, w = c.w, h = c.h, row = k * cin;  // a patch row
+  int64_t b = r0 / c.hw, oy = r0 / c.wo % c.ho, ox = r0 % c.wo;
+  for (int64_t g = r0; g < r1; ++g) {
+    const int64_t ix0 = ox * c.stride - c.padding;
+    const bool inside_x = ix0 >= 0 && ix0 + k <= w;
+    for (int64_t ky = 0; ky < k; ++ky, dst += row) {
+      const int64_t iy = oy * c.stride - c.padding + ky;
+      const T* __restrict src = x + ((b * h + iy) * w + ix0) * cin;
+      if (iy < 0 || iy >= h)  // short rows: plain loops beat memcpy calls
+        for (int64_t j = 0; j < row; ++j) dst[j] = T(0);
+      else if (inside_x)
+        for (int64_t j = 0; j < row; ++j) dst[j] = src[j];
+      else
+        for (int64_t kx = 0; kx < k; ++kx) {
+          const bool inside = ix0 + kx >= 0 && ix0 + kx < w;
+          for (int64_t ch = 0; ch < cin; ++ch) dst[kx * cin + ch] = inside ? src[kx * cin + ch] : T(0);
+        }
+    }
+    if (++ox == c.wo) ox = 0, oy = oy + 1 == c.ho ? (++b, 0) : oy + 1;  // next output pixel
+  }
+}
+
 // NHWC input x (n, h, w, cin), weight f (k, k, cin, cout), zero padding, into z: im2col rows
 // of kk = k*k*cin values, then GEMM of those rows with the (kk, cout) weight.
 template <class T>
 void conv2d_typed(const T* x, const T* f, T* z, int64_t n, int64_t h, int64_t w, int64_t cin,
                   int64_t cout, int64_t k, int64_t stride, int64_t padding) {
-  const int64_t ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1;
-  const int64_t hw = ho * wo, kk = k * k * cin, rows = n * hw;
+  const ConvShape c(n, h, w, cin, cout, k, stride, padding);
+  const int64_t ho = c.ho, wo = c.wo, hw = c.hw, kk = c.kk, rows = c.rows;
   if (k == 1 && stride == 1 && padding == 0) return gemm(x, f, z, rows, cin, cout);
   const int64_t row = k * cin;  // one kernel row of a patch: contiguous in the input
-  auto im2col = [&](int64_t r0, int64_t r1, T* __restrict dst) {  // patch rows [r0, r1)
-    int64_t b = r0 / hw, oy = r0 / wo % ho, ox = r0 % wo;
-    for (int64_t g = r0; g < r1; ++g) {
-      const int64_t ix0 = ox * stride - padding;
-      const bool inside_x = ix0 >= 0 && ix0 + k <= w;
-      for (int64_t ky = 0; ky < k; ++ky, dst += row) {
-        const int64_t iy = oy * stride - padding + ky;
-        const T* __restrict src = x + ((b * h + iy) * w + ix0) * cin;
-        if (iy < 0 || iy >= h)  // short rows: plain loops beat memcpy calls
-          for (int64_t j = 0; j < row; ++j) dst[j] = T(0);
-        else if (inside_x)
-          for (int64_t j = 0; j < row; ++j) dst[j] = src[j];
-        else
-          for (int64_t kx = 0; kx < k; ++kx) {
-            const bool inside = ix0 + kx >= 0 && ix0 + kx < w;
-            for (int64_t c = 0; c < cin; ++c) dst[kx * cin + c] = inside ? src[kx * cin + c] : T(0);
-          }
-      }
-      if (++ox == wo) ox = 0, oy = oy + 1 == ho ? (++b, 0) : oy + 1;  // next output pixel
-    }
-  };
   // A weight that fits in L2 (k*k*cin*cout <= 128K floats, most CNN layers): our register-tiled
   // GEMM reads each patch as k rows of k*cin floats straight from the input; only patches
   // that cross the padding are copied (with their zeros). Bigger weights: im2col + OpenBLAS.
@@ -61,7 +76,7 @@ void conv2d_typed(const T* x, const T* f, T* z, int64_t n, int64_t h, int64_t w,
             for (int64_t ky = 0; ky < k; ++ky) p[ky] = x + ((b * h + iy0 + ky) * w + ix0) * cin;
           } else {
             T* patch = scratch.data() + i * kk;
-            im2col(g, g + 1, patch);
+            im2col(x, c, g, g + 1, patch);
             for (int64_t ky = 0; ky < k; ++ky) p[ky] = patch + ky * row;
           }
           if (++ox == wo) ox = 0, oy = oy + 1 == ho ? (++b, 0) : oy + 1;
@@ -80,15 +95,85 @@ void conv2d_typed(const T* x, const T* f, T* z, int64_t n, int64_t h, int64_t w,
       std::vector<T> cols(size_t(tile * kk));
       for (int64_t t = s; t < e; ++t) {
         const int64_t r0 = t * tile, r1 = std::min(rows, r0 + tile);
-        im2col(r0, r1, cols.data());
+        im2col(x, c, r0, r1, cols.data());
         gemm(cols.data(), f, z + r0 * cout, r1 - r0, kk, cout);
       }
     });
     return;
   }
   std::vector<T> cols(size_t(rows * kk));  // few rows: whole im2col, one threaded GEMM
-  parallel_for(rows, kk, [&](int64_t s, int64_t e) { im2col(s, e, cols.data() + s * kk); });
+  parallel_for(rows, kk, [&](int64_t s, int64_t e) { im2col(x, c, s, e, cols.data() + s * kk); });
   gemm(cols.data(), f, z, rows, kk, cout);
+}
+
+// The weight gradient: dw (kk, cout) = sum over the output pixels of patch^T @ grad, tile by
+// tile of im2col rows (never the whole matrix). The tiles are cut into kChunks contiguous
+// chunks, each summed into its own partial in tile order, the partials then added in chunk
+// order: the same bits whichever thread takes which chunk, and at any thread count.
+constexpr int64_t kChunks = 8;
+
+template <class T>
+void conv2d_grad_weight_typed(const T* x, const T* g, T* dw, const ConvShape& c) {
+  const int64_t kk = c.kk, cout = c.cout, size = kk * cout;
+  const int64_t tile = std::clamp<int64_t>((1 << 16) / std::max<int64_t>(kk, 1), 16, 4096);
+  const int64_t tiles = (c.rows + tile - 1) / tile, chunks = std::min(kChunks, tiles);
+  std::vector<T> partials(static_cast<size_t>(chunks * size), T(0));
+  parallel_for(chunks, tiles / chunks * tile * size, [&](int64_t s, int64_t e) {
+    std::vector<T> cols(static_cast<size_t>(tile * kk)), prod(static_cast<size_t>(size));
+    for (int64_t ch = s; ch < e; ++ch) {
+      T* __restrict acc = partials.data() + ch * size;
+      for (int64_t t = tiles * ch / chunks; t < tiles * (ch + 1) / chunks; ++t) {
+        const int64_t r0 = t * tile, r1 = std::min(c.rows, r0 + tile);
+        im2col(x, c, r0, r1, cols.data());
+        // cols (r1 - r0, kk) read transposed, times the tile's gradient rows (r1 - r0, cout)
+        gemm(cols.data(), g + r0 * cout, prod.data(), kk, r1 - r0, cout, true, false);
+        const T* __restrict p = prod.data();
+        for (int64_t i = 0; i < size; ++i) acc[i] += p[i];
+      }
+    }
+  });
+  std::copy_n(partials.data(), size, dw);
+  for (int64_t ch = 1; ch < chunks; ++ch) {
+    const T* __restrict p = partials.data() + ch * size;
+    for (int64_t i = 0; i < size; ++i) dw[i] += p[i];
+  }
+}
+
+// The input gradient: each output pixel's gradient row times the weight, transposed, gives
+// the gradient of its patch (kk values), added back where the patch came from (col2im; the
+// padding's share dropped). Images are independent, so threads take whole images and each
+// image's sums run in one order: output pixels, then kernel rows and columns.
+template <class T>
+void conv2d_grad_input_typed(const T* g, const T* f, T* dx, const ConvShape& c) {
+  const int64_t kk = c.kk, cin = c.cin, k = c.k, image = c.h * c.w * cin;
+  const int64_t tile = std::clamp<int64_t>((1 << 16) / std::max<int64_t>(kk, 1), 16, 4096);
+  std::fill_n(dx, c.n * image, T(0));
+  parallel_for(c.n, c.hw * kk * c.cout, [&](int64_t s, int64_t e) {
+    std::vector<T> cols(static_cast<size_t>(std::min(tile, c.hw) * kk));
+    for (int64_t b = s; b < e; ++b) {
+      T* __restrict out = dx + b * image;
+      for (int64_t r0 = 0; r0 < c.hw; r0 += tile) {
+        const int64_t r1 = std::min(c.hw, r0 + tile);
+        // (r1 - r0, cout) gradient rows times the (kk, cout) weight read transposed
+        gemm(g + (b * c.hw + r0) * c.cout, f, cols.data(), r1 - r0, c.cout, kk, false, true);
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t oy = r / c.wo, ox = r % c.wo;
+          const T* __restrict patch = cols.data() + (r - r0) * kk;
+          for (int64_t ky = 0; ky < k; ++ky) {
+            const int64_t iy = oy * c.stride - c.padding + ky;
+            if (iy < 0 || iy >= c.h) continue;
+            for (int64_t kx = 0; kx < k; ++kx) {
+              const int64_t ix = ox * c.stride - c.padding + kx;
+              if (ix < 0 || ix >= c.w) continue;
+              T* __restrict to = out + (iy * c.w + ix) * cin;
+              const T* __restrict from = patch + (ky * k + kx) * cin;
+              for (int64_t ch = 0; ch < cin; ++ch) to[ch] += from[ch];
+            }
+          }
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -119,6 +204,73 @@ void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, i
     const T *x = a.data<T>(), *f = wt.data<T>();
     MaybeRelease gil(checked_mul(out.size(), kk));
     conv2d_typed(x, f, z, n, h, w, cin, cout, k, stride, padding);
+  });
+}
+
+
+namespace {
+
+// The checked sizes of a convolution's gradient kernel.
+ConvShape conv_shape(const char* kernel, int64_t n, int64_t h, int64_t w, int64_t cin,
+                     int64_t cout, int64_t k, int64_t stride, int64_t padding) {
+  for (int64_t v : {n, h, w, cin, cout, k, stride, padding})
+    if (v < 0 || v > INT32_MAX) fail(std::string(kernel) + ": arguments must be in [0, 2^31)");
+  if (k < 1 || stride < 1) fail(std::string(kernel) + ": k and stride must be >= 1");
+  if (h + 2 * padding < k || w + 2 * padding < k)
+    fail(std::string(kernel) + ": kernel " + std::to_string(k) +
+         " is larger than the padded input");
+  const ConvShape c(n, h, w, cin, cout, k, stride, padding);
+  check_blas_dims({c.rows, c.kk, cout});
+  checked_mul(checked_mul(c.rows, c.kk), cout);
+  return c;
+}
+
+void same_conv_dtypes(const char* kernel, const Array& a, const Array& b, const Array& out) {
+  if (a.dtype() != b.dtype() || a.dtype() != out.dtype())
+    fail(std::string(kernel) + " dtypes differ: " + name(a.dtype()) + ", " + name(b.dtype()) +
+         ", out " + name(out.dtype()));
+}
+
+}  // namespace
+
+void conv2d_grad_weight(const Array& a, const Array& grad, Array& out, int64_t n, int64_t h,
+                        int64_t w, int64_t cin, int64_t cout, int64_t k, int64_t stride,
+                        int64_t padding) {
+  const char* kernel = "conv2d_grad_weight";
+  const ConvShape c = conv_shape(kernel, n, h, w, cin, cout, k, stride, padding);
+  if (a.size() != checked_mul(n, checked_mul(h * w, cin)) ||
+      grad.size() != checked_mul(c.rows, cout) || out.size() != checked_mul(c.kk, cout))
+    fail(std::string(kernel) + ": buffer sizes " + std::to_string(a.size()) + ", " +
+         std::to_string(grad.size()) + ", " + std::to_string(out.size()) +
+         " do not match the shapes");
+  same_conv_dtypes(kernel, a, grad, out);
+  visit_number(out.dtype(), kernel, [&](auto t) {
+    using T = decltype(t);
+    T* z = out.data<T>();
+    if (out.size() == 0) return;
+    if (c.rows == 0) return void(std::fill_n(z, out.size(), T(0)));
+    MaybeRelease gil(checked_mul(checked_mul(c.rows, c.kk), cout));
+    conv2d_grad_weight_typed(a.data<T>(), grad.data<T>(), z, c);
+  });
+}
+
+
+void conv2d_grad_input(const Array& grad, const Array& weight, Array& out, int64_t n, int64_t h,
+                       int64_t w, int64_t cin, int64_t cout, int64_t k, int64_t stride,
+                       int64_t padding) {
+  const char* kernel = "conv2d_grad_input";
+  const ConvShape c = conv_shape(kernel, n, h, w, cin, cout, k, stride, padding);
+  if (out.size() != checked_mul(n, checked_mul(h * w, cin)) ||
+      grad.size() != checked_mul(c.rows, cout) || weight.size() != checked_mul(c.kk, cout))
+    fail(std::string(kernel) + ": buffer sizes " + std::to_string(grad.size()) + ", " +
+         std::to_string(weight.size()) + ", " + std::to_string(out.size()) +
+         " do not match the shapes");
+  same_conv_dtypes(kernel, grad, weight, out);
+  visit_number(out.dtype(), kernel, [&](auto t) {
+    using T = decltype(t);
+    if (out.size() == 0) return;
+    MaybeRelease gil(checked_mul(checked_mul(c.rows, c.kk), cout));
+    conv2d_grad_input_typed(grad.data<T>(), weight.data<T>(), out.data<T>(), c);
   });
 }
 

@@ -139,6 +139,11 @@ PYBIND11_MODULE(_ext, m) {
         arg("p"));
   m.def("conv2d", &conv2d, arg("a"), arg("weight"), arg("out"), arg("n"), arg("h"), arg("w"),
         arg("cin"), arg("cout"), arg("k"), arg("stride"), arg("padding"));
+  m.def("conv2d_grad_weight", &conv2d_grad_weight, arg("a"), arg("grad"), arg("out"), arg("n"),
+        arg("h"), arg("w"), arg("cin"), arg("cout"), arg("k"), arg("stride"), arg("padding"));
+  m.def("conv2d_grad_input", &conv2d_grad_input, arg("grad"), arg("weight"), arg("out"),
+        arg("n"), arg("h"), arg("w"), arg("cin"), arg("cout"), arg("k"), arg("stride"),
+        arg("padding"));
   m.def("reduce_sum", &reduce<true>, arg("a"), arg("out"), arg("reduce_size"));
   m.def("reduce_max", &reduce<false>, arg("a"), arg("out"), arg("reduce_size"));
 

@@ -96,6 +96,12 @@ void matmul_tiled(const Array& a, const Array& b, Array& out, int64_t m, int64_t
 // conv2d.cpp
 void conv2d(const Array& a, const Array& wt, Array& out, int64_t n, int64_t h, int64_t w,
             int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t padding);
+void conv2d_grad_weight(const Array& a, const Array& grad, Array& out, int64_t n, int64_t h,
+                        int64_t w, int64_t cin, int64_t cout, int64_t k, int64_t stride,
+                        int64_t padding);
+void conv2d_grad_input(const Array& grad, const Array& weight, Array& out, int64_t n, int64_t h,
+                       int64_t w, int64_t cin, int64_t cout, int64_t k, int64_t stride,
+                       int64_t padding);
 
 // dlpack.cpp: the buffer protocol of Array, and memory shared with DLPack producers/consumers.
 void enable_buffer_protocol(pybind11::handle array_type);

@@ -302,6 +302,8 @@ const std::unordered_map<std::string, Compiler>& compilers() {
            return [a, b, out, batch, m, n, p] { bmm(*a, *b, *out, batch, m, n, p); };
          }},
         {"conv2d", NDL_CONV(conv2d)},
+        {"conv2d_grad_weight", NDL_CONV(conv2d_grad_weight)},
+        {"conv2d_grad_input", NDL_CONV(conv2d_grad_input)},
         {"reduce_sum", NDL_REDUCE(true)},
         {"reduce_max", NDL_REDUCE(false)},
         {"broadcast_rows",

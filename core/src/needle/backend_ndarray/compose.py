@@ -276,28 +276,53 @@ def softmax_cross_entropy_grad(probs: NDArray, labels: NDArray, g: NDArray) -> N
     return probs * column - one_hot(labels.reshape((n,)), k, probs.dtype) * column
 
 
-def _norm_layout(x: NDArray, kernel: str) -> tuple[int, int, int]:
-    """``(outer, channels, inner)`` of ``x`` normalized per index of axis 1."""
-    if x.ndim < 2:
-        raise ValueError(f"{kernel} needs an input of 2 or more dimensions, got shape {x.shape}")
-    return x.shape[0], x.shape[1], st.prod(x.shape[2:])
+class _Channels:
+    """``x`` (N, C, ...) as a compact buffer ``(outer, C, inner)`` that normalizes per C, and
+    the way back. A view whose memory is channels-last (a convolution's NHWC output seen as
+    NCHW) is taken as it lies, ``(N * H * W, C, 1)``: no transposed copies either way."""
 
+    def __init__(self, x: NDArray, kernel: str) -> None:
+        if x.ndim < 2:
+            raise ValueError(f"{kernel} needs 2 or more dimensions, got shape {x.shape}")
+        channels, self.shape = x.shape[1], x.shape
+        self.perm: tuple[int, ...] | None = None
+        if x.ndim > 2 and not x.is_compact():
+            perm = (0, *range(2, x.ndim), 1)
+            if x.permute(perm).is_compact():
+                self.perm = perm
+        if self.perm is None:
+            self.layout = (x.shape[0], channels, st.prod(x.shape[2:]))
+        else:
+            self.layout = (x.size // channels if channels else 0, channels, 1)
 
-def _channel_rows(x: NDArray, layout: tuple[int, int, int]) -> NDArray:
-    """``x`` (outer, channels, inner...) as compact rows ``(outer * inner, channels)``."""
-    outer, channels, inner = layout
-    if inner == 1:
-        return x.compact().reshape((outer, channels))
-    cube = x.compact().reshape(layout).permute((0, 2, 1))
-    return cube.compact().reshape((outer * inner, channels))
+    def data(self, a: NDArray) -> NDArray:
+        """``a`` (of ``x``'s shape) as the compact buffer of this layout."""
+        if self.perm is None:
+            return a.compact()
+        return a.permute(self.perm).compact()
 
+    def rows(self, a: NDArray) -> NDArray:
+        """``a`` as compact rows ``(outer * inner, C)`` (core's composition works on those)."""
+        outer, channels, inner = self.layout
+        data = self.data(a)
+        if inner == 1:
+            return data.reshape((outer, channels))
+        cube = data.reshape(self.layout).permute((0, 2, 1))
+        return cube.compact().reshape((outer * inner, channels))
 
-def _from_channel_rows(rows: NDArray, shape: tuple[int, ...]) -> NDArray:
-    outer, channels = shape[0], shape[1]
-    inner = st.prod(shape[2:])
-    if inner == 1:
-        return rows.reshape(shape)
-    return rows.reshape((outer, inner, channels)).permute((0, 2, 1)).compact().reshape(shape)
+    def back(self, data: NDArray) -> NDArray:
+        """A compact buffer of this layout as an array of ``x``'s shape."""
+        if self.perm is None:
+            return data.reshape(self.shape)
+        moved = tuple(self.shape[i] for i in self.perm)
+        return data.reshape(moved).permute(tuple(self.perm.index(i) for i in range(len(moved))))
+
+    def from_rows(self, rows: NDArray) -> NDArray:
+        outer, channels, inner = self.layout
+        if inner == 1:
+            return self.back(rows)
+        cube = rows.reshape((outer, inner, channels)).permute((0, 2, 1)).compact()
+        return self.back(cube)
 
 
 def _per_row(vector: NDArray, shape: tuple[int, int]) -> NDArray:
@@ -316,9 +341,9 @@ def batch_norm(
     batch's statistics, then scaled by ``weight`` and shifted by ``bias`` (both (C,)). With
     ``running = (running_mean, running_var)`` (compact (C,) buffers) and ``momentum``, those
     are updated in place: ``running = (1 - momentum) * running + momentum * batch``, with the
-    biased batch variance (the course's)."""
-    layout = _norm_layout(x, "batch_norm")
-    outer, channels, inner = layout
+    biased batch variance (the course's). ``out`` has ``x``'s memory layout."""
+    view = _Channels(x, "batch_norm")
+    outer, channels, inner = view.layout
     if weight.size != channels or bias.size != channels:
         raise ValueError(f"batch_norm of {channels} channels got weight and bias of "
                          f"{weight.size} and {bias.size} values")  # fmt: skip
@@ -329,17 +354,17 @@ def batch_norm(
     dev, dtype = x.device, x.dtype
     weight, bias = weight._cast(dtype).compact(), bias._cast(dtype).compact()
     if dev.has("batch_norm") and all(r.dtype == dtype for r in running or ()):
-        out = NDArray.make(x.shape, device=dev, dtype=dtype)
+        data = view.data(x)
+        out = NDArray.make(data.shape, device=dev, dtype=dtype)
         mean = NDArray.make((channels,), device=dev, dtype=dtype)
         invstd = NDArray.make((channels,), device=dev, dtype=dtype)
         run = running if momentum != 0 else (mean, invstd)  # untouched when momentum is 0
         dev.mod.batch_norm(
-            x.compact().handle, weight.handle, bias.handle, out.handle, mean.handle,
-            invstd.handle, run[0].handle, run[1].handle, outer, channels, inner, float(eps),
-            float(momentum),
+            data.handle, weight.handle, bias.handle, out.handle, mean.handle, invstd.handle,
+            run[0].handle, run[1].handle, outer, channels, inner, float(eps), float(momentum),
         )  # fmt: skip
-        return out, mean, invstd
-    rows = _channel_rows(x, layout)
+        return view.back(out), mean, invstd
+    rows = view.rows(x)
     count, shape = outer * inner, rows.shape
     mean = rows.sum(0) / count
     centered = rows - _per_row(mean, shape)
@@ -349,31 +374,32 @@ def batch_norm(
     if momentum != 0:
         for buffer, batch in zip(running, (mean, var)):
             assign(buffer, buffer * (1 - momentum) + batch * momentum)
-    return _from_channel_rows(out, x.shape), mean, invstd
+    return view.from_rows(out), mean, invstd
 
 
 def batch_norm_grad(
     g: NDArray, x: NDArray, weight: NDArray, mean: NDArray, invstd: NDArray
 ) -> tuple[NDArray, NDArray, NDArray]:
     """``(dx, dweight, dbias)``: the gradients of :func:`batch_norm`'s ``out`` for its adjoint
-    ``g``, from the ``mean`` and ``invstd`` it returned."""
-    layout = _norm_layout(x, "batch_norm_grad")
-    outer, channels, inner = layout
+    ``g``, from the ``mean`` and ``invstd`` it returned (``dx`` in ``x``'s memory layout)."""
+    view = _Channels(x, "batch_norm_grad")
+    outer, channels, inner = view.layout
     if g.shape != x.shape:
         raise ValueError(f"batch_norm_grad: gradient of shape {g.shape} for x {x.shape}")
     dev, dtype = x.device, x.dtype
     g, weight = g._cast(dtype), weight._cast(dtype).compact()
     if dev.has("batch_norm_grad"):
-        dx = NDArray.make(x.shape, device=dev, dtype=dtype)
+        data = view.data(x)
+        dx = NDArray.make(data.shape, device=dev, dtype=dtype)
         dweight = NDArray.make((channels,), device=dev, dtype=dtype)
         dbias = NDArray.make((channels,), device=dev, dtype=dtype)
         dev.mod.batch_norm_grad(
-            g.compact().handle, x.compact().handle, weight.handle, mean.compact().handle,
+            view.data(g).handle, data.handle, weight.handle, mean.compact().handle,
             invstd.compact().handle, dx.handle, dweight.handle, dbias.handle, outer, channels,
             inner,
         )  # fmt: skip
-        return dx, dweight, dbias
-    rows, grows = _channel_rows(x, layout), _channel_rows(g, layout)
+        return view.back(dx), dweight, dbias
+    rows, grows = view.rows(x), view.rows(g)
     count, shape = outer * inner, rows.shape
     xhat = (rows - _per_row(mean, shape)) * _per_row(invstd, shape)
     dbias = grows.sum(0)
@@ -381,7 +407,7 @@ def batch_norm_grad(
     # Signs flipped on the (C,) vectors, not on the (M, C) arrays: D negations, not M * D.
     spread = grows + _per_row(-(dbias / count), shape) + xhat * _per_row(-(dweight / count), shape)
     dx = _per_row(weight * invstd, shape) * spread
-    return _from_channel_rows(dx, x.shape), dweight, dbias
+    return view.from_rows(dx), dweight, dbias
 
 
 def assign(target: NDArray, value: NDArray) -> None:

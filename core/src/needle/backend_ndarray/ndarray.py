@@ -333,7 +333,10 @@ class NDArray:
         if dtype not in memory or self._dtype not in memory:
             raise _unsupported(dev, "cast", dtype, "memory")
         out = self._fresh(dtype)
-        if self._size:
+        if self._size and not self.is_compact() and self._dense():
+            out._strides, out._compact = self._strides, False  # the layout kept, as _run does
+            dev.mod.cast(self._handle, out._handle)
+        elif self._size:
             dev.mod.cast(self.compact()._handle, out._handle)
         return out
 

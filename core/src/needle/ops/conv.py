@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 
-from ..autograd import Tensor, TensorOp
+from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.compose import Padding, conv2d, pair
 from .elementwise import _like
@@ -33,10 +33,36 @@ class Conv(TensorOp):
         kernel = weight.shape[:2]
         grad_x = grad_w = None  # None for an input that needs no gradient (images)
         if x.requires_grad:
-            grad_x = _conv_input_grad(out_grad, weight, x.shape, self.stride, self.padding)
+            grad_x = _native_input_grad(out_grad, weight, x.shape, self.stride, self.padding)
+            if grad_x is None:
+                grad_x = _conv_input_grad(out_grad, weight, x.shape, self.stride, self.padding)
         if weight.requires_grad:
             grad_w = ConvWeightGrad(kernel, self.stride, self.padding)(x, out_grad)
         return _like(grad_x, x), _like(grad_w, weight)
+
+
+def _native_input_grad(
+    out_grad: Tensor,
+    weight: Tensor,
+    x_shape: tuple[int, ...],
+    stride: int,
+    padding: tuple[int, int],
+) -> Tensor | None:
+    """The input gradient by the backend's ``conv2d_grad_input`` (one call, no dilated or
+    padded copies): for a first-order gradient of a square kernel with equal padding on a
+    backend that has it; None otherwise (then composed of Tensor ops)."""
+    dev = weight.device
+    (kh, kw, cin, cout), (ph, pw) = weight.shape, padding
+    if is_grad_enabled() or kh != kw or ph != pw or not dev.has("conv2d_grad_input"):
+        return None
+    g, w = out_grad.cached_data._matmul_operands(weight.cached_data)
+    n, h, wd, _ = x_shape
+    out = NDArray.make(x_shape, device=dev, dtype=g.dtype)
+    if out.size:
+        dev.mod.conv2d_grad_input(
+            g.compact().handle, w.compact().handle, out.handle, n, h, wd, cin, cout, kh, stride, ph
+        )
+    return Tensor.make_const(out)
 
 
 def _conv_input_grad(
@@ -79,9 +105,11 @@ class ConvWeightGrad(TensorOp):
     """The weight gradient of ``conv(x, weight, stride, padding)``: ``x`` NHWC and the adjoint
     ``grad`` (N, Ho, Wo, Cout) to (KH, KW, Cin, Cout).
 
-    Computed as one product ``grad^T @ patches``: the im2col matrix is a single strided view
-    of the (padded) input, so no dilation is materialised, only the (small) gradient and
-    result are transposed.
+    The backend's ``conv2d_grad_weight`` where it has one (square kernels, equal padding).
+    Otherwise one product ``patches^T @ grad``: the im2col matrix is a single strided view
+    of the (padded) input, so no dilation is materialised; where the backend reads transposed
+    operands in place (``matmul_t``) nothing is transposed, else the (small) gradient and
+    result are (``grad^T @ patches``).
     """
 
     def __init__(self, kernel: tuple[int, int], stride: int = 1, padding: Padding = 0) -> None:
@@ -108,6 +136,12 @@ class ConvWeightGrad(TensorOp):
                 f"with kernel {self.kernel}, stride {s}, padding {self.padding}"
             )
         x, grad = x._matmul_operands(grad)
+        if kh == kw and ph == pw and x.device.has("conv2d_grad_weight"):
+            out = NDArray.make((kh, kw, cin, cout), device=x.device, dtype=x.dtype)
+            x.device.mod.conv2d_grad_weight(
+                x.compact().handle, grad.compact().handle, out.handle, n, h, w, cin, cout, kh, s, ph
+            )
+            return out
         if ph or pw:
             x = x.pad(((0, 0), (ph, ph), (pw, pw), (0, 0)))
         sn, sh, sw, sc = x.strides
@@ -115,8 +149,10 @@ class ConvWeightGrad(TensorOp):
         # gradient is transposed instead of the patches: grad_w^T = grad^T @ patches.
         cols = x.as_strided((n, ho, wo, kh, kw, cin), (sn, sh * s, sw * s, sh, sw, sc))
         patches = cols.compact().reshape((n * ho * wo, kh * kw * cin))
-        grad_t = grad.compact().reshape((n * ho * wo, cout)).permute((1, 0)).compact()
-        out_t = grad_t @ patches  # (Cout, KH * KW * Cin)
+        rows = grad.compact().reshape((n * ho * wo, cout))
+        if x.device.has("matmul_t"):  # patches^T @ grad, the transpose read in place
+            return (patches.permute((1, 0)) @ rows).reshape((kh, kw, cin, cout))
+        out_t = rows.permute((1, 0)).compact() @ patches  # (Cout, KH * KW * Cin)
         return out_t.permute((1, 0)).compact().reshape((kh, kw, cin, cout))
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:

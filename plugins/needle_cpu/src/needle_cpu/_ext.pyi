@@ -74,6 +74,14 @@ def conv2d(
     a: Array, weight: Array, out: Array, n: int, h: int, w: int, cin: int, cout: int, k: int,
     stride: int, padding: int,
 ) -> None: ...  # fmt: skip
+def conv2d_grad_input(
+    grad: Array, weight: Array, out: Array, n: int, h: int, w: int, cin: int, cout: int, k: int,
+    stride: int, padding: int,
+) -> None: ...  # fmt: skip
+def conv2d_grad_weight(
+    a: Array, grad: Array, out: Array, n: int, h: int, w: int, cin: int, cout: int, k: int,
+    stride: int, padding: int,
+) -> None: ...  # fmt: skip
 def reduce_sum(a: Array, out: Array, reduce_size: int) -> None: ...
 def reduce_max(a: Array, out: Array, reduce_size: int) -> None: ...
 def broadcast_rows(op: str, a: Array, b: Array, out: Array, width: int) -> None: ...

@@ -369,6 +369,79 @@ def test_optional_capabilities(device) -> None:
             np.testing.assert_allclose(_get(device, out, want.shape), want, rtol=1e-4, atol=1e-4)
 
 
+CONV_GRAD_CASES = [
+    (2, 9, 7, 3, 5, 3, 1, 1), (1, 8, 8, 4, 2, 3, 2, 0), (3, 5, 5, 2, 3, 1, 1, 2),
+    (4, 16, 16, 8, 16, 3, 1, 1), (1, 4, 4, 1, 1, 3, 2, 3), (2, 3, 3, 2, 2, 3, 1, 0),
+    (2, 32, 32, 3, 16, 7, 4, 3),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", CONV_GRAD_CASES)
+def test_conv2d_grad_weight(device, n, h, w, cin, cout, k, stride, pad, dtype) -> None:
+    """The weight gradient of conv2d against numpy's sum over the output pixels of patch
+    times gradient; bit-identical when called again."""
+    if not device.has("conv2d_grad_weight"):
+        pytest.skip(f"{device.name} declares no conv2d_grad_weight (core uses im2col)")
+    _need(device, dtype, "matmul")
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    x = RNG.standard_normal((n, h, w, cin)).astype(dtype)
+    g = RNG.standard_normal((n, ho, wo, cout)).astype(dtype)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    want = np.zeros((k, k, cin, cout))
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, i : i + stride * ho : stride, j : j + stride * wo : stride]
+            want[i, j] = np.einsum("nyxc,nyxd->cd", window, g)
+    outs = []
+    for _ in range(2):
+        out = _alloc(device, want.size, dtype)
+        device.mod.conv2d_grad_weight(
+            _put(device, x), _put(device, g), out, n, h, w, cin, cout, k, stride, pad
+        )
+        outs.append(_get(device, out, want.shape))
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(outs[0], want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    with pytest.raises(ValueError):
+        device.mod.conv2d_grad_weight(
+            _put(device, x), _put(device, g), out, n, h, w, cin, cout + 1, k, stride, pad
+        )
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", CONV_GRAD_CASES)
+def test_conv2d_grad_input(device, n, h, w, cin, cout, k, stride, pad, dtype) -> None:
+    """The input gradient of conv2d against numpy: each output pixel's gradient through the
+    weight, added over its patch (the padding dropped); bit-identical when called again."""
+    if not device.has("conv2d_grad_input"):
+        pytest.skip(f"{device.name} declares no conv2d_grad_input (core composes a conv)")
+    _need(device, dtype, "matmul")
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    g = RNG.standard_normal((n, ho, wo, cout)).astype(dtype)
+    wt = RNG.standard_normal((k, k, cin, cout)).astype(dtype)
+    padded = np.zeros((n, h + 2 * pad, w + 2 * pad, cin))
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, i : i + stride * ho : stride, j : j + stride * wo : stride]
+            window += np.einsum("nyxd,cd->nyxc", g.astype(np.float64), wt[i, j])
+    want = padded[:, pad : pad + h, pad : pad + w]
+    outs = []
+    for _ in range(2):
+        out = _alloc(device, want.size, dtype)
+        device.mod.conv2d_grad_input(
+            _put(device, g), _put(device, wt), out, n, h, w, cin, cout, k, stride, pad
+        )
+        outs.append(_get(device, out, want.shape))
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(outs[0], want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    with pytest.raises(ValueError):
+        device.mod.conv2d_grad_input(
+            _put(device, g), _put(device, wt), out, n, h + 1, w, cin, cout, k, stride, pad
+        )
+
+
 def test_device_services(device) -> None:
     """The optional device services answer through the device, declared or not."""
     device.synchronize()

@@ -240,6 +240,16 @@ def test_batch_norm(device, shape, fused: bool, monkeypatch) -> None:
         for name, value in got.items():
             assert value.shape == np.shape(want[name]), name
             np.testing.assert_allclose(value.numpy(), want[name], **tol, err_msg=name)
+        if len(shape) > 2:  # x and g held channels-last (a convolution's output): same bits
+            perm = (0, *range(2, len(shape)), 1)
+            back = tuple(perm.index(i) for i in range(len(shape)))
+            last = [_array(device, np.ascontiguousarray(v.numpy().transpose(perm))).permute(back)
+                    for v in nd[:2]]  # fmt: skip
+            run2 = [_array(device, v.astype(dtype)) for v in run]
+            out2, mean2, invstd2 = compose.batch_norm(last[0], nd[2], nd[3], eps, momentum, run2)
+            dx2, _, _ = compose.batch_norm_grad(last[1], last[0], nd[2], mean2, invstd2)
+            np.testing.assert_allclose(out2.numpy(), out.numpy(), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(dx2.numpy(), dx.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_batch_norm_kernels_check_their_arguments(device) -> None:
