@@ -482,6 +482,9 @@ HVP_CASES = {
         ndl.ops.batch_norm(x, w.sum((1,)) + 1.0, x.sum((0,))) ** 2
     ).sum(),
     "relu and max": lambda x, w, ndl: (ndl.relu(x @ w) ** 2).sum() + (x**2).max(),
+    "linear": lambda x, w, ndl: (
+        ndl.ops.linear(x, w, (w * w).sum((0,)).reshape((1, 3))) ** 2
+    ).sum(),
 }
 
 

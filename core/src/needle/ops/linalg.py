@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.compose import batched_matmul
@@ -66,9 +68,15 @@ class Linear(TensorOp):
         grads = MatMul().gradient(out_grad, _Operands(x, weight))
         if not bias:
             return grads
-        b = bias[0]
-        grad_b = _like(reduce_to_shape(out_grad, b.shape), b) if b.requires_grad else None
-        return (*grads, grad_b)
+        b, grad_b = bias[0], None
+        if b.requires_grad and not is_grad_enabled() and math.prod(b.shape) == out_grad.shape[-1]:
+            # First order: the column sums on NDArrays (no Summation/Reshape graph nodes).
+            g = out_grad.cached_data
+            sums = g.reshape((math.prod(g.shape[:-1]), g.shape[-1])).sum(0)
+            grad_b = Tensor.make_const(sums.reshape(b.shape))
+        elif b.requires_grad:
+            grad_b = reduce_to_shape(out_grad, b.shape)
+        return (*grads, _like(grad_b, b))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
