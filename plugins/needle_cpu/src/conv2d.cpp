@@ -60,8 +60,16 @@ void conv2d_typed(const T* x, const T* f, T* z, int64_t n, int64_t h, int64_t w,
   const int64_t row = k * cin;  // one kernel row of a patch: contiguous in the input
   // A weight that fits in L2 (k*k*cin*cout <= 128K floats, most CNN layers): our register-tiled
   // GEMM reads each patch as k rows of k*cin floats straight from the input; only patches
-  // that cross the padding are copied (with their zeros). Bigger weights: im2col + OpenBLAS.
-  if (std::is_same_v<T, float> && kk * cout <= (1 << 17)) {
+  // that cross the padding are copied (with their zeros), so it pays where at least half the
+  // patches lie inside the image. Bigger weights, or small padded images: im2col + OpenBLAS.
+  auto inside = [&](int64_t size, int64_t out) {  // output positions whose window is inside
+    int64_t count = 0;
+    for (int64_t o = 0; o < out; ++o)
+      count += o * stride - padding >= 0 && o * stride - padding + k <= size;
+    return count;
+  };
+  if (std::is_same_v<T, float> && kk * cout <= (1 << 17) &&
+      2 * inside(h, ho) * inside(w, wo) >= hw) {
     constexpr int64_t R = 96;  // output pixels per tile (a multiple of the kernel's 6 rows)
     parallel_for((rows + R - 1) / R, R * kk * cout, [&](int64_t s, int64_t e) {
       std::vector<const T*> ptrs(size_t(R * k));
@@ -115,7 +123,7 @@ constexpr int64_t kChunks = 8;
 template <class T>
 void conv2d_grad_weight_typed(const T* x, const T* g, T* dw, const ConvShape& c) {
   const int64_t kk = c.kk, cout = c.cout, size = kk * cout;
-  const int64_t tile = std::clamp<int64_t>((1 << 16) / std::max<int64_t>(kk, 1), 16, 4096);
+  const int64_t tile = std::clamp<int64_t>((1 << 18) / std::max<int64_t>(kk, 1), 16, 8192);
   const int64_t tiles = (c.rows + tile - 1) / tile, chunks = std::min(kChunks, tiles);
   std::vector<T> partials(static_cast<size_t>(chunks * size), T(0));
   parallel_for(chunks, tiles / chunks * tile * size, [&](int64_t s, int64_t e) {
@@ -141,24 +149,27 @@ void conv2d_grad_weight_typed(const T* x, const T* g, T* dw, const ConvShape& c)
 
 // The input gradient: each output pixel's gradient row times the weight, transposed, gives
 // the gradient of its patch (kk values), added back where the patch came from (col2im; the
-// padding's share dropped). Images are independent, so threads take whole images and each
-// image's sums run in one order: output pixels, then kernel rows and columns.
+// padding's share dropped). Images are independent: the batch is cut into fixed groups of
+// whole images (one GEMM each, rows enough to keep it efficient), which threads take whole,
+// so each image's sums run in one order: output pixels, then kernel rows and columns.
 template <class T>
 void conv2d_grad_input_typed(const T* g, const T* f, T* dx, const ConvShape& c) {
   const int64_t kk = c.kk, cin = c.cin, k = c.k, image = c.h * c.w * cin;
-  const int64_t tile = std::clamp<int64_t>((1 << 16) / std::max<int64_t>(kk, 1), 16, 4096);
+  const int64_t tile = std::clamp<int64_t>((1 << 18) / std::max<int64_t>(kk, 1), 16, 8192);
+  const int64_t per_group = std::max<int64_t>(1, tile / std::max<int64_t>(c.hw, 1));
+  const int64_t groups = (c.n + per_group - 1) / per_group;
   std::fill_n(dx, c.n * image, T(0));
-  parallel_for(c.n, c.hw * kk * c.cout, [&](int64_t s, int64_t e) {
-    std::vector<T> cols(static_cast<size_t>(std::min(tile, c.hw) * kk));
-    for (int64_t b = s; b < e; ++b) {
-      T* __restrict out = dx + b * image;
-      for (int64_t r0 = 0; r0 < c.hw; r0 += tile) {
-        const int64_t r1 = std::min(c.hw, r0 + tile);
-        // (r1 - r0, cout) gradient rows times the (kk, cout) weight read transposed
-        gemm(g + (b * c.hw + r0) * c.cout, f, cols.data(), r1 - r0, c.cout, kk, false, true);
-        for (int64_t r = r0; r < r1; ++r) {
+  parallel_for(groups, per_group * c.hw * kk * c.cout, [&](int64_t s, int64_t e) {
+    std::vector<T> cols(static_cast<size_t>(std::min(per_group, c.n) * c.hw * kk));
+    for (int64_t grp = s; grp < e; ++grp) {
+      const int64_t b0 = grp * per_group, b1 = std::min(c.n, b0 + per_group);
+      // the group's (rows, cout) gradient rows times the (kk, cout) weight read transposed
+      gemm(g + b0 * c.hw * c.cout, f, cols.data(), (b1 - b0) * c.hw, c.cout, kk, false, true);
+      for (int64_t b = b0; b < b1; ++b) {
+        T* __restrict out = dx + b * image;
+        for (int64_t r = 0; r < c.hw; ++r) {
           const int64_t oy = r / c.wo, ox = r % c.wo;
-          const T* __restrict patch = cols.data() + (r - r0) * kk;
+          const T* __restrict patch = cols.data() + ((b - b0) * c.hw + r) * kk;
           for (int64_t ky = 0; ky < k; ++ky) {
             const int64_t iy = oy * c.stride - c.padding + ky;
             if (iy < 0 || iy >= c.h) continue;
