@@ -127,36 +127,16 @@ void softmax_cross_entropy(const Array& logits, const Array& labels, Array& loss
         for (int64_t i = s; i < e; ++i) {
           const T* row = x + i * k;
           T* pr = p + i * k;
-          // Eight running maxima and sums: independent chains the CPU overlaps.
-          T tops[8];
-          for (int l = 0; l < 8; ++l) tops[l] = row[0];
-          bool nan = false;
-          int64_t j = 0;
-          for (; j + 8 <= k; j += 8)
-            for (int l = 0; l < 8; ++l) {
-              const T v = row[j + l];
-              nan |= v != v;
-              tops[l] = v > tops[l] ? v : tops[l];
-            }
-          for (; j < k; ++j) {
-            nan |= row[j] != row[j];
-            tops[0] = row[j] > tops[0] ? row[j] : tops[0];
-          }
-          T top = tops[0];
-          for (int l = 1; l < 8; ++l) top = tops[l] > top ? tops[l] : top;
-          if (nan) top = std::numeric_limits<T>::quiet_NaN();
-          top = nan ? top : std::min(std::max(top, -big), big);  // finite: -inf rows, +inf
-          for (j = 0; j < k; ++j) pr[j] = row[j] - top;
-          K.typed<T>().unary(int(Unary::exp), pr, pr, k);  // the SIMD exp of ewise_exp
-          double sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-          for (j = 0; j + 8 <= k; j += 8)
-            for (int l = 0; l < 8; ++l) sums[l] += pr[j + l];
-          for (; j < k; ++j) sums[0] += pr[j];
-          double total = 0;
-          for (int l = 0; l < 8; ++l) total += sums[l];
-          const T sum = T(total);
-
-          for (j = 0; j < k; ++j) pr[j] = pr[j] / sum;
+          // Four passes through the SIMD kernels of this CPU (kernels.h): the max (NaN wins),
+          // exp(row - top) (a subtraction is the addition of -top, exactly), the sum, the
+          // division.
+          const auto& kt = K.typed<T>();
+          T top = kt.max_block(row, k);
+          if (top == top) top = std::min(std::max(top, -big), big);  // finite: -inf rows, +inf
+          kt.scalar(int(Arith::add), row, -top, pr, k);
+          kt.unary(int(Unary::exp), pr, pr, k);
+          const T sum = kt.sum_block(pr, k);
+          kt.scalar(int(Arith::div), pr, sum, pr, k);
           loss[i] = T(std::log(sum)) + top - row[idx[i]];
         }
       });
@@ -186,7 +166,7 @@ void softmax_cross_entropy_grad(const Array& probs, const Array& labels, const A
           const T* pr = p + i * k;
           T* zr = z + i * k;
           const T gv = gi[i];
-          for (int64_t j = 0; j < k; ++j) zr[j] = pr[j] * gv;
+          K.typed<T>().scalar(int(Arith::mul), pr, gv, zr, k);
           zr[idx[i]] = zr[idx[i]] - gv;
         }
       });
