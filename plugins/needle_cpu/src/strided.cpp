@@ -75,6 +75,11 @@ void strided_copy(const U* src, U* dst, const Shape& shape0, const Shape& ss0, c
     return;
   }
 
+  // A transpose whose last dim is short (NCHW -> NHWC of 3 channels, say): the dim that runs
+  // contiguous on the other side becomes the inner loop, so rows are long.
+  if (k >= 0 && shape[last] < 16 && shape[k] >= 16) {
+    for (Shape* v : {&shape, &ss, &ds}) std::rotate(v->begin() + k, v->begin() + k + 1, v->end());
+  }
   // Otherwise: an odometer over the outer dims, a tight loop over the last one.
   const int64_t inner = shape[last], sl = ss[last], dl = ds[last];
   auto row = [sl, dl](const U* s, U* d, int64_t len) {

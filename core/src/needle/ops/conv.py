@@ -16,20 +16,29 @@ __all__ = ["Conv", "ConvWeightGrad", "conv", "conv_weight_grad"]
 class Conv(TensorOp):
     """2-D convolution (cross-correlation) of an NHWC input with a (KH, KW, Cin, Cout) weight.
 
-    ``padding`` is an int or an ``(ph, pw)`` pair of zero rows/columns on each side.
+    ``padding`` is an int or an ``(ph, pw)`` pair of zero rows/columns on each side. A
+    strided input (an NCHW tensor seen as NHWC) is copied once: the forward keeps the copy
+    for its first-order weight gradient (one op object per call keeps one call's).
     """
 
     def __init__(self, stride: int = 1, padding: Padding = 0) -> None:
+        self._saved: tuple[NDArray, NDArray] | None = None
         self.stride = operator.index(stride)
         self.padding = pair(padding)
         if self.stride < 1 or min(self.padding) < 0:
             raise ValueError(f"conv needs stride >= 1 and padding >= 0, got {stride}, {padding}")
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
-        return conv2d(a, b, self.stride, self.padding)
+        dense = a.compact()  # the NHWC copy of an NCHW view, made once for both passes
+        out = conv2d(dense, b, self.stride, self.padding)
+        self._saved = (out, dense) if dense is not a else None
+        return out
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, weight = node.inputs
+        source, saved = x, self._saved
+        if saved is not None and saved[0] is node.cached_data and not is_grad_enabled():
+            source = Tensor.make_const(saved[1])  # first order: the forward's copy, not another
         kernel = weight.shape[:2]
         grad_x = grad_w = None  # None for an input that needs no gradient (images)
         if x.requires_grad:
@@ -37,7 +46,7 @@ class Conv(TensorOp):
             if grad_x is None:
                 grad_x = _conv_input_grad(out_grad, weight, x.shape, self.stride, self.padding)
         if weight.requires_grad:
-            grad_w = ConvWeightGrad(kernel, self.stride, self.padding)(x, out_grad)
+            grad_w = ConvWeightGrad(kernel, self.stride, self.padding)(source, out_grad)
         return _like(grad_x, x), _like(grad_w, weight)
 
 
