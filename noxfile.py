@@ -141,6 +141,8 @@ def bench(session: nox.Session) -> None:
     session.install("./core", BACKENDS["numpy"], BACKENDS["cpu"], "tqdm", "torch==2.13.0")
     session.run("python", "benchmarks/bench_ops.py", *session.posargs)
     session.run("python", "benchmarks/bench_train.py", *session.posargs)
+    # The same steps with each contender alone in its own process (no shared thread pools).
+    session.run("python", "benchmarks/bench_train.py", "--separate", *session.posargs)
 
 
 @nox.session(name="bench-mpi")

@@ -322,6 +322,56 @@ def peak_rss(name: str, contender: str, steps: int = 20) -> float:
     return _peak_mib()
 
 
+def time_alone(name: str, contender: str, min_seconds: float) -> float:
+    """Median seconds per step of one contender alone in this process (``--separate``): no
+    second framework's threads or allocator beside it. Samples of ~0.25 s of back-to-back
+    steps, at least five and ``min_seconds`` in all, after three warm-up steps."""
+    if contender == "torch":
+        torch = load_torch()
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        step = torch_step(name, torch)
+    else:
+        import needle as ndl
+
+        dev_name, _, jit = contender.partition("-")
+        step = needle_step(name, ndl.device(dev_name), use_jit=bool(jit))
+    for _ in range(3):
+        step()
+    samples: list[float] = []
+    end = time.perf_counter() + min_seconds
+    while len(samples) < 5 or time.perf_counter() < end:
+        start, steps = time.perf_counter(), 0
+        while steps == 0 or time.perf_counter() - start < 0.25:
+            step()
+            steps += 1
+        samples.append((time.perf_counter() - start) / steps)
+    return sorted(samples)[len(samples) // 2]
+
+
+def _separate_table(
+    names: list[str], contenders: list[str], threads: int, rounds: int, min_seconds: float
+) -> Table:
+    """The timing table with every contender in its own fresh process, the contenders
+    alternated, ``rounds`` processes each; a cell is the median of those processes' medians."""
+    title = f"training step, median wall time per step, {threads} thread(s), one process each"
+    table = Table(title, references=("torch",))
+    for name in names:
+        found: dict[str, list[float]] = {c: [] for c in contenders}
+        for _ in range(rounds):
+            for contender in contenders:
+                out = _in_fresh_process(
+                    "--time", name, contender, str(min_seconds), threads=threads
+                )
+                if out is not None:
+                    found[contender].append(out["seconds"])
+        times = {c: sorted(v)[len(v) // 2] for c, v in found.items() if v}
+        samples = SPECS[name]
+        table.add(f"{name} (batch {samples})", times)
+        rates = ", ".join(f"{c} {samples / t:,.0f}" for c, t in times.items())
+        print(f"  {name}: samples/s {rates}", flush=True)
+    return table
+
+
 def _peak_mib() -> float:
     """This process's peak RSS (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
     with open("/proc/self/status") as f:
@@ -385,6 +435,9 @@ def _set_threads(threads: int, torch: Any, devices: list[Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) == 5 and sys.argv[1] == "--time":
+        print(json.dumps({"seconds": time_alone(sys.argv[2], sys.argv[3], float(sys.argv[4]))}))
+        return
     if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--peak":
         print(json.dumps({"peak_mib": peak_rss(sys.argv[2], sys.argv[3])}))
         return
@@ -402,7 +455,15 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, nargs="*", default=[1, 2],
         help="thread counts to run the table at (PyTorch and needle-cpu alike)",
     )  # fmt: skip
+    parser.add_argument(
+        "--separate", type=int, nargs="?", const=2, default=0, metavar="ROUNDS",
+        help="time each contender alone in a fresh process instead, alternated, ROUNDS "
+        "processes each (default 2): no second framework's threads beside it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.separate:
+        _main_separate(args)
+        return
     torch = None if args.no_torch else load_torch()
     devices = needle_devices(args.backends)
     names = [n for n in SPECS if not args.only or any(part in n for part in args.only)]
@@ -450,6 +511,17 @@ def main(argv: list[str] | None = None) -> None:
             )
             ms = found["per_step"] * 1e3
             print(f"  {dev.name:8s} {mode:6s} {ms:6.2f} ms/step  {cells}", flush=True)
+
+
+def _main_separate(args: Any) -> None:
+    names = [n for n in SPECS if not args.only or any(part in n for part in args.only)]
+    contenders = []
+    for dev in needle_devices(args.backends):
+        contenders += [dev.name] + ([] if args.no_jit else [f"{dev.name}-jit"])
+    contenders += [] if args.no_torch else ["torch"]
+    for threads in args.threads:
+        print(f"{machine_summary(None)}, {threads} thread(s) each, one process per contender")
+        _separate_table(names, contenders, threads, args.separate, args.min_seconds).print()
 
 
 if __name__ == "__main__":
