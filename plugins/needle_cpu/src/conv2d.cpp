@@ -96,7 +96,7 @@ void conv2d_typed(const T* x, const T* f, T* z, int64_t n, int64_t h, int64_t w,
     return;
   }
   // Tiles of patch rows small enough to stay in L2 between im2col and their GEMM.
-  const int64_t tile = std::clamp<int64_t>((1 << 16) / kk, 16, 4096);
+  const int64_t tile = std::clamp<int64_t>((1 << 18) / kk, 16, 8192);
   const int64_t tiles = (rows + tile - 1) / tile;
   if (tiles >= 2 * g_threads) {  // each thread: im2col a tile, multiply it, next tile
     parallel_for(tiles, tile * kk * cout, [&](int64_t s, int64_t e) {
