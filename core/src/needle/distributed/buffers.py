@@ -3,7 +3,8 @@
 :func:`host_view` is the one place that turns device memory into a buffer a communicator
 takes. On a host backend (one not declared an accelerator) the view is a numpy array over
 the tensor's own memory, so MPI reads and writes the tensor itself through the buffer
-protocol: through DLPack (``np.from_dlpack``) where the backend exports it, else over
+protocol: the handle's own (needle-cpu's ``Array`` has one), else DLPack
+(``np.from_dlpack``) where the backend exports it, else over
 ``handle.ptr()`` (``handle.size`` elements of the array's dtype, as the backend contract
 says; contract v1 backends). Elsewhere (a GPU) the data are copied through the host; a GPU
 communicator would take the DLPack capsule as it is.
@@ -25,6 +26,9 @@ from ..replay import host_access
 __all__ = ["host_view", "as_buffer", "output_buffer", "finish_output"]
 
 
+_BUFFERS: dict[type, bool] = {}  # handle types known to lack the buffer protocol
+
+
 def _on_host(device: BackendDevice) -> bool:
     record = manager.backend(device.name)
     return record is not None and not record.spec.accelerator
@@ -39,13 +43,21 @@ def host_view(array: NDArray) -> np.ndarray | None:
     host_access("a collective of needle.distributed")  # no replay can repeat it
     if array.size == 0 or not array.is_compact() or not _on_host(array.device):
         return None
+    handle = array.handle
+    dtype = np.dtype(array.dtype)
+    view = None
+    if _BUFFERS.get(type(handle), True):  # the handle's own buffer protocol: the cheapest view
+        try:
+            view = np.asarray(memoryview(handle))  # it holds the exporter, so the memory stays
+        except (TypeError, ValueError):
+            _BUFFERS[type(handle)] = False  # this handle type has none: not tried again
+    if view is not None and view.dtype == dtype and view.size == array.size:
+        return view.reshape(array.shape)
     if array.device.has("to_dlpack") and array.__dlpack_device__()[0] == KDL_CPU:
         return np.from_dlpack(array)  # shares the memory; the capsule keeps it alive
-    handle = array.handle
     ptr = getattr(handle, "ptr", None)
     if ptr is None:
         return None
-    dtype = np.dtype(array.dtype)
     raw = (ctypes.c_char * (array.size * dtype.itemsize)).from_address(ptr())
     raw.needle_handle = handle  # the memory belongs to the handle: keep it alive with the view
     return np.frombuffer(raw, dtype=dtype).reshape(array.shape)
