@@ -369,6 +369,21 @@ def test_optional_capabilities(device) -> None:
             np.testing.assert_allclose(_get(device, out, want.shape), want, rtol=1e-4, atol=1e-4)
 
 
+def _twice_equal_to(device, want: np.ndarray, dtype: str, call, cout: int) -> None:
+    """``call(out, cout)`` matches ``want``, gives the same bits when called again, and raises
+    ValueError for a channel count that does not fit the buffers."""
+    outs = []
+    for _ in range(2):
+        out = _alloc(device, want.size, dtype)
+        call(out, cout)
+        outs.append(_get(device, out, want.shape))
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(outs[0], want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    with pytest.raises(ValueError):
+        call(out, cout + 1)
+
+
 CONV_GRAD_CASES = [
     (2, 9, 7, 3, 5, 3, 1, 1), (1, 8, 8, 4, 2, 3, 2, 0), (3, 5, 5, 2, 3, 1, 1, 2),
     (4, 16, 16, 8, 16, 3, 1, 1), (1, 4, 4, 1, 1, 3, 2, 3), (2, 3, 3, 2, 2, 3, 1, 0),
@@ -393,20 +408,13 @@ def test_conv2d_grad_weight(device, n, h, w, cin, cout, k, stride, pad, dtype) -
         for j in range(k):
             window = padded[:, i : i + stride * ho : stride, j : j + stride * wo : stride]
             want[i, j] = np.einsum("nyxc,nyxd->cd", window, g)
-    outs = []
-    for _ in range(2):
-        out = _alloc(device, want.size, dtype)
-        device.mod.conv2d_grad_weight(
-            _put(device, x), _put(device, g), out, n, h, w, cin, cout, k, stride, pad
-        )
-        outs.append(_get(device, out, want.shape))
-    tol = 1e-4 if dtype == "float32" else 1e-10
-    np.testing.assert_allclose(outs[0], want, rtol=tol, atol=tol)
-    np.testing.assert_array_equal(outs[1], outs[0])
-    with pytest.raises(ValueError):
-        device.mod.conv2d_grad_weight(
-            _put(device, x), _put(device, g), out, n, h, w, cin, cout + 1, k, stride, pad
-        )
+    _twice_equal_to(
+        device, want, dtype,
+        lambda out, c: device.mod.conv2d_grad_weight(
+            _put(device, x), _put(device, g), out, n, h, w, cin, c, k, stride, pad
+        ),
+        cout,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -426,20 +434,13 @@ def test_conv2d_grad_input(device, n, h, w, cin, cout, k, stride, pad, dtype) ->
             window = padded[:, i : i + stride * ho : stride, j : j + stride * wo : stride]
             window += np.einsum("nyxd,cd->nyxc", g.astype(np.float64), wt[i, j])
     want = padded[:, pad : pad + h, pad : pad + w]
-    outs = []
-    for _ in range(2):
-        out = _alloc(device, want.size, dtype)
-        device.mod.conv2d_grad_input(
-            _put(device, g), _put(device, wt), out, n, h, w, cin, cout, k, stride, pad
-        )
-        outs.append(_get(device, out, want.shape))
-    tol = 1e-4 if dtype == "float32" else 1e-10
-    np.testing.assert_allclose(outs[0], want, rtol=tol, atol=tol)
-    np.testing.assert_array_equal(outs[1], outs[0])
-    with pytest.raises(ValueError):
-        device.mod.conv2d_grad_input(
-            _put(device, g), _put(device, wt), out, n, h + 1, w, cin, cout, k, stride, pad
-        )
+    _twice_equal_to(
+        device, want, dtype,
+        lambda out, c: device.mod.conv2d_grad_input(
+            _put(device, g), _put(device, wt), out, n, h, w, cin, c, k, stride, pad
+        ),
+        cout,
+    )  # fmt: skip
 
 
 def test_device_services(device) -> None:
