@@ -56,9 +56,9 @@ def test_an_uncaught_exception_on_one_rank_ends_the_job(tmp_path) -> None:
     elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "RuntimeError: rank 1 fails on purpose" in out
-    assert "uncaught RuntimeError on rank 1 of 2; ending the job" in out
-    assert "passed the barrier" not in out
+    assert "RuntimeError: rank 1 fails on purpose" in out, out
+    assert "uncaught RuntimeError on rank 1 of 2; ending the job" in out, out
+    assert "passed the barrier" not in out, out
     print(f"the failing job ended with status {proc.returncode} after {elapsed:.1f} s")
 
 

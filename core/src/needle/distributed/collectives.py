@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -135,6 +136,9 @@ def _install_excepthook(comm: Communicator) -> None:
             )
             sys.stderr.flush()
             sys.stdout.flush()
+            # The launcher forwards each rank's output through a pipe; the abort kills the
+            # job at once, so give it a moment to pass these last lines on.
+            time.sleep(0.2)
         finally:
             comm.abort(code)
 
