@@ -27,11 +27,15 @@ __all__ = ["host_view", "as_buffer", "output_buffer", "finish_output"]
 
 
 _BUFFERS: dict[type, bool] = {}  # handle types known to lack the buffer protocol
+_HOST: dict[str, bool] = {}  # device name -> on the host (a backend declared no accelerator)
 
 
 def _on_host(device: BackendDevice) -> bool:
-    record = manager.backend(device.name)
-    return record is not None and not record.spec.accelerator
+    known = _HOST.get(device.name)
+    if known is None:
+        record = manager.backend(device.name)
+        known = _HOST[device.name] = record is not None and not record.spec.accelerator
+    return known
 
 
 def host_view(array: NDArray) -> np.ndarray | None:
@@ -83,7 +87,7 @@ def output_buffer(
     host_access("a collective of needle.distributed")
     shape = tuple(shape)
     if _on_host(device):
-        out = device.empty(shape, dtype)
+        out = NDArray.make(shape, device=device, dtype=dtype)
         view = host_view(out)
         if view is not None:
             return out, view

@@ -211,16 +211,35 @@ def _describe_rank(codes: np.ndarray, shape: Sequence[int]) -> str:
     return f"{name} {tuple(int(d) for d in shape)}"
 
 
+_FINGERPRINTS: dict[tuple[str, tuple[int, ...], bool], tuple[list[int], np.ndarray]] = {}
+
+
+def _fingerprint(
+    dtype: str, shape: tuple[int, ...], rows_may_differ: bool
+) -> tuple[list[int], np.ndarray]:
+    """``[dtype code, ndim, crc32 of the shape (past axis 0 when rows_may_differ), rows]``, as
+    a list and as the int64 buffer :func:`_agree` sends; remembered, as a training loop
+    passes the same few shapes again and again."""
+    key = (dtype, shape, rows_may_differ)
+    found = _FINGERPRINTS.get(key)
+    if found is None:
+        checked = shape[1:] if rows_may_differ else shape
+        mine = [_dtype_code(dtype), len(shape), zlib.crc32(repr(checked).encode()), shape[0]]
+        if len(_FINGERPRINTS) >= 4096:  # many distinct shapes: start again, keep it bounded
+            _FINGERPRINTS.clear()
+        found = _FINGERPRINTS[key] = (mine, np.array(mine, np.int64))
+    return found
+
+
 def _agree(
     comm: Communicator, what: str, data: NDArray, rows_may_differ: bool = False
 ) -> np.ndarray:
     """Check that every rank passed the same dtype and shape (except the first axis when
     ``rows_may_differ``); return each rank's row count. Raises the same ValueError on all."""
     shape = tuple(data.shape) or (1,)
-    key = shape[1:] if rows_may_differ else shape
-    mine = [_dtype_code(data.dtype), len(shape), zlib.crc32(repr(key).encode()), shape[0]]
+    mine, send = _fingerprint(data.dtype, shape, rows_may_differ)
     table = np.empty((comm.world_size, 4), np.int64)
-    comm.all_gather(np.array(mine, np.int64), table, [4] * comm.world_size)
+    comm.all_gather(send, table, [4] * comm.world_size)
     listed = table.tolist()  # a few Python ints compare faster than small numpy arrays
     same = listed.count(mine) == len(listed)
     if same or (rows_may_differ and all(r[:3] == mine[:3] for r in listed)):

@@ -97,7 +97,10 @@ class MPICommunicator:
 
     def all_reduce(self, send: np.ndarray, recv: np.ndarray, op: str) -> None:
         mpi_op = self._op(op, recv.dtype)
-        if send is recv or (send.size and send.ctypes.data == recv.ctypes.data):
+        # In place when both are one buffer (may_share_memory first: .ctypes costs 2 us).
+        if send is recv or (
+            np.may_share_memory(send, recv) and send.ctypes.data == recv.ctypes.data
+        ):
             self._live().Allreduce(self.MPI.IN_PLACE, recv, mpi_op)
         else:
             self._live().Allreduce(send, recv, mpi_op)
