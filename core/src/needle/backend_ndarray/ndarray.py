@@ -64,6 +64,7 @@ def _unsupported(device: BackendDevice, kernel: str, dtype: str, group: str) -> 
 
 _ROW_OPS = {"ewise_add": "add", "ewise_mul": "mul", "ewise_div": "div", "ewise_maximum": "maximum"}
 _COMMUTES = ("add", "mul")  # exactly, signed zeros included (maximum is not)
+_ONES: dict[tuple[str, str, int], NDArray] = {}  # (device, dtype, n): ones (1, n) for sums
 
 
 def _row_width(x: NDArray) -> int | None:
@@ -526,6 +527,13 @@ class NDArray:
         if self._dtype not in dev.dtypes.get(group, ()):
             raise _unsupported(dev, kernel, self._dtype, group)
         other = args[0] if args and type(args[0]) is NDArray else None
+        if self.is_compact() and (other is None or other.is_compact()):
+            # The common case first: whole buffers in row-major order, run as they lie.
+            out = self._fresh(out_dtype)
+            if self._size:
+                rest = (other._handle, *args[1:]) if other is not None else args
+                getattr(dev.mod, kernel)(self._handle, *rest, out._handle)
+            return out
         if other is None and self._size > self._handle.size:
             # A view repeating elements (a broadcast): the kernel runs once per element of
             # the buffer, and the result repeats them in the same way.
@@ -782,6 +790,16 @@ class NDArray:
         dev = self._device
         if self._dtype not in dev.dtypes.get("reduce", ()):
             raise _unsupported(dev, kernel, self._dtype, "reduce")
+        if (
+            axis == 0
+            and not keepdims
+            and kernel == "reduce_sum"
+            and len(self._shape) == 2
+            and self._shape[0]
+            and self._dtype in dev.dtypes.get("matmul", ())
+            and self.is_compact()
+        ):
+            return self._column_sums()
         axes = st.normalize_axes(axis, self.ndim)
         keep = [d for i, d in enumerate(self._shape) if i not in axes]
         reduce_size = st.prod(self._shape[a] for a in axes)
@@ -809,6 +827,24 @@ class NDArray:
                 getattr(dev.mod, kernel)(view.compact()._handle, out._handle, reduce_size)
         if keepdims:
             out = out.reshape(tuple(1 if i in axes else d for i, d in enumerate(self._shape)))
+        return out
+
+    def _column_sums(self) -> NDArray:
+        """Sums over axis 0 of a compact 2-D array (a bias gradient): ``ones(1, r) @ self``,
+        one GEMM over the data as it lies. The ones are kept between calls (never written)."""
+        rows, cols = self._shape
+        dev = self._device
+        key = (dev.name, self._dtype, rows)
+        ones = _ONES.get(key)
+        if ones is None or ones._device is not dev:
+            ones = full((1, rows), 1, dtype=self._dtype, device=dev)
+            if rows <= 1 << 16:
+                if len(_ONES) >= 64:
+                    _ONES.clear()
+                _ONES[key] = ones
+        out = NDArray.make((cols,), None, dev, None, 0, self._dtype)
+        if cols:
+            dev.mod.matmul(ones._handle, self._handle, out._handle, 1, rows, cols)
         return out
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> NDArray:
