@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Tensor, TensorOp, Value
+from ..autograd import Tensor, TensorOp, Value, is_grad_enabled
 from ..backend_ndarray import NDArray
 from ..backend_ndarray import dtypes as dt
 from ..backend_ndarray import strides as st
@@ -190,7 +190,10 @@ class ReLU(TensorOp):
         return a.maximum(0.0)
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
-        return out_grad * _const(node.inputs[0].realize_cached_data() > 0.0)
+        mask = node.inputs[0].realize_cached_data() > 0.0
+        if not is_grad_enabled():  # first order: the same kernels on NDArrays, no graph nodes
+            return _const(out_grad.cached_data * mask)
+        return out_grad * _const(mask)
 
 
 class Tanh(TensorOp):
@@ -198,6 +201,9 @@ class Tanh(TensorOp):
         return a.tanh()
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        if not is_grad_enabled():  # first order: the same kernels on NDArrays, in this order
+            y = node.cached_data
+            return _const(out_grad.cached_data * ((-(y * y)) + 1.0))
         return out_grad * (1.0 - node * node)
 
 
@@ -208,6 +214,9 @@ class Sigmoid(TensorOp):
         return ((a * 0.5).tanh() + 1.0) * 0.5
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> Tensor:
+        if not is_grad_enabled():  # first order: the same kernels on NDArrays, in this order
+            y = node.cached_data
+            return _const((out_grad.cached_data * y) * ((-y) + 1.0))
         return out_grad * node * (1.0 - node)
 
 
