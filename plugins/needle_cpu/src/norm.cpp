@@ -2,9 +2,11 @@
 // capabilities), for training: core composes some twenty elementwise kernels and reductions
 // otherwise. x is a compact (outer, channels, inner) buffer, (N, D) as (N, D, 1) and NCHW as
 // (N, C, H * W); each channel's statistics run over its outer x inner values. Sums are taken
-// in double, per channel, in the order of memory; every value written is rounded to the
-// handle's dtype as the contract spells out, so the numpy backend gives the same results.
+// in double, per channel (channels last: in a fixed number of row blocks, then added in block
+// order); every value written is rounded to the handle's dtype as the contract spells out, so
+// the numpy backend gives the same results.
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -48,6 +50,28 @@ void update_running(T* rm, T* rv, int64_t c, const Stats& st, double momentum) {
   rv[c] = T((1.0 - momentum) * double(rv[c]) + momentum * st.var);
 }
 
+// inner == 1 (channels last: rows of `channels` values). Splitting channels among threads
+// would have each read every cache line of x for a sliver of it (16 channels: 16 passes), so
+// rows are split instead: a fixed number of row blocks, set by the size alone, each sums its
+// rows into its own partial per channel (in double), and the partials are added in block
+// order, so every thread count gives the same bits. fn(row, acc) adds one row into acc
+// (`width` doubles per block); the per-channel totals land in `total`.
+template <class F>
+void row_block_sums(int64_t outer, int64_t channels, int64_t width, std::vector<double>& total,
+                    F fn) {
+  const int64_t blocks = std::clamp<int64_t>(outer * channels / (1 << 14), 1, 8);
+  std::vector<double> part(static_cast<size_t>(blocks * width), 0.0);
+  parallel_for(blocks, (outer / blocks + 1) * channels * 4, [&](int64_t bs, int64_t be) {
+    for (int64_t blk = bs; blk < be; ++blk) {
+      double* __restrict acc = part.data() + blk * width;
+      for (int64_t a = outer * blk / blocks; a < outer * (blk + 1) / blocks; ++a) fn(a, acc);
+    }
+  });
+  total.assign(static_cast<size_t>(width), 0.0);
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (int64_t i = 0; i < width; ++i) total[size_t(i)] += part[size_t(blk * width + i)];
+}
+
 // The loops below run sums in independent lanes (one chain would wait on each add's latency)
 // through __restrict pointers, so the compiler vectorizes them: with inner == 1 (the (N, D)
 // case) a lane per channel along each row; otherwise, per channel, a lane per inner position
@@ -80,33 +104,33 @@ void batch_norm(const Array& x, const Array& weight, const Array& bias, Array& o
         if (momentum != 0) update_running(rm, rv, c, st, momentum);
       };
       MaybeRelease gil(x.size() * 3);
+      if (inner == 1) {
+        const int64_t C = channels;
+        std::vector<double> mu, sq;
+        row_block_sums(outer, C, C, mu, [&](int64_t a, double* __restrict acc) {
+          const T* __restrict xr = px + a * C;
+          for (int64_t c = 0; c < C; ++c) acc[c] += double(xr[c]);
+        });
+        for (double& v : mu) v /= count;
+        const double* __restrict mus = mu.data();
+        row_block_sums(outer, C, C, sq, [&](int64_t a, double* __restrict acc) {
+          const T* __restrict xr = px + a * C;
+          for (int64_t c = 0; c < C; ++c) {
+            const double v = double(xr[c]) - mus[c];
+            acc[c] += v * v;
+          }
+        });
+        for (int64_t c = 0; c < C; ++c) finish(c, mu[size_t(c)], sq[size_t(c)]);
+        parallel_for(outer, C * 2, [&](int64_t s0, int64_t s1) {
+          for (int64_t a = s0; a < s1; ++a) {
+            const T* __restrict xr = px + a * C;
+            T* __restrict zr = z + a * C;
+            for (int64_t c = 0; c < C; ++c) zr[c] = T(T(xr[c] - m[c]) * inv[c]) * w[c] + b[c];
+          }
+        });
+        return;
+      }
       parallel_for(channels, outer * inner * 3, [&](int64_t cs, int64_t ce) {
-        const int64_t width = ce - cs;
-        if (inner == 1) {
-          std::vector<double> buf(static_cast<size_t>(width) * 2, 0.0);
-          double *__restrict s = buf.data(), *__restrict d = s + width;
-          for (int64_t a = 0; a < outer; ++a) {
-            const T* __restrict xr = px + a * channels + cs;
-            for (int64_t c = 0; c < width; ++c) s[c] += double(xr[c]);
-          }
-          for (int64_t c = 0; c < width; ++c) s[c] /= count;
-          for (int64_t a = 0; a < outer; ++a) {
-            const T* __restrict xr = px + a * channels + cs;
-            for (int64_t c = 0; c < width; ++c) {
-              const double v = double(xr[c]) - s[c];
-              d[c] += v * v;
-            }
-          }
-          for (int64_t c = 0; c < width; ++c) finish(cs + c, s[c], d[c]);
-          const T *__restrict mc = m + cs, *__restrict ic = inv + cs;
-          const T *__restrict wc = w + cs, *__restrict bc = b + cs;
-          for (int64_t a = 0; a < outer; ++a) {
-            const T* __restrict xr = px + a * channels + cs;
-            T* __restrict zr = z + a * channels + cs;
-            for (int64_t c = 0; c < width; ++c) zr[c] = T(T(xr[c] - mc[c]) * ic[c]) * wc[c] + bc[c];
-          }
-          return;
-        }
         std::vector<double> lanes(static_cast<size_t>(inner));
         double* __restrict acc = lanes.data();
         for (int64_t c = cs; c < ce; ++c) {
@@ -158,38 +182,40 @@ void batch_norm_grad(const Array& g, const Array& x, const Array& weight, const 
       T* __restrict z = dx.data<T>();
       T *__restrict dw = dweight.data<T>(), *__restrict db = dbias.data<T>();
       MaybeRelease gil(x.size() * 3);
-      parallel_for(channels, outer * inner * 3, [&](int64_t cs, int64_t ce) {
-        const int64_t width = ce - cs;
-        if (inner == 1) {
-          std::vector<double> buf(static_cast<size_t>(width) * 2, 0.0);
-          double *__restrict sb = buf.data(), *__restrict sw = sb + width;
-          const T *__restrict mc = m + cs, *__restrict ic = inv + cs;
-          for (int64_t a = 0; a < outer; ++a) {
-            const T *__restrict xr = px + a * channels + cs, *__restrict gr = pg + a * channels + cs;
-            for (int64_t c = 0; c < width; ++c) {
-              sb[c] += double(gr[c]);
-              sw[c] += double(gr[c] * T(T(xr[c] - mc[c]) * ic[c]));
-            }
+      if (inner == 1) {
+        const int64_t C = channels;
+        std::vector<double> sums;  // C sums of g, then C sums of g * xhat
+        row_block_sums(outer, C, 2 * C, sums, [&](int64_t a, double* __restrict acc) {
+          const T *__restrict xr = px + a * C, *__restrict gr = pg + a * C;
+          double* __restrict aw = acc + C;
+          for (int64_t c = 0; c < C; ++c) {
+            acc[c] += double(gr[c]);
+            aw[c] += double(gr[c] * T(T(xr[c] - m[c]) * inv[c]));
           }
-          std::vector<T> k(static_cast<size_t>(width) * 3);
-          T *__restrict k1 = k.data(), *__restrict k2 = k1 + width, *__restrict k3 = k2 + width;
-          for (int64_t c = 0; c < width; ++c) {
-            db[cs + c] = T(sb[c]);
-            dw[cs + c] = T(sw[c]);
-            k1[c] = w[cs + c] * ic[c];  // weight * invstd
-            k2[c] = T(sb[c] / count);   // mean of g
-            k3[c] = T(sw[c] / count);   // mean of g * xhat
-          }
-          for (int64_t a = 0; a < outer; ++a) {
-            const T *__restrict xr = px + a * channels + cs, *__restrict gr = pg + a * channels + cs;
-            T* __restrict zr = z + a * channels + cs;
-            for (int64_t c = 0; c < width; ++c) {
-              const T xhat = T(xr[c] - mc[c]) * ic[c];
+        });
+        std::vector<T> k(static_cast<size_t>(C) * 3);
+        T *__restrict k1 = k.data(), *__restrict k2 = k1 + C, *__restrict k3 = k2 + C;
+        for (int64_t c = 0; c < C; ++c) {
+          const double sb = sums[size_t(c)], sw = sums[size_t(C + c)];
+          db[c] = T(sb);
+          dw[c] = T(sw);
+          k1[c] = w[c] * inv[c];  // weight * invstd
+          k2[c] = T(sb / count);  // mean of g
+          k3[c] = T(sw / count);  // mean of g * xhat
+        }
+        parallel_for(outer, C * 3, [&](int64_t s0, int64_t s1) {
+          for (int64_t a = s0; a < s1; ++a) {
+            const T *__restrict xr = px + a * C, *__restrict gr = pg + a * C;
+            T* __restrict zr = z + a * C;
+            for (int64_t c = 0; c < C; ++c) {
+              const T xhat = T(xr[c] - m[c]) * inv[c];
               zr[c] = k1[c] * T(T(gr[c] - k2[c]) - xhat * k3[c]);
             }
           }
-          return;
-        }
+        });
+        return;
+      }
+      parallel_for(channels, outer * inner * 3, [&](int64_t cs, int64_t ce) {
         std::vector<double> lanes(static_cast<size_t>(inner) * 2);
         double *__restrict ab = lanes.data(), *__restrict aw = ab + inner;
         for (int64_t c = cs; c < ce; ++c) {

@@ -201,6 +201,46 @@ def test_conv2d(n, h, w, cin, cout, k, stride, pad) -> None:
     np.testing.assert_allclose(get(out, want.shape), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "n,h,w,cin,cout,k,stride,pad",
+    [(128, 8, 8, 16, 32, 3, 2, 1), (64, 4, 4, 32, 32, 3, 1, 1), (5, 9, 7, 3, 4, 3, 2, 1)],
+)  # fmt: skip
+def test_conv2d_gradients_same_bits_at_any_thread_count(n, h, w, cin, cout, k, stride, pad):
+    """The weight gradient sums over the batch in pieces that depend on the sizes alone, and
+    the input gradient takes whole images: 1, 2 and 3 threads give the same bits (and numpy's
+    values)."""
+    x = RNG.standard_normal((n, h, w, cin)).astype(np.float32)
+    wt = RNG.standard_normal((k, k, cin, cout)).astype(np.float32)
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    g = RNG.standard_normal((n, ho, wo, cout)).astype(np.float32)
+    args = (n, h, w, cin, cout, k, stride, pad)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    want_dw = np.einsum("nyxcij,nyxo->ijco", win, g)
+    want_dx = np.zeros_like(xp)
+    for i in range(k):
+        for j in range(k):
+            rows = slice(i, i + stride * (ho - 1) + 1, stride)
+            cols = slice(j, j + stride * (wo - 1) + 1, stride)
+            want_dx[:, rows, cols] += g @ wt[i, j].T.astype(np.float64)
+    want_dx = want_dx[:, pad : pad + h, pad : pad + w]
+    before = ext.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            ext.set_num_threads(threads)
+            dw, dx = ext.Array(want_dw.size), ext.Array(x.size)
+            ext.conv2d_grad_weight(put(x), put(g), dw, *args)
+            ext.conv2d_grad_input(put(g), put(wt), dx, *args)
+            results.append((get(dw, want_dw.shape), get(dx, x.shape)))
+    finally:
+        ext.set_num_threads(before)
+    np.testing.assert_allclose(results[0][0], want_dw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(results[0][1], want_dx, rtol=1e-4, atol=1e-3)
+    for dw, dx in results[1:]:
+        assert np.array_equal(dw, results[0][0]) and np.array_equal(dx, results[0][1])
+
+
 def test_bad_calls_raise() -> None:
     a, small = put(np.ones(10)), ext.Array(3)
     with pytest.raises(ValueError, match="sizes differ"):
