@@ -241,6 +241,46 @@ def test_conv2d_gradients_same_bits_at_any_thread_count(n, h, w, cin, cout, k, s
         assert np.array_equal(dw, results[0][0]) and np.array_equal(dx, results[0][1])
 
 
+@pytest.mark.parametrize("outer,channels", [(4096, 16), (8192, 3), (50, 700)])
+def test_channels_last_batch_norm_same_bits_at_any_thread_count(outer, channels) -> None:
+    """inner == 1 sums rows in blocks set by the size (not the threads): 1, 2 and 3 threads
+    give the same bits, and numpy's statistics and gradients."""
+    x = (RNG.standard_normal((outer, channels)) * 3 + 1).astype(np.float32)
+    g = RNG.standard_normal((outer, channels)).astype(np.float32)
+    w = RNG.standard_normal(channels).astype(np.float32)
+    b = RNG.standard_normal(channels).astype(np.float32)
+    mu, var = x.astype(np.float64).mean(0), x.astype(np.float64).var(0)
+    inv = 1 / np.sqrt(var + 1e-5)
+    xhat = (x - mu) * inv
+    want_out = xhat * w + b
+    want_dx = w * inv * (g - g.mean(0) - xhat * (g * xhat).mean(0))
+    before = ext.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            ext.set_num_threads(threads)
+            out, dx = ext.Array(x.size), ext.Array(x.size)
+            stats = [ext.Array(channels) for _ in range(5)]  # mean, invstd, dw, db, unused
+            hx = put(x)
+            ext.batch_norm(hx, put(w), put(b), out, stats[0], stats[1], stats[4], stats[4],
+                           outer, channels, 1, 1e-5, 0.0)  # fmt: skip
+            ext.batch_norm_grad(put(g), hx, put(w), stats[0], stats[1], dx, stats[2], stats[3],
+                                outer, channels, 1)  # fmt: skip
+            results.append([get(out, x.shape), get(dx, x.shape)]
+                           + [get(s, (channels,)) for s in stats[:4]])  # fmt: skip
+    finally:
+        ext.set_num_threads(before)
+    out, dx, mean, invstd, dw, db = results[0]
+    np.testing.assert_allclose(mean, mu, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(invstd, inv, rtol=1e-5)
+    np.testing.assert_allclose(out, want_out, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db, g.sum(0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dw, (g * xhat).sum(0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-3, atol=1e-4)
+    for other in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(other, results[0]))
+
+
 def test_bad_calls_raise() -> None:
     a, small = put(np.ones(10)), ext.Array(3)
     with pytest.raises(ValueError, match="sizes differ"):
