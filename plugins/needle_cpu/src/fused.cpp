@@ -228,6 +228,41 @@ void sgd_update(const py::sequence& params, const py::sequence& grads,
                    neg_lr, weight_decay);
 }
 
+namespace {
+
+// One thread's span [s, e) of a parameter's update, each operation rounded to T in the
+// contract's order (this file is compiled without FMA contraction). Every iteration touches
+// index k alone, and the weight decay is a template flag, so the loop vectorizes: Adam's
+// square root and division had run one element at a time (8 ms for 2.6 M parameters).
+template <class T, bool kDecay>
+void sgd_span(T* __restrict w, const T* __restrict grad, T* __restrict u, int64_t s, int64_t e,
+              T b, T one_minus_b, T neg_lr, T wd) {
+  for (int64_t k = s; k < e; ++k) {
+    T gk = grad[k];
+    if constexpr (kDecay) gk = gk + w[k] * wd;
+    const T uk = u[k] * b + gk * one_minus_b;
+    u[k] = uk;
+    w[k] = w[k] + uk * neg_lr;
+  }
+}
+
+template <class T, bool kDecay>
+void adam_span(T* __restrict w, const T* __restrict grad, T* __restrict m, T* __restrict v,
+               int64_t s, int64_t e, T b1, T one_minus_b1, T b2, T one_minus_b2, T wd, T step,
+               T eps) {
+  for (int64_t k = s; k < e; ++k) {
+    T gk = grad[k];
+    if constexpr (kDecay) gk = gk + w[k] * wd;
+    const T mk = m[k] * b1 + gk * one_minus_b1;
+    const T vk = v[k] * b2 + (gk * gk) * one_minus_b2;
+    m[k] = mk;
+    v[k] = vk;
+    w[k] = w[k] + (mk * step) / (std::sqrt(vk) + eps);
+  }
+}
+
+}  // namespace
+
 void sgd_update_group(const Group& g, double b, double one_minus_b, double neg_lr,
                       double weight_decay) {
   for (size_t i = 0; i < g[0].size(); ++i) {
@@ -241,13 +276,8 @@ void sgd_update_group(const Group& g, double b, double one_minus_b, double neg_l
         const bool decay = weight_decay != 0;
         MaybeRelease gil(g[0][i]->size() * 4);
         parallel_for(g[0][i]->size(), 4, [&](int64_t s, int64_t e) {
-          for (int64_t k = s; k < e; ++k) {  // each operation rounded to T, in the contract's order
-            T gk = grad[k];
-            if (decay) gk = gk + w[k] * twd;
-            const T uk = u[k] * tb + gk * tomb;
-            u[k] = uk;
-            w[k] = w[k] + uk * tlr;
-          }
+          if (decay) sgd_span<T, true>(w, grad, u, s, e, tb, tomb, tlr, twd);
+          else sgd_span<T, false>(w, grad, u, s, e, tb, tomb, tlr, twd);
         });
       }
     });
@@ -277,15 +307,8 @@ void adam_update_group(const Group& g, double b1, double one_minus_b1, double b2
         const bool decay = weight_decay != 0;
         MaybeRelease gil(g[0][i]->size() * 8);
         parallel_for(g[0][i]->size(), 8, [&](int64_t s, int64_t e) {
-          for (int64_t k = s; k < e; ++k) {  // each operation rounded to T, in the contract's order
-            T gk = grad[k];
-            if (decay) gk = gk + w[k] * twd;
-            const T mk = m[k] * tb1 + gk * tomb1;
-            const T vk = v[k] * tb2 + (gk * gk) * tomb2;
-            m[k] = mk;
-            v[k] = vk;
-            w[k] = w[k] + (mk * tstep) / (std::sqrt(vk) + teps);
-          }
+          if (decay) adam_span<T, true>(w, grad, m, v, s, e, tb1, tomb1, tb2, tomb2, twd, tstep, teps);
+          else adam_span<T, false>(w, grad, m, v, s, e, tb1, tomb1, tb2, tomb2, twd, tstep, teps);
         });
       }
     });

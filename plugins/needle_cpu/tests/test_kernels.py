@@ -281,6 +281,31 @@ def test_channels_last_batch_norm_same_bits_at_any_thread_count(outer, channels)
         assert all(np.array_equal(a, b) for a, b in zip(other, results[0]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_optimizer_updates_are_numpys_bits(dtype, wd) -> None:
+    """The vectorized sgd_update / adam_update round each operation to the dtype in the
+    contract's order (no fused multiply-add): numpy's step, bit for bit, at any length."""
+    t = np.dtype(dtype).type
+    for n in (1, 7, 100_003):
+        w, g, m, v = (RNG.uniform(0.1, 1.0, n).astype(dtype) for _ in range(4))
+        hs = [ext.Array(n, np.dtype(dtype).name) for _ in range(4)]
+        for h, x in zip(hs, (w, g, m, v)):
+            ext.from_numpy(x, h)
+        ext.adam_update((hs[0],), (hs[1],), (hs[2],), (hs[3],), 0.9, 0.1, 0.999, 0.001, wd,
+                        -0.01, 1e-8)  # fmt: skip
+        gi = g + w * t(wd) if wd else g
+        m2, v2 = m * t(0.9) + gi * t(0.1), v * t(0.999) + (gi * gi) * t(0.001)
+        w2 = w + (m2 * t(-0.01)) / (np.sqrt(v2) + t(1e-8))
+        for h, want in zip(hs, (w2, g, m2, v2)):
+            assert np.array_equal(ext.to_numpy(h, (n,), (1,), 0), want)
+        ext.sgd_update((hs[0],), (hs[1],), (hs[2],), 0.9, 0.1, -0.05, wd)
+        gi = g + w2 * t(wd) if wd else g
+        u = m2 * t(0.9) + gi * t(0.1)
+        assert np.array_equal(ext.to_numpy(hs[2], (n,), (1,), 0), u)
+        assert np.array_equal(ext.to_numpy(hs[0], (n,), (1,), 0), w2 + u * t(-0.05))
+
+
 def test_bad_calls_raise() -> None:
     a, small = put(np.ones(10)), ext.Array(3)
     with pytest.raises(ValueError, match="sizes differ"):
