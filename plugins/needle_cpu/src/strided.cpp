@@ -49,9 +49,10 @@ void strided_copy(const U* src, U* dst, const Shape& shape0, const Shape& ss0, c
   int64_t total = 1;
   for (int64_t d : shape) total *= d;
 
-  // A transpose: one side is contiguous along `last`, the other along another dim `k`.
+  // A transpose: one side is contiguous along `last`, the other along another dim `k`. (Not a
+  // broadcast along `last`, stride 0: its rows are fills, 6x faster than a tiled transpose.)
   int k = -1;
-  for (int i = 0; i < last && k < 0; ++i)
+  for (int i = 0; i < last && k < 0 && ss[last] != 0 && ds[last] != 0; ++i)
     if ((ss[i] == 1 && ds[last] == 1 && ss[last] != 1) ||
         (ds[i] == 1 && ss[last] == 1 && ds[last] != 1))
       k = i;
