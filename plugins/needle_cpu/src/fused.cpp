@@ -127,15 +127,13 @@ void softmax_cross_entropy(const Array& logits, const Array& labels, Array& loss
         for (int64_t i = s; i < e; ++i) {
           const T* row = x + i * k;
           T* pr = p + i * k;
-          // Four passes through the SIMD kernels of this CPU (kernels.h): the max (NaN wins),
-          // exp(row - top) (a subtraction is the addition of -top, exactly), the sum, the
-          // division.
+          // Three passes through the SIMD kernels of this CPU (kernels.h): the max (NaN wins),
+          // exp(row - top) and its sum together (a subtraction is the addition of -top,
+          // exactly), the division.
           const auto& kt = K.typed<T>();
           T top = kt.max_block(row, k);
           if (top == top) top = std::min(std::max(top, -big), big);  // finite: -inf rows, +inf
-          kt.scalar(int(Arith::add), row, -top, pr, k);
-          kt.unary(int(Unary::exp), pr, pr, k);
-          const T sum = kt.sum_block(pr, k);
+          const T sum = kt.exp_shift_sum(row, -top, pr, k);
           kt.scalar(int(Arith::div), pr, sum, pr, k);
           loss[i] = T(std::log(sum)) + top - row[idx[i]];
         }

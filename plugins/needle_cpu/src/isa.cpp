@@ -51,7 +51,7 @@ namespace {
 #define NDL_TYPED(ns, T)                                                                \
   TypedKernels<T> {                                                                     \
     ns::binary<T>, ns::scalar<T>, ns::compare<T>, ns::scalar_compare<T>, ns::unary<T>, \
-        ns::sum_block<T>, ns::max_block<T>                                              \
+        ns::sum_block<T>, ns::max_block<T>, ns::exp_shift_sum<T>                        \
   }
 #define NDL_TABLE(ns)                                                                        \
   Kernels {                                                                                  \

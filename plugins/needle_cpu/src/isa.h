@@ -21,6 +21,7 @@ struct TypedKernels {
   void (*unary)(int op, const T* a, T* out, int64_t n);  // float dtypes only
   T (*sum_block)(const T* a, int64_t n);                 // wraps for integers
   T (*max_block)(const T* a, int64_t n);                 // n >= 1
+  T (*exp_shift_sum)(const T* a, T shift, T* out, int64_t n);  // float dtypes only
 };
 
 // copy2d over the bits of 1-, 4- and 8-byte elements: (src, dst, n0, n1, s0, s1, d0, d1).

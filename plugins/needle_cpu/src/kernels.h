@@ -310,6 +310,47 @@ static T sum_block(const T* a, int64_t n) {
   }
 }
 
+// out = exp(a + shift) and the sum of out, in one pass: the values and the order of the sum
+// are those of scalar add, then exp (map1), then sum_block, so the bits are too (a softmax
+// row read once instead of three times). Float dtypes only.
+template <class T>
+static T exp_shift_sum(const T* a, T shift, T* out, int64_t n) {
+  if constexpr (!kFloat<T>) {
+    for (int64_t i = 0; i < n; ++i) out[i] = T(0);
+    return T(0);
+  } else {
+    using V = typename Lanes<T>::V;
+    constexpr int64_t W = Lanes<T>::W;
+    const V vs = broadcast(shift);
+    const op_exp ex;
+    V s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+      const V e0 = ex(vload<V>(a + i) + vs), e1 = ex(vload<V>(a + i + W) + vs);
+      const V e2 = ex(vload<V>(a + i + 2 * W) + vs), e3 = ex(vload<V>(a + i + 3 * W) + vs);
+      vstore(out + i, e0), vstore(out + i + W, e1);
+      vstore(out + i + 2 * W, e2), vstore(out + i + 3 * W, e3);
+      s0 += e0, s1 += e1, s2 += e2, s3 += e3;
+    }
+    for (; i + W <= n; i += W) {
+      const V e0 = ex(vload<V>(a + i) + vs);
+      vstore(out + i, e0);
+      s0 += e0;
+    }
+    if (i < n) {  // the tail through one padded vector, as map1 does
+      T ta[W] = {}, to[W];
+      for (int64_t j = 0; j < n - i; ++j) ta[j] = a[i + j];
+      vstore(to, ex(vload<V>(ta) + vs));
+      for (int64_t j = 0; j < n - i; ++j) out[i + j] = to[j];
+    }
+    s0 = (s0 + s1) + (s2 + s3);
+    T s = 0;
+    for (int j = 0; j < W; ++j) s += s0[j];
+    for (; i < n; ++i) s += out[i];
+    return s;
+  }
+}
+
 template <class T>
 NDL_INLINE T max1(T m, T x) {  // NaN wins
   if constexpr (kFloat<T>) return (x >= m || x != x) ? x : m;
