@@ -463,7 +463,11 @@ def _check_state(kind: str, *groups: Sequence[NDArray]) -> tuple[Any, str]:
     device, dtype = first.device, first.dtype
     for group in groups:
         for x in group:
-            if x.device != device or x.dtype != dtype or not x.is_compact():
+            if (
+                (x._device is not device and x.device != device)
+                or x._dtype != dtype
+                or not x.is_compact()
+            ):
                 raise ValueError(
                     f"{kind}: every parameter, gradient and state must be a compact {dtype} "
                     f"array on {device.name}; got a {x.dtype} array on {x.device.name}"

@@ -102,22 +102,28 @@ class Optimizer:
         """Parameters with a gradient, grouped by (device, dtype): ``(params, grads, *state)``
         as NDArrays, one tuple per group."""
         groups: dict[tuple[str, str], tuple[list, ...]] = {}
-        for p in self.params:
-            if p.grad is None:
+        for p in self.params:  # runs every step: kept tight
+            grad_tensor = p.grad
+            if grad_tensor is None:
                 continue
+            states = []
             for table in tables:
-                if p not in table:
+                state = table.get(p)
+                if state is None:
                     self._zeros_state(table)
-            w = p.cached_data
-            grad = p.grad.cached_data
+                    state = table[p]
+                states.append(state.cached_data)
+            w, grad = p.cached_data, grad_tensor.cached_data
             if grad.dtype != w.dtype or not grad.is_compact():
                 grad = grad._cast(w.dtype).compact()
-            empty = tuple([] for _ in range(2 + len(tables)))
-            group = groups.setdefault((w.device.name, w.dtype), empty)
+            key = (w.device.name, w.dtype)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = tuple([] for _ in range(2 + len(tables)))
             group[0].append(w)
             group[1].append(grad)
-            for lst, table in zip(group[2:], tables):
-                lst.append(table[p].cached_data)
+            for lst, state in zip(group[2:], states):
+                lst.append(state)
         return list(groups.values())
 
     def state_dict(self) -> dict[str, Any]:
