@@ -11,6 +11,7 @@ backend lacks (the optional kernels, and the comparisons of a v1 backend).
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Sequence
@@ -174,6 +175,18 @@ class NDArray:
         else:
             array._strides = st.check_strides(strides, len(shape))
             array._compact = None  # worked out when first asked
+        return array
+
+    @staticmethod
+    def _alloc(shape: tuple[int, ...], dtype: str, dev: BackendDevice) -> NDArray:
+        """A new dense array for core's own use: ``shape`` a tuple of non-negative ints and
+        ``dtype`` one ``dev`` holds (taken from arrays already there), so no checks."""
+        array = object.__new__(NDArray)
+        array._shape, array._offset, array._device, array._dtype = shape, 0, dev, dtype
+        array._size = size = math.prod(shape)
+        array._handle = handle = dev.alloc(size, dtype)
+        array._strides = st.compact_strides(shape)
+        array._compact = handle.size == size
         return array
 
     def _fresh(self, dtype: str | None = None) -> NDArray:
@@ -736,6 +749,29 @@ class NDArray:
 
     def __matmul__(self, other: NDArray) -> NDArray:
         """2-D matrix product ``(m, n) @ (n, p)``."""
+        dev = self._device
+        if (  # the common case first: one dtype and device, 2-D, aligned, nothing empty
+            type(other) is NDArray
+            and other._device is dev
+            and other._dtype == self._dtype
+            and len(self._shape) == 2
+            and len(other._shape) == 2
+            and self._shape[1] == other._shape[0]
+            and self._size
+            and other._size
+            and self._dtype in dev.dtypes.get("matmul", ())
+        ):
+            (m, n), p = self._shape, other._shape[1]
+            out = NDArray._alloc((m, p), self._dtype, dev)
+            if dev.has("matmul_t"):
+                (ha, ta), (hb, tb) = self._gemm_operand(), other._gemm_operand()
+                if ta or tb:
+                    dev.mod.matmul_t(ha, hb, out._handle, m, n, p, ta, tb)
+                else:
+                    dev.mod.matmul(ha, hb, out._handle, m, n, p)
+                return out
+            dev.mod.matmul(self.compact()._handle, other.compact()._handle, out._handle, m, n, p)
+            return out
         if not isinstance(other, NDArray):
             return NotImplemented
         self._check_device(other)

@@ -58,10 +58,21 @@ class Linear(TensorOp):
 
     def compute(self, x: NDArray, weight: NDArray, *bias: NDArray) -> NDArray:
         out = batched_matmul(x, weight)
-        if bias:
-            row = bias[0].reshape((1,) * (out.ndim - 1) + (out.shape[-1],))
-            out = out + row.broadcast_to(out.shape)
-        return out
+        if not bias:
+            return out
+        b, dev = bias[0], out.device
+        if (
+            b.dtype == out.dtype
+            and b.size == out.shape[-1]
+            and out.size
+            and b.is_compact()
+            and out.is_compact()
+            and dev.has("broadcast_rows")
+        ):  # the kernel ewise add would pick, into the product's own fresh buffer
+            dev.mod.broadcast_rows("add", out.handle, b.handle, out.handle, b.size)
+            return out
+        row = b.reshape((1,) * (out.ndim - 1) + (out.shape[-1],))
+        return out + row.broadcast_to(out.shape)
 
     def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, *bias = node.inputs
