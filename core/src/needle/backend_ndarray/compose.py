@@ -99,7 +99,7 @@ def conv2d(a: NDArray, b: NDArray, stride: int, padding: Padding) -> NDArray:
         raise ValueError(
             f"conv kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}"
         )
-    out = NDArray.make((n, ho, wo, cout), device=a.device, dtype=a.dtype)
+    out = NDArray._alloc((n, ho, wo, cout), a.dtype, a.device)
     if out.size == 0:
         return out
     if a.size == 0 or b.size == 0:
@@ -243,8 +243,8 @@ def softmax_cross_entropy(logits: NDArray, labels: NDArray) -> tuple[NDArray, ND
     n, k = _labels_for(logits, labels)
     dev = logits.device
     if dev.has("softmax_cross_entropy") and dev.supports("int64"):
-        losses = NDArray.make((n,), device=dev, dtype=logits.dtype)
-        probs = NDArray.make((n, k), device=dev, dtype=logits.dtype)
+        losses = NDArray._alloc((n,), logits.dtype, dev)
+        probs = NDArray._alloc((n, k), logits.dtype, dev)
         dev.mod.softmax_cross_entropy(
             logits.compact().handle, _indices(labels).handle, losses.handle, probs.handle, n, k
         )
@@ -267,7 +267,7 @@ def softmax_cross_entropy_grad(probs: NDArray, labels: NDArray, g: NDArray) -> N
     dev = probs.device
     g = g._cast(probs.dtype).compact()
     if dev.has("softmax_cross_entropy_grad") and dev.supports("int64"):
-        out = NDArray.make((n, k), device=dev, dtype=probs.dtype)
+        out = NDArray._alloc((n, k), probs.dtype, dev)
         dev.mod.softmax_cross_entropy_grad(
             probs.compact().handle, _indices(labels).handle, g.handle, out.handle, n, k
         )
@@ -355,9 +355,9 @@ def batch_norm(
     weight, bias = weight._cast(dtype).compact(), bias._cast(dtype).compact()
     if dev.has("batch_norm") and all(r.dtype == dtype for r in running or ()):
         data = view.data(x)
-        out = NDArray.make(data.shape, device=dev, dtype=dtype)
-        mean = NDArray.make((channels,), device=dev, dtype=dtype)
-        invstd = NDArray.make((channels,), device=dev, dtype=dtype)
+        out = NDArray._alloc(data.shape, dtype, dev)
+        mean = NDArray._alloc((channels,), dtype, dev)
+        invstd = NDArray._alloc((channels,), dtype, dev)
         run = running if momentum != 0 else (mean, invstd)  # untouched when momentum is 0
         dev.mod.batch_norm(
             data.handle, weight.handle, bias.handle, out.handle, mean.handle, invstd.handle,
@@ -390,9 +390,9 @@ def batch_norm_grad(
     g, weight = g._cast(dtype), weight._cast(dtype).compact()
     if dev.has("batch_norm_grad"):
         data = view.data(x)
-        dx = NDArray.make(data.shape, device=dev, dtype=dtype)
-        dweight = NDArray.make((channels,), device=dev, dtype=dtype)
-        dbias = NDArray.make((channels,), device=dev, dtype=dtype)
+        dx = NDArray._alloc(data.shape, dtype, dev)
+        dweight = NDArray._alloc((channels,), dtype, dev)
+        dbias = NDArray._alloc((channels,), dtype, dev)
         dev.mod.batch_norm_grad(
             view.data(g).handle, data.handle, weight.handle, mean.compact().handle,
             invstd.compact().handle, dx.handle, dweight.handle, dbias.handle, outer, channels,

@@ -878,7 +878,7 @@ class NDArray:
                 if len(_ONES) >= 64:
                     _ONES.clear()
                 _ONES[key] = ones
-        out = NDArray.make((cols,), None, dev, None, 0, self._dtype)
+        out = NDArray._alloc((cols,), self._dtype, dev)
         if cols:
             dev.mod.matmul(ones._handle, self._handle, out._handle, 1, rows, cols)
         return out
