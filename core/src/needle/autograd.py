@@ -112,6 +112,14 @@ class Op:
         """
         raise NotImplementedError
 
+    #: True for an op class that overrides :meth:`item_gradient` (set for each subclass;
+    #: backward asks only those).
+    reads_item = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reads_item = cls.item_gradient is not Op.item_gradient
+
     def item_gradient(self, out_grad: Value, node: Value) -> tuple[int, Value] | None:
         """For an op that reads one item of a TensorTuple: ``(index, gradient of that item)``.
 
@@ -589,21 +597,19 @@ def find_topo_sort(node_list: Sequence[Value], stop: Container[int] = ()) -> lis
     for root in node_list:
         if id(root) in visited:
             continue
-        stack: list[tuple[Value, bool]] = [(root, False)]
+        visited.add(id(root))
+        # Each entry: a node and the iterator over its inputs still to visit.
+        stack = [(root, iter(() if id(root) in stop else root.inputs))]
         while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            if id(node) in stop:
-                continue
-            for inp in reversed(node.inputs):
+            node, pending = stack[-1]
+            for inp in pending:
                 if id(inp) not in visited:
-                    stack.append((inp, False))
+                    visited.add(id(inp))
+                    stack.append((inp, iter(() if id(inp) in stop else inp.inputs)))
+                    break
+            else:  # every input is placed: the node follows them
+                stack.pop()
+                order.append(node)
     return order
 
 
@@ -618,7 +624,7 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
     keep_all = _grad_enabled()  # the course's semantics: .grad on every node
     for node in reversed(find_topo_sort([output_tensor])):
         contributions = grads.pop(id(node), None)
-        per_item = items.pop(id(node), None)
+        per_item = items.pop(id(node), None) if items else None
         if not node.requires_grad or (contributions is None and per_item is None):
             continue
         if per_item is not None:
@@ -639,7 +645,7 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
             # graph-carrying .grad there makes a reference cycle per node that only the
             # cyclic garbage collector frees: keep the value, detached, as course code reads it.
             node.grad = total.detach()
-        item = node.op.item_gradient(total, node)
+        item = node.op.item_gradient(total, node) if node.op.reads_item else None
         if item is not None:
             source = node.inputs[0]
             if source.requires_grad:

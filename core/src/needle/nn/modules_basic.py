@@ -583,7 +583,9 @@ class Dropout(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
-        mask = init.randb(*x.shape, p=1 - self.p, device=x.device)
+        # The mask in x's dtype (1.0 and 0.0, the product's bits as with the course's bool
+        # mask): no cast kernel forward, nor backward.
+        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype)
         return x * mask / (1 - self.p)
 
 
