@@ -60,6 +60,31 @@ int64_t even_piece(int64_t total, int64_t cap, int64_t min_pieces, int64_t min_s
   return (total + pieces - 1) / pieces;
 }
 
+// One output pixel whose window holds the whole (padded) image: a 3x3 convolution of 1x1 or
+// 2x2 maps, the last layers of a small-image network. Input pixel (iy, ix) meets tap
+// (iy + padding, ix + padding) alone and every other tap meets padding, so the convolution is
+// one product with those taps' rows of the weight: no im2col, none of the zeros (8 of 9 taps
+// on a 1x1 map).
+bool single_window(const ConvShape& c) {
+  return c.ho == 1 && c.wo == 1 && c.h + c.padding <= c.k && c.w + c.padding <= c.k;
+}
+
+// The weight rows of the taps the image meets, (h * w * cin, cout) in input pixel order: the
+// weight's own memory when the image is one pixel, else copied into `copy`.
+template <class T>
+const T* window_taps(const T* f, const ConvShape& c, std::vector<T>& copy) {
+  const int64_t block = c.cin * c.cout;  // one tap's (cin, cout) rows
+  auto tap = [&](int64_t iy, int64_t ix) {
+    return f + ((iy + c.padding) * c.k + ix + c.padding) * block;
+  };
+  if (c.h == 1 && c.w == 1) return tap(0, 0);
+  copy.resize(static_cast<size_t>(c.h * c.w * block));
+  for (int64_t iy = 0; iy < c.h; ++iy)
+    for (int64_t ix = 0; ix < c.w; ++ix)
+      std::copy_n(tap(iy, ix), block, copy.data() + (iy * c.w + ix) * block);
+  return copy.data();
+}
+
 // NHWC input x (n, h, w, cin), weight f (k, k, cin, cout), zero padding, into z: im2col rows
 // of kk = k*k*cin values, then GEMM of those rows with the (kk, cout) weight.
 template <class T>
@@ -68,6 +93,10 @@ void conv2d_typed(const T* x, const T* f, T* z, int64_t n, int64_t h, int64_t w,
   const ConvShape c(n, h, w, cin, cout, k, stride, padding);
   const int64_t ho = c.ho, wo = c.wo, hw = c.hw, kk = c.kk, rows = c.rows;
   if (k == 1 && stride == 1 && padding == 0) return gemm(x, f, z, rows, cin, cout);
+  if (single_window(c)) {  // (n, h * w * cin) images times the taps they meet
+    std::vector<T> copy;
+    return gemm(x, window_taps(f, c, copy), z, n, h * w * cin, cout);
+  }
   const int64_t row = k * cin;  // one kernel row of a patch: contiguous in the input
   // A weight that fits in L2 (k*k*cin*cout <= 128K floats, most CNN layers): our register-tiled
   // GEMM reads each patch as k rows of k*cin floats straight from the input; only patches
@@ -132,6 +161,17 @@ constexpr int64_t kChunks = 8;
 template <class T>
 void conv2d_grad_weight_typed(const T* x, const T* g, T* dw, const ConvShape& c) {
   const int64_t kk = c.kk, cout = c.cout, size = kk * cout;
+  if (single_window(c)) {  // the taps the image meets: images^T @ grad; the others are zero
+    const int64_t block = c.cin * cout, sub = c.h * c.w * block;
+    std::fill_n(dw, size, T(0));
+    std::vector<T> taps(static_cast<size_t>(sub));
+    gemm(x, g, taps.data(), c.h * c.w * c.cin, c.n, cout, true, false);
+    for (int64_t iy = 0; iy < c.h; ++iy)
+      for (int64_t ix = 0; ix < c.w; ++ix)
+        std::copy_n(taps.data() + (iy * c.w + ix) * block, block,
+                    dw + ((iy + c.padding) * c.k + ix + c.padding) * block);
+    return;
+  }
   const int64_t cap = std::clamp<int64_t>((1 << 18) / std::max<int64_t>(kk, 1), 16, 8192);
   const int64_t tile = even_piece(c.rows, cap, kChunks, 64);
   const int64_t tiles = (c.rows + tile - 1) / tile, chunks = std::min(kChunks, tiles);
@@ -165,6 +205,10 @@ void conv2d_grad_weight_typed(const T* x, const T* g, T* dw, const ConvShape& c)
 template <class T>
 void conv2d_grad_input_typed(const T* g, const T* f, T* dx, const ConvShape& c) {
   const int64_t kk = c.kk, cin = c.cin, k = c.k, image = c.h * c.w * cin;
+  if (single_window(c)) {  // grad (n, cout) @ the taps' rows transposed: every input pixel
+    std::vector<T> copy;
+    return gemm(g, window_taps(f, c, copy), dx, c.n, c.cout, image, false, true);
+  }
   const int64_t tile = std::clamp<int64_t>((1 << 18) / std::max<int64_t>(kk, 1), 16, 8192);
   const int64_t cap = std::max<int64_t>(1, tile / std::max<int64_t>(c.hw, 1));  // images
   const int64_t per_group = even_piece(c.n, cap, kChunks, std::max<int64_t>(1, 64 / c.hw));

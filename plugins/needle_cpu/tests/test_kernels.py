@@ -190,7 +190,9 @@ def conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.nd
     "n,h,w,cin,cout,k,stride,pad",
     [(32, 32, 32, 3, 64, 3, 1, 1), (2, 17, 9, 16, 24, 5, 2, 2), (4, 8, 8, 32, 8, 1, 1, 0),
      (1, 3, 3, 2, 2, 3, 1, 0), (2, 6, 6, 3, 7, 1, 2, 1), (3, 4, 5, 1, 1, 4, 3, 3),
-     (1, 6, 6, 64, 256, 3, 1, 1), (4, 20, 20, 64, 256, 3, 1, 1)],  # the last two: OpenBLAS
+     (1, 6, 6, 64, 256, 3, 1, 1), (4, 20, 20, 64, 256, 3, 1, 1),  # these two: OpenBLAS
+     (6, 1, 1, 8, 5, 3, 1, 1), (6, 2, 2, 8, 5, 3, 2, 1), (3, 2, 1, 4, 3, 3, 2, 1),
+     (2, 1, 1, 3, 2, 5, 1, 2), (2, 3, 3, 2, 2, 5, 1, 1)],  # one output pixel, whole image
 )  # fmt: skip
 def test_conv2d(n, h, w, cin, cout, k, stride, pad) -> None:
     x = RNG.standard_normal((n, h, w, cin)).astype(np.float32)
@@ -203,7 +205,9 @@ def test_conv2d(n, h, w, cin, cout, k, stride, pad) -> None:
 
 @pytest.mark.parametrize(
     "n,h,w,cin,cout,k,stride,pad",
-    [(128, 8, 8, 16, 32, 3, 2, 1), (64, 4, 4, 32, 32, 3, 1, 1), (5, 9, 7, 3, 4, 3, 2, 1)],
+    [(128, 8, 8, 16, 32, 3, 2, 1), (64, 4, 4, 32, 32, 3, 1, 1), (5, 9, 7, 3, 4, 3, 2, 1),
+     (128, 1, 1, 128, 128, 3, 1, 1), (64, 2, 2, 64, 128, 3, 2, 1), (3, 2, 1, 4, 3, 3, 2, 1),
+     (2, 1, 1, 3, 2, 5, 1, 2), (2, 3, 3, 2, 2, 5, 1, 1)],  # from the 4th: one output pixel
 )  # fmt: skip
 def test_conv2d_gradients_same_bits_at_any_thread_count(n, h, w, cin, cout, k, stride, pad):
     """The weight gradient sums over the batch in pieces that depend on the sizes alone, and
