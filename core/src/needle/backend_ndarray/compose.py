@@ -426,30 +426,34 @@ def assign(target: NDArray, value: NDArray) -> None:
 def pack(flat: NDArray, offsets: Sequence[int], arrays: Sequence[NDArray]) -> None:
     """Copy each of ``arrays`` (flattened) into compact 1-D ``flat`` at its offset: one kernel
     call each, for gradient buckets (no views or checks per array beyond the kernel's)."""
-    for start, array in zip(offsets, arrays):
-        if array.device != flat.device or array.dtype != flat.dtype:
+    dev = flat.device
+    setitem = dev.mod.ewise_setitem
+    for start, array in zip(offsets, arrays):  # DDP calls this per gradient: kept tight
+        if (array._device is not dev and array.device != dev) or array._dtype != flat._dtype:
             raise ValueError(
                 f"pack: a {array.dtype} array on {array.device.name} into a {flat.dtype} "
-                f"buffer on {flat.device.name}"
+                f"buffer on {dev.name}"
             )
-        if start < 0 or start + array.size > flat.size:
-            raise ValueError(f"pack: {array.size} elements at {start} overrun {flat.size}")
-        if array.size:
-            array = array.compact()
-            _kernel(flat.device, "ewise_setitem", array.handle, flat.handle, (array.size,),
-                    (1,), start)  # fmt: skip
+        size = array.size
+        if start < 0 or start + size > flat.size:
+            raise ValueError(f"pack: {size} elements at {start} overrun {flat.size}")
+        if size:
+            setitem(array.compact().handle, flat.handle, (size,), (1,), start)
 
 
 def unpack(flat: NDArray, offsets: Sequence[int], shapes: Sequence[tuple[int, ...]]) -> list:
     """New compact arrays holding the parts of compact 1-D ``flat`` at ``offsets`` with
     ``shapes``: the inverse of :func:`pack`, one copy each."""
     out = []
+    dev, dtype = flat.device, flat.dtype
+    copy = dev.mod.compact
     for start, shape in zip(offsets, shapes):
-        part = NDArray.make(shape, device=flat.device, dtype=flat.dtype)
-        if start < 0 or start + part.size > flat.size:
-            raise ValueError(f"unpack: {part.size} elements at {start} overrun {flat.size}")
-        if part.size:
-            _kernel(flat.device, "compact", flat.handle, part.handle, (part.size,), (1,), start)
+        part = NDArray._alloc(st.check_shape(shape), dtype, dev)
+        size = part.size
+        if start < 0 or start + size > flat.size:
+            raise ValueError(f"unpack: {size} elements at {start} overrun {flat.size}")
+        if size:
+            copy(flat.handle, part.handle, (size,), (1,), start)
         out.append(part)
     return out
 
