@@ -203,6 +203,21 @@ def test_conv2d(n, h, w, cin, cout, k, stride, pad) -> None:
     np.testing.assert_allclose(get(out, want.shape), want, rtol=1e-4, atol=1e-4)
 
 
+def same_bits_at_thread_counts(run):
+    """``run()``'s arrays at 1, 2 and 3 kernel threads, checked bit-equal; the 1-thread ones."""
+    before = ext.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            ext.set_num_threads(threads)
+            results.append(run())
+    finally:
+        ext.set_num_threads(before)
+    for other in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(other, results[0]))
+    return results[0]
+
+
 @pytest.mark.parametrize(
     "n,h,w,cin,cout,k,stride,pad",
     [(128, 8, 8, 16, 32, 3, 2, 1), (64, 4, 4, 32, 32, 3, 1, 1), (5, 9, 7, 3, 4, 3, 2, 1),
@@ -228,21 +243,16 @@ def test_conv2d_gradients_same_bits_at_any_thread_count(n, h, w, cin, cout, k, s
             cols = slice(j, j + stride * (wo - 1) + 1, stride)
             want_dx[:, rows, cols] += g @ wt[i, j].T.astype(np.float64)
     want_dx = want_dx[:, pad : pad + h, pad : pad + w]
-    before = ext.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            ext.set_num_threads(threads)
-            dw, dx = ext.Array(want_dw.size), ext.Array(x.size)
-            ext.conv2d_grad_weight(put(x), put(g), dw, *args)
-            ext.conv2d_grad_input(put(g), put(wt), dx, *args)
-            results.append((get(dw, want_dw.shape), get(dx, x.shape)))
-    finally:
-        ext.set_num_threads(before)
-    np.testing.assert_allclose(results[0][0], want_dw, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(results[0][1], want_dx, rtol=1e-4, atol=1e-3)
-    for dw, dx in results[1:]:
-        assert np.array_equal(dw, results[0][0]) and np.array_equal(dx, results[0][1])
+
+    def run():
+        dw, dx = ext.Array(want_dw.size), ext.Array(x.size)
+        ext.conv2d_grad_weight(put(x), put(g), dw, *args)
+        ext.conv2d_grad_input(put(g), put(wt), dx, *args)
+        return get(dw, want_dw.shape), get(dx, x.shape)
+
+    dw, dx = same_bits_at_thread_counts(run)
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("outer,channels", [(4096, 16), (8192, 3), (50, 700)])
@@ -258,31 +268,24 @@ def test_channels_last_batch_norm_same_bits_at_any_thread_count(outer, channels)
     xhat = (x - mu) * inv
     want_out = xhat * w + b
     want_dx = w * inv * (g - g.mean(0) - xhat * (g * xhat).mean(0))
-    before = ext.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            ext.set_num_threads(threads)
-            out, dx = ext.Array(x.size), ext.Array(x.size)
-            stats = [ext.Array(channels) for _ in range(5)]  # mean, invstd, dw, db, unused
-            hx = put(x)
-            ext.batch_norm(hx, put(w), put(b), out, stats[0], stats[1], stats[4], stats[4],
-                           outer, channels, 1, 1e-5, 0.0)  # fmt: skip
-            ext.batch_norm_grad(put(g), hx, put(w), stats[0], stats[1], dx, stats[2], stats[3],
-                                outer, channels, 1)  # fmt: skip
-            results.append([get(out, x.shape), get(dx, x.shape)]
-                           + [get(s, (channels,)) for s in stats[:4]])  # fmt: skip
-    finally:
-        ext.set_num_threads(before)
-    out, dx, mean, invstd, dw, db = results[0]
+
+    def run():
+        out, dx = ext.Array(x.size), ext.Array(x.size)
+        stats = [ext.Array(channels) for _ in range(5)]  # mean, invstd, dw, db, unused
+        hx = put(x)
+        ext.batch_norm(hx, put(w), put(b), out, stats[0], stats[1], stats[4], stats[4],
+                       outer, channels, 1, 1e-5, 0.0)  # fmt: skip
+        ext.batch_norm_grad(put(g), hx, put(w), stats[0], stats[1], dx, stats[2], stats[3],
+                            outer, channels, 1)  # fmt: skip
+        return [get(out, x.shape), get(dx, x.shape)] + [get(s, (channels,)) for s in stats[:4]]
+
+    out, dx, mean, invstd, dw, db = same_bits_at_thread_counts(run)
     np.testing.assert_allclose(mean, mu, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(invstd, inv, rtol=1e-5)
     np.testing.assert_allclose(out, want_out, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(db, g.sum(0), rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(dw, (g * xhat).sum(0), rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(dx, want_dx, rtol=1e-3, atol=1e-4)
-    for other in results[1:]:
-        assert all(np.array_equal(a, b) for a, b in zip(other, results[0]))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
