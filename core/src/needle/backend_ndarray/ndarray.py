@@ -873,11 +873,16 @@ class NDArray:
         key = (dev.name, self._dtype, rows)
         ones = _ONES.get(key)
         if ones is None or ones._device is not dev:
-            ones = full((1, rows), 1, dtype=self._dtype, device=dev)
-            if rows <= 1 << 16:
+            if rows <= 1 << 14:  # kept: at most 64 vectors of 64 KiB
+                from ..replay import untraced
+
+                with untraced():  # a cached constant: never one of a replay's scratch buffers
+                    ones = full((1, rows), 1, dtype=self._dtype, device=dev)
                 if len(_ONES) >= 64:
                     _ONES.clear()
                 _ONES[key] = ones
+            else:
+                ones = full((1, rows), 1, dtype=self._dtype, device=dev)
         out = NDArray._alloc((cols,), self._dtype, dev)
         if cols:
             dev.mod.matmul(ones._handle, self._handle, out._handle, 1, rows, cols)
