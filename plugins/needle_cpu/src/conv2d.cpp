@@ -57,7 +57,7 @@ int64_t even_piece(int64_t total, int64_t cap, int64_t min_pieces, int64_t min_s
   int64_t pieces = (total + cap - 1) / cap;
   pieces = std::max(pieces, std::min(min_pieces, total / std::max<int64_t>(min_size, 1)));
   pieces = std::max<int64_t>(pieces, 1);
-  return (total + pieces - 1) / pieces;
+  return std::max<int64_t>(1, (total + pieces - 1) / pieces);  // >= 1 even for total 0
 }
 
 // One output pixel whose window holds the whole (padded) image: a 3x3 convolution of 1x1 or
