@@ -24,19 +24,29 @@ class _Bucket:
 
     def __init__(self, params: list[Parameter]) -> None:
         self.params = params
-        self.sizes = [int(np.prod(p.shape, dtype=np.int64)) for p in params]
+        self.shapes = [tuple(p.shape) for p in params]
+        self.sizes = [int(np.prod(shape, dtype=np.int64)) for shape in self.shapes]
         self.offsets = [int(x) for x in np.cumsum([0, *self.sizes[:-1]])]
         self.device = params[0].device
         self.flat: NDArray = self.device.empty((sum(self.sizes),), params[0].dtype)
         self.host = host_view(self.flat)  # the bucket's own memory, when it is on the host
         self.buf: np.ndarray | None = None  # what the communicator reduces
         self.work: Work | None = None
+        # This round's gradient of each parameter (_ZERO: none, counted as zeros), packed
+        # into ``flat`` in one call once the last one arrives.
+        self.grads: list[NDArray | None] = [None] * len(params)
         self.ready = 0
 
-    def write(self, index: int, grad: NDArray) -> None:
-        compose.pack(self.flat, (self.offsets[index],), (grad,))
-
     def launch(self, comm: Communicator) -> None:
+        offsets, grads = [], []
+        for start, size, grad in zip(self.offsets, self.sizes, self.grads):
+            if grad is _ZERO:
+                self.flat[start : start + size] = 0.0
+            else:
+                offsets.append(start)
+                grads.append(grad)
+        compose.pack(self.flat, offsets, grads)
+        self.grads = [None] * len(self.params)
         self.buf = self.host if self.host is not None else self.flat.numpy()
         self.work = comm.start_all_reduce(self.buf, "sum")
 
@@ -48,10 +58,14 @@ class _Bucket:
         if self.buf is not self.host:  # reduced in a copy (a device bucket): bring it back
             self.flat = NDArray.from_numpy(self.buf, self.device)
         # A copy per parameter: the bucket is written again by the next backward pass.
-        grads = compose.unpack(self.flat, self.offsets, [p.shape for p in self.params])
+        grads = compose.unpack(self.flat, self.offsets, self.shapes)
         for p, grad in zip(self.params, grads):
             p.grad = Tensor.make_const(grad)
         self.buf, self.work, self.ready = None, None, 0
+
+
+# Stands for "no gradient this round: zeros" in _Bucket.grads (find_unused_parameters).
+_ZERO: Any = object()
 
 
 class _Reducer:
@@ -80,12 +94,9 @@ class _Reducer:
         if group:
             self.buckets.append(_Bucket(group))
         self.slot = {
-            id(p): (b, i)
-            for b, bucket in enumerate(self.buckets)
-            for i, p in enumerate(bucket.params)
+            id(p): (bucket, i) for bucket in self.buckets for i, p in enumerate(bucket.params)
         }
-        self.done: set[int] = set()  # parameters whose gradient is in its bucket this round
-        self.next_launch = 0
+        self.next_launch = 0  # buckets[:next_launch] are launched this round
         self.sync = True
         self.accumulated: dict[int, NDArray] = {}  # local gradient sums under no_sync()
         ref = weakref.ref(self)
@@ -99,41 +110,39 @@ class _Reducer:
         weakref.finalize(self, lambda: [h.remove() for h in handles])
 
     def grad_ready(self, p: Tensor) -> None:
+        """The hook: ``p``'s gradient of this backward pass is final. Called once per
+        parameter per pass, so kept short: the gradient waits in its bucket until the
+        bucket is full."""
         grad = p.grad.realize_cached_data()
-        earlier = self.accumulated.pop(id(p), None)
-        if earlier is not None:
-            grad = earlier + grad
+        if self.accumulated:
+            earlier = self.accumulated.pop(id(p), None)
+            if earlier is not None:
+                grad = earlier + grad
         if not self.sync:
             self.accumulated[id(p)] = grad
             return
         self._put(p, grad)
 
-    def _put(self, p: Tensor, grad: NDArray | None) -> None:
-        if id(p) in self.done:
+    def _put(self, p: Tensor, grad: Any) -> None:
+        bucket, i = self.slot[id(p)]
+        if bucket.grads[i] is not None or bucket.ready == len(bucket.params):
             raise RuntimeError(
                 f"parameter {self.names.get(id(p), '?')!r} got a second gradient before every "
                 "parameter got one; a backward pass that does not reach every parameter needs "
                 "DistributedDataParallel(..., find_unused_parameters=True)"
             )
-        self.done.add(id(p))
-        b, i = self.slot[id(p)]
-        bucket = self.buckets[b]
-        if grad is None:
-            start, size = bucket.offsets[i], bucket.sizes[i]
-            bucket.flat[start : start + size] = 0.0
-        else:
-            bucket.write(i, grad)
+        bucket.grads[i] = grad
         bucket.ready += 1
-        self._launch_full_buckets()
-        if self.next_launch == len(self.buckets):
-            for bucket in self.buckets:
-                bucket.finish(self.comm.world_size)
-            self.done.clear()
-            self.next_launch = 0
+        if bucket.ready == len(bucket.params):
+            self._launch_full_buckets()
+        elif self.next_launch:
+            for launched in self.buckets[: self.next_launch]:
+                launched.work.test()  # lets the communicator progress while backward goes on
 
     def _launch_full_buckets(self) -> None:
         """Start every full bucket's all-reduce, in bucket order: so every rank issues the
-        same collectives in the same order, whatever order its gradients arrived in."""
+        same collectives in the same order, whatever order its gradients arrived in. Once
+        the last has started, wait for all and hand out the averaged gradients."""
         buckets = self.buckets
         while self.next_launch < len(buckets):
             bucket = buckets[self.next_launch]
@@ -142,11 +151,19 @@ class _Reducer:
             bucket.launch(self.comm)
             self.next_launch += 1
         for bucket in buckets[: self.next_launch]:
-            bucket.work.test()  # lets the communicator progress while backward goes on
+            bucket.work.test()
+        if self.next_launch == len(buckets):
+            for bucket in buckets:
+                bucket.finish(self.comm.world_size)
+            self.next_launch = 0
 
     def before_forward(self) -> None:
-        if self.done:
-            missing = [self.names.get(id(p), "?") for p in self.params if id(p) not in self.done]
+        if any(bucket.ready for bucket in self.buckets):
+            missing = []
+            for p in self.params:
+                bucket, i = self.slot[id(p)]
+                if bucket.ready < len(bucket.params) and bucket.grads[i] is None:
+                    missing.append(self.names.get(id(p), "?"))
             raise RuntimeError(
                 f"the last backward pass gave no gradient to parameters {missing}, so gradients "
                 "were not averaged; use DistributedDataParallel(..., find_unused_parameters=True)"
@@ -159,7 +176,8 @@ class _Reducer:
         reached = {id(node) for node in find_topo_sort(roots)}
         for p in self.params:
             if id(p) not in reached:
-                self._put(p, self.accumulated.pop(id(p), None))
+                earlier = self.accumulated.pop(id(p), None)
+                self._put(p, _ZERO if earlier is None else earlier)
 
 
 def _tensors(value: Any) -> Iterator[Tensor]:
