@@ -28,6 +28,7 @@ __all__ = ["host_view", "as_buffer", "output_buffer", "finish_output"]
 
 _BUFFERS: dict[type, bool] = {}  # handle types known to lack the buffer protocol
 _HOST: dict[str, bool] = {}  # device name -> on the host (a backend declared no accelerator)
+_DTYPES: dict[str, np.dtype] = {}  # dtype name -> numpy dtype, made once
 
 
 def _on_host(device: BackendDevice) -> bool:
@@ -45,18 +46,21 @@ def host_view(array: NDArray) -> np.ndarray | None:
     ``ptr()``. The view keeps the handle alive, so it stays valid as long as it is used.
     """
     host_access("a collective of needle.distributed")  # no replay can repeat it
-    if array.size == 0 or not array.is_compact() or not _on_host(array.device):
+    if not array.is_compact() or array.size == 0 or not _on_host(array.device):
         return None
     handle = array.handle
-    dtype = np.dtype(array.dtype)
-    view = None
+    dtype = _DTYPES.get(array.dtype) or _DTYPES.setdefault(array.dtype, np.dtype(array.dtype))
     if _BUFFERS.get(type(handle), True):  # the handle's own buffer protocol: the cheapest view
         try:
-            view = np.asarray(memoryview(handle))  # it holds the exporter, so the memory stays
+            # The bytes of the whole buffer, read as the array's dtype; the view holds the
+            # exporter, so the memory stays.
+            view = np.frombuffer(handle, dtype)
         except (TypeError, ValueError):
             _BUFFERS[type(handle)] = False  # this handle type has none: not tried again
-    if view is not None and view.dtype == dtype and view.size == array.size:
-        return view.reshape(array.shape)
+        else:
+            if view.size == array.size:
+                shape = array.shape
+                return view if len(shape) == 1 else view.reshape(shape)
     if array.device.has("to_dlpack") and array.__dlpack_device__()[0] == KDL_CPU:
         return np.from_dlpack(array)  # shares the memory; the capsule keeps it alive
     ptr = getattr(handle, "ptr", None)
@@ -84,10 +88,9 @@ def output_buffer(
     Returns ``(array, view)`` when ``view`` is the array's own memory, or ``(None, buffer)``
     when the result must be copied to the device afterwards (:func:`finish_output`).
     """
-    host_access("a collective of needle.distributed")
     shape = tuple(shape)
     if _on_host(device):
-        out = NDArray.make(shape, device=device, dtype=dtype)
+        out = NDArray._alloc(shape, dtype, device)
         view = host_view(out)
         if view is not None:
             return out, view
