@@ -359,6 +359,34 @@ def test_batchnorm1d_grad_of_grad(device):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_lstm_step_grad_of_grad(device):
+    """The fused LSTM step's gradient is differentiable again: the same second-order
+    gradients as through the composed gates (split, sigmoid, tanh, products)."""
+    rng = np.random.default_rng(8)
+    g_np, c_np = rng.standard_normal((3, 8)), rng.standard_normal((3, 2))
+    r_np, q_np, s_np = (rng.standard_normal((3, 2)) for _ in range(3))
+
+    def second_order(step):
+        gates = ndl.Tensor(g_np, device=device, dtype="float64", requires_grad=True)
+        c = ndl.Tensor(c_np, device=device, dtype="float64", requires_grad=True)
+        h, c_next = step(gates, c)
+        r, q = (ndl.Tensor(v, device=device, dtype="float64") for v in (r_np, q_np))
+        ((h * r).sum() + (c_next * q).sum()).backward(create_graph=True)
+        g_gates, g_c = gates.grad, c.grad
+        gates.grad = c.grad = None
+        ((g_gates * g_gates).sum() + (g_c * ndl.Tensor(s_np, device=device)).sum()).backward()
+        return g_gates.numpy(), g_c.numpy(), gates.grad.numpy(), c.grad.numpy()
+
+    def composed(gates, c):
+        i, f, g, o = ndl.ops.split(gates.reshape((3, 4, 2)), 1)
+        c_next = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        return o.sigmoid() * c_next.tanh(), c_next
+
+    for got, want in zip(second_order(lambda g, c: ndl.ops.lstm_step(g, c).tuple()),
+                         second_order(composed)):  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 def _course_tensor(*shape, entropy=1, device=None):
     np.random.seed(np.prod(shape) * len(shape) * entropy)
     return ndl.Tensor(np.random.randint(0, 100, size=shape) / 20, device=device)

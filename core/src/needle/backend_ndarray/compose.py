@@ -14,6 +14,9 @@ and a composition of the required ones (ops call these; they never reach a backe
 * :func:`batch_norm`, :func:`batch_norm_grad`: batch normalization for training over axis 1
   and its gradient; the backend's kernels of those names when declared (one call each way,
   running statistics included), else reductions and elementwise kernels.
+* :func:`lstm_step`, :func:`lstm_step_grad`: one LSTM state update from the gates'
+  pre-activations, and its gradient: every gate's activation by one ``tanh`` over the
+  whole gate matrix (a sigmoid is ``tanh(x / 2) / 2 + 1/2``), then the cell's products.
 * :func:`assign`: write an array into another's buffer (state updated in place).
 * :func:`sgd_update`, :func:`adam_update`: optimizer updates of many parameters, in place;
   the backend's ``sgd_update``/``adam_update`` when declared (one call for all of them),
@@ -33,6 +36,7 @@ __all__ = [
     "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
     "pack", "unpack", "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
     "softmax_cross_entropy", "softmax_cross_entropy_grad", "batch_norm", "batch_norm_grad",
+    "lstm_step", "lstm_step_grad",
 ]  # fmt: skip
 
 Padding = int | tuple[int, int]
@@ -566,3 +570,80 @@ def adam_update(
         _kernel(device, "scalar_mul", m.handle, step, tmp)
         _kernel(device, "ewise_div", tmp, den, tmp)
         _kernel(device, "ewise_add", w.handle, tmp, w.handle)
+
+
+# (device, dtype, hidden) -> the LSTM's per-column rows (1, 4 * hidden): made once, kept.
+_LSTM_ROWS: dict[tuple[str, str, int], tuple[NDArray, NDArray, NDArray]] = {}
+
+
+def _lstm_rows(hidden: int, dtype: str, dev: Any) -> tuple[NDArray, NDArray, NDArray]:
+    """``scale``, ``shift`` and ``scale**2`` over the gate columns i, f, g, o: 1/2, 1/2, 0, 1/2
+    shifts and 1/2, 1/2, 1, 1/2 scales, so ``tanh(x * scale) * scale + shift`` is the sigmoid
+    of the i, f and o columns and the tanh of the g columns (halving is exact: the sigmoid
+    is ``(tanh(x / 2) + 1) / 2`` to the bit)."""
+    key = (dev.name, dtype, hidden)
+    rows = _LSTM_ROWS.get(key)
+    if rows is None or rows[0]._device is not dev:
+        import numpy as np
+
+        from ..replay import untraced
+
+        scale = np.full(4 * hidden, 0.5)
+        scale[2 * hidden : 3 * hidden] = 1.0
+        shift = np.where(scale == 1.0, 0.0, 0.5)
+        with untraced():  # cached constants: never one of a replay's scratch buffers
+            rows = tuple(
+                NDArray.from_numpy(v.reshape(1, -1), dev, dtype) for v in (scale, shift, scale**2)
+            )
+        if len(_LSTM_ROWS) >= 64:
+            _LSTM_ROWS.clear()
+        _LSTM_ROWS[key] = rows
+    return rows
+
+
+def _gate_blocks(act: NDArray) -> list[NDArray]:
+    hidden = act.shape[1] // 4
+    return [act[:, k * hidden : (k + 1) * hidden] for k in range(4)]
+
+
+def lstm_step(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """One LSTM step from ``gates`` ``(n, 4 * hidden)``, the pre-activations of the gates i,
+    f, g, o in that order, and the cell state ``c`` ``(n, hidden)``.
+
+    Returns ``(h, c', act, t)``: ``c' = f * c + i * g``, ``h = o * tanh(c')``, the gates'
+    activations ``act`` and ``t = tanh(gates * scale)`` (what :func:`lstm_step_grad` needs).
+    """
+    n, width = gates.shape
+    if width % 4 or c.shape != (n, width // 4):
+        raise ValueError(
+            f"lstm_step: gates {gates.shape} must be (n, 4 * hidden) and c (n, hidden), "
+            f"got c {c.shape}"
+        )
+    scale, shift, _ = _lstm_rows(width // 4, gates.dtype, gates.device)
+    shape = (n, width)
+    t = (gates * scale.broadcast_to(shape)).tanh()
+    act = t * scale.broadcast_to(shape) + shift.broadcast_to(shape)
+    i, f, g, o = _gate_blocks(act)
+    c_next = f * c + i * g
+    return o * c_next.tanh(), c_next, act, t
+
+
+def lstm_step_grad(
+    act: NDArray, t: NDArray, c: NDArray, c_next: NDArray, dh: NDArray, dc: NDArray
+) -> tuple[NDArray, NDArray]:
+    """The gradients of :func:`lstm_step` for its gates and ``c``, from the step's ``act``
+    and ``t``, its input ``c`` and output ``c_next``, and the adjoints ``dh`` and ``dc`` of
+    its outputs ``h`` and ``c_next``."""
+    n, width = act.shape
+    i, f, g, o = _gate_blocks(act)
+    tc = c_next.tanh()
+    d_o = dh * tc
+    dc_total = (dh * o) * ((-(tc * tc)) + 1.0) + dc  # through h = o * tanh(c') and c' itself
+    d_act = NDArray._alloc((n, width), act.dtype, act.device)
+    hidden = width // 4
+    for k, block in enumerate((dc_total * g, dc_total * c, dc_total * i, d_o)):
+        d_act[:, k * hidden : (k + 1) * hidden] = block
+    # d act / d gates = scale**2 * (1 - t**2): the sigmoid's s (1 - s), the tanh's 1 - g**2
+    _, _, square = _lstm_rows(hidden, act.dtype, act.device)
+    d_gates = (d_act * ((-(t * t)) + 1.0)) * square.broadcast_to((n, width))
+    return d_gates, dc_total * f

@@ -166,11 +166,8 @@ class LSTMCell(Module):
         if h is None:  # zeros, used as the course does: W_hh and f get (zero) gradients
             zeros = init.zeros(batch, hidden, device=x_gates.device, dtype=x_gates.dtype)
             h = (zeros, zeros)
-        gates = x_gates + h[0] @ self.W_hh
-        i, f, g, o = ops.split(gates.reshape((batch, 4, hidden)), 1)
-        i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-        c = f * h[1] + i * g
-        return o * ops.tanh(c), c
+        state = ops.lstm_step(x_gates + h[0] @ self.W_hh, h[1])  # the gates' part: one node
+        return state[0], state[1]
 
 
 class LSTM(Module):

@@ -1,7 +1,7 @@
 """needle's operators: each an Op class (``compute`` + ``gradient``) and a lowercase helper.
 
 Grouped by kind: :mod:`.elementwise`, :mod:`.movement`, :mod:`.reduction`,
-:mod:`.normalization`, :mod:`.linalg`, :mod:`.conv` and
+:mod:`.normalization`, :mod:`.linalg`, :mod:`.conv`, :mod:`.recurrent` and
 :mod:`.tuple_ops`.
 """
 
@@ -10,6 +10,7 @@ from . import elementwise as _elementwise
 from . import linalg as _linalg
 from . import movement as _movement
 from . import normalization as _normalization
+from . import recurrent as _recurrent
 from . import reduction as _reduction
 from . import tuple_ops as _tuple_ops
 from .conv import Conv, ConvWeightGrad, conv, conv_weight_grad
@@ -75,6 +76,7 @@ from .movement import (
     undilate,
 )
 from .normalization import BatchNorm, batch_norm
+from .recurrent import LSTMStep, lstm_step
 from .reduction import (
     LogSoftmax,
     LogSumExp,
@@ -106,5 +108,6 @@ __all__ = [
     *_reduction.__all__,
     *_linalg.__all__,
     *_conv.__all__,
+    *_recurrent.__all__,
     *_tuple_ops.__all__,
 ]

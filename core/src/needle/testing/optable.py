@@ -184,6 +184,21 @@ def _softmax_cross_entropy_ref(a: np.ndarray, labels: Any) -> np.ndarray:
     return (lse - rows[np.arange(len(rows)), np.asarray(labels)]).astype(a.dtype)
 
 
+def _lstm_step_ref(gates: np.ndarray, c: np.ndarray, use: str = "both") -> np.ndarray:
+    x, c = np.asarray(gates, np.float64), np.asarray(c, np.float64)
+    hidden = x.shape[1] // 4
+    i, f, g, o = (x[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    i, f, o = (1.0 / (1.0 + np.exp(-v)) for v in (i, f, o))
+    c_next = f * c + i * np.tanh(g)
+    h = o * np.tanh(c_next)
+    return {"h": h, "c": c_next, "both": h + 2.0 * c_next}[use].astype(gates.dtype)
+
+
+def _lstm_step(gates: Tensor, c: Tensor, use: str = "both") -> Tensor:
+    h, c_next = ops.lstm_step(gates, c).tuple()
+    return {"h": h, "c": c_next, "both": h + c_next * 2.0}[use]
+
+
 def _scatter_add_ref(a: np.ndarray, indices: Any, count: int) -> np.ndarray:
     index = np.asarray(indices, dtype=np.int64)
     out = np.zeros((count,) + a.shape[index.ndim :], dtype=np.result_type(a, np.float32))
@@ -392,6 +407,18 @@ OP_TABLE: tuple[OpInfo, ...] = (
         ),
         rtol=1e-4,
         atol=1e-4,
+    ),
+    # recurrent
+    OpInfo(
+        "lstm_step",
+        _lstm_step,
+        _lstm_step_ref,
+        tuple(
+            _samples(((3, 8), (3, 2)), ((2, 12), (2, 3)), layouts=ALL_LAYOUTS)
+            + _samples(((4, 8), (4, 2)), use="h")
+            + _samples(((4, 8), (4, 2)), use="c")
+            + _samples(((1, 4), (1, 1)))
+        ),
     ),
     # linear algebra
     OpInfo(
