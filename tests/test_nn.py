@@ -359,6 +359,51 @@ def test_batchnorm1d_grad_of_grad(device):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def _composed_layer_norm(x, w, b, eps=1e-5):
+    """The course's LayerNorm1d formula, op by op."""
+    axis, kept = x.ndim - 1, x.shape[:-1] + (1,)
+    mean = (x.sum((axis,)) / x.shape[-1]).reshape(kept).broadcast_to(x.shape)
+    centered = x - mean
+    var = ((centered**2).sum((axis,)) / x.shape[-1]).reshape(kept).broadcast_to(x.shape)
+    row = (1,) * (x.ndim - 1) + (x.shape[-1],)
+    normed = centered / (var + eps) ** 0.5
+    return w.reshape(row).broadcast_to(x.shape) * normed + b.reshape(row).broadcast_to(x.shape)
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (2, 3, 8)])
+def test_layernorm1d_forward_is_the_course_formula_to_the_bit(shape, device):
+    rng = np.random.default_rng(9)
+    x = ndl.Tensor(rng.standard_normal(shape).astype(np.float32) * 3 + 1, device=device)
+    m = nn.LayerNorm1d(8, device=device)
+    _randomize(m)
+    got = m(x).numpy()
+    want = _composed_layer_norm(x, m.weight, m.bias).numpy()
+    assert np.array_equal(got, want), f"max difference {np.abs(got - want).max()}"
+
+
+def test_layer_norm_grad_of_grad(device):
+    """The fused op's gradient is differentiable again: the same second-order gradients as
+    through the composed formula."""
+    rng = np.random.default_rng(10)
+    x_np, r_np, s_np = (rng.standard_normal((4, 5)) for _ in range(3))
+    w_np = rng.standard_normal(5)
+
+    def second_order(normalize):
+        x = ndl.Tensor(x_np, device=device, dtype="float64", requires_grad=True)
+        w = ndl.Tensor(w_np, device=device, dtype="float64", requires_grad=True)
+        b = ndl.Tensor(np.zeros(5), device=device, dtype="float64", requires_grad=True)
+        r = ndl.Tensor(r_np, device=device, dtype="float64")
+        (normalize(x, w, b) * r).sum().backward(create_graph=True)
+        gx, gw = x.grad, w.grad
+        x.grad = w.grad = b.grad = None
+        s = ndl.Tensor(s_np, device=device, dtype="float64")
+        ((gx * s).sum() + (gw * gw).sum()).backward()
+        return gx.numpy(), gw.numpy(), x.grad.numpy(), w.grad.numpy()
+
+    for got, want in zip(second_order(ndl.ops.layer_norm), second_order(_composed_layer_norm)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_lstm_step_grad_of_grad(device):
     """The fused LSTM step's gradient is differentiable again: the same second-order
     gradients as through the composed gates (split, sigmoid, tanh, products)."""

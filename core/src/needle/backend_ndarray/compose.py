@@ -14,6 +14,8 @@ and a composition of the required ones (ops call these; they never reach a backe
 * :func:`batch_norm`, :func:`batch_norm_grad`: batch normalization for training over axis 1
   and its gradient; the backend's kernels of those names when declared (one call each way,
   running statistics included), else reductions and elementwise kernels.
+* :func:`layer_norm`, :func:`layer_norm_grad`: layer normalization over the last axis and
+  its gradient, composed of reductions and elementwise kernels.
 * :func:`lstm_step`, :func:`lstm_step_grad`: one LSTM state update from the gates'
   pre-activations, and its gradient: every gate's activation by one ``tanh`` over the
   whole gate matrix (a sigmoid is ``tanh(x / 2) / 2 + 1/2``), then the cell's products.
@@ -36,7 +38,7 @@ __all__ = [
     "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
     "pack", "unpack", "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
     "softmax_cross_entropy", "softmax_cross_entropy_grad", "batch_norm", "batch_norm_grad",
-    "lstm_step", "lstm_step_grad",
+    "layer_norm", "layer_norm_grad", "lstm_step", "lstm_step_grad",
 ]  # fmt: skip
 
 Padding = int | tuple[int, int]
@@ -570,6 +572,53 @@ def adam_update(
         _kernel(device, "scalar_mul", m.handle, step, tmp)
         _kernel(device, "ewise_div", tmp, den, tmp)
         _kernel(device, "ewise_add", w.handle, tmp, w.handle)
+
+
+def _column(v: NDArray, shape: tuple[int, int]) -> NDArray:
+    """A ``(N, 1)`` array repeated along the rows' width: ``(N, D)``."""
+    return v.broadcast_to(shape)
+
+
+def layer_norm(
+    x: NDArray, weight: NDArray, bias: NDArray, eps: float
+) -> tuple[NDArray, NDArray, NDArray]:
+    """``weight * (x - mean) / sqrt(var + eps) + bias`` over each row of ``x`` ``(N, D)``
+    (biased variance), with ``weight`` and ``bias`` ``(D,)``.
+
+    Returns ``(out, normed, std)``: ``normed = (x - mean) / std`` and ``std`` ``(N, 1)``, for
+    :func:`layer_norm_grad`. The kernels and their order are those of the composed course
+    formula (``x.sum / D``, ``x - mean``, ``** 2``, ``sum / D``, ``+ eps``, ``** 0.5``, a
+    division, the weight's product and the bias's sum), so the values are the same bits.
+    """
+    n, d = x.shape
+    shape = (n, d)
+    centered = x - _column(x.sum(1, keepdims=True) / d, shape)
+    var = (centered**2).sum(1, keepdims=True) / d
+    std = (var + eps) ** 0.5
+    normed = centered / _column(std, shape)
+    row = (1, d)
+    out = weight.reshape(row).broadcast_to(shape) * normed + bias.reshape(row).broadcast_to(shape)
+    return out, normed, std
+
+
+def layer_norm_grad(
+    g: NDArray, normed: NDArray, std: NDArray, weight: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
+    """``(dx, dweight, dbias)`` of :func:`layer_norm` for the adjoint ``g`` of its ``out``,
+    from the ``normed`` and ``std`` it returned: with ``gn = g * weight``,
+    ``dx = (gn - mean(gn) - normed * mean(gn * normed)) / std``, means over each row."""
+    n, d = g.shape
+    shape = (n, d)
+    dbias = g.sum(0)
+    dweight = (g * normed).sum(0)
+    gn = g * weight.reshape((1, d)).broadcast_to(shape)
+    # Signs flipped on the (N, 1) means, not on (N, D) arrays: N negations, not N * D.
+    spread = (
+        gn
+        + _column(-(gn.sum(1, keepdims=True) / d), shape)
+        + normed * _column(-((gn * normed).sum(1, keepdims=True) / d), shape)
+    )
+    return spread / _column(std, shape), dweight, dbias
 
 
 # (device, dtype, hidden) -> the LSTM's per-column rows (1, 4 * hidden): made once, kept.

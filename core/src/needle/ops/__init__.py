@@ -75,7 +75,7 @@ from .movement import (
     transpose,
     undilate,
 )
-from .normalization import BatchNorm, batch_norm
+from .normalization import BatchNorm, LayerNorm, batch_norm, layer_norm
 from .recurrent import LSTMStep, lstm_step
 from .reduction import (
     LogSoftmax,

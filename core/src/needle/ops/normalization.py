@@ -1,4 +1,5 @@
-"""Normalization ops: batch normalization in training mode as one graph node."""
+"""Normalization ops: batch normalization in training mode, and layer normalization, each as
+one graph node."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.compose import batch_norm as batch_norm_nd
 from ..backend_ndarray.compose import batch_norm_grad as batch_norm_grad_nd
+from ..backend_ndarray.compose import layer_norm as layer_norm_nd
+from ..backend_ndarray.compose import layer_norm_grad as layer_norm_grad_nd
 from .elementwise import _like
 
-__all__ = ["BatchNorm", "batch_norm"]
+__all__ = ["BatchNorm", "batch_norm", "LayerNorm", "layer_norm"]
 
 
 def _rows(vector: Any, shape: tuple[int, ...]) -> Any:
@@ -103,3 +106,73 @@ def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     """Batch normalization of ``x`` (N, C, ...) per channel (axis 1) with the batch's
     statistics."""
     return BatchNorm(eps)(x, weight, bias)
+
+
+def _layer_rows(x: Any) -> Any:
+    """``x`` (..., D) as rows ``(N, D)`` (the identity for 2-D)."""
+    return x if x.ndim == 2 else x.reshape((math.prod(x.shape[:-1]), x.shape[-1]))
+
+
+class LayerNorm(TensorOp):
+    """``weight * (x - mean) / sqrt(var + eps) + bias`` over the last axis of ``x`` (biased
+    variance; ``weight`` and ``bias`` of that axis's size), as one node.
+
+    The forward runs the course's composed formula on NDArrays (the same values, bit for
+    bit) and keeps the normalized input and the rows' standard deviations (one op object per
+    call keeps one call's); a first-order gradient runs on NDArrays from them:
+    ``dx = (gn - mean(gn) - xhat * mean(gn * xhat)) / std`` with ``gn = g * weight``.
+    Differentiated again, the gradients are rebuilt from ``x`` as Tensor ops.
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        self.eps = eps
+        self._saved: tuple[NDArray, NDArray, NDArray] | None = None
+
+    def compute(self, x: NDArray, weight: NDArray, bias: NDArray) -> NDArray:
+        d = x.shape[-1] if x.ndim else 0
+        if x.ndim < 1 or weight.shape != (d,) or bias.shape != (d,):
+            raise ValueError(
+                f"layer_norm: weight {weight.shape} and bias {bias.shape} must be the size of "
+                f"x's last axis, x {x.shape}"
+            )
+        rows = x if x.ndim == 2 else x.compact().reshape((math.prod(x.shape[:-1]), d))
+        out, normed, std = layer_norm_nd(rows, weight, bias, self.eps)
+        out = out.reshape(x.shape)
+        self._saved = (out, normed, std)
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x, weight, _ = node.inputs
+        saved = self._saved
+        if is_grad_enabled() or saved is None or saved[0] is not node.cached_data:
+            grads = self._differentiable_gradients(out_grad, x, weight)
+        else:
+            _, normed, std = saved
+            g = out_grad.cached_data.compact()
+            g = g if g.ndim == 2 else g.reshape(normed.shape)
+            dx, dweight, dbias = layer_norm_grad_nd(g, normed, std, weight.cached_data)
+            grads = (Tensor.make_const(dx.reshape(x.shape)), Tensor.make_const(dweight),
+                     Tensor.make_const(dbias))  # fmt: skip
+        return tuple(_like(g, x) for g, x in zip(grads, node.inputs))
+
+    def _differentiable_gradients(
+        self, g: Tensor, x: Tensor, weight: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        rows, grows = _layer_rows(x), _layer_rows(g)
+        n, d = shape = rows.shape
+
+        def column(v: Tensor) -> Tensor:
+            return v.reshape((n, 1)).broadcast_to(shape)
+
+        centered = rows - column(rows.sum((1,)) / d)
+        std = ((centered**2).sum((1,)) / d + self.eps) ** 0.5
+        normed = centered / column(std)
+        gn = grows * weight.reshape((1, d)).broadcast_to(shape)
+        spread = gn - column(gn.sum((1,)) / d) - normed * column((gn * normed).sum((1,)) / d)
+        dx = (spread / column(std)).reshape(x.shape)
+        return dx, (grows * normed).sum((0,)), grows.sum((0,))
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Layer normalization of ``x`` over its last axis (see :class:`LayerNorm`)."""
+    return LayerNorm(eps)(x, weight, bias)

@@ -184,6 +184,13 @@ def _softmax_cross_entropy_ref(a: np.ndarray, labels: Any) -> np.ndarray:
     return (lse - rows[np.arange(len(rows)), np.asarray(labels)]).astype(a.dtype)
 
 
+def _layer_norm_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    rows = np.asarray(x, np.float64)
+    mean = rows.mean(axis=-1, keepdims=True)
+    var = ((rows - mean) ** 2).mean(axis=-1, keepdims=True)
+    return ((rows - mean) / np.sqrt(var + eps) * w + b).astype(x.dtype)
+
+
 def _lstm_step_ref(gates: np.ndarray, c: np.ndarray, use: str = "both") -> np.ndarray:
     x, c = np.asarray(gates, np.float64), np.asarray(c, np.float64)
     hidden = x.shape[1] // 4
@@ -404,6 +411,17 @@ OP_TABLE: tuple[OpInfo, ...] = (
         tuple(
             _samples(((5, 3), (3,), (3,)), ((3, 2, 2, 3), (2,), (2,)), layouts=ALL_LAYOUTS)
             + _samples(((1, 4), (4,), (4,)), ((6, 2), (2,), (2,)), ((2, 3, 4), (3,), (3,)), eps=0.5)
+        ),
+        rtol=1e-4,
+        atol=1e-4,
+    ),
+    OpInfo(
+        "layer_norm",
+        lambda x, w, b, eps=1e-5: ops.layer_norm(x, w, b, eps),
+        _layer_norm_ref,
+        tuple(
+            _samples(((5, 3), (3,), (3,)), ((2, 3, 4), (4,), (4,)), layouts=ALL_LAYOUTS)
+            + _samples(((1, 4), (4,), (4,)), ((6, 2), (2,), (2,)), eps=0.5)
         ),
         rtol=1e-4,
         atol=1e-4,
