@@ -626,10 +626,10 @@ _LSTM_ROWS: dict[tuple[str, str, int], tuple[NDArray, NDArray, NDArray]] = {}
 
 
 def _lstm_rows(hidden: int, dtype: str, dev: Any) -> tuple[NDArray, NDArray, NDArray]:
-    """``scale``, ``shift`` and ``scale**2`` over the gate columns i, f, g, o: 1/2, 1/2, 0, 1/2
-    shifts and 1/2, 1/2, 1, 1/2 scales, so ``tanh(x * scale) * scale + shift`` is the sigmoid
-    of the i, f and o columns and the tanh of the g columns (halving is exact: the sigmoid
-    is ``(tanh(x / 2) + 1) / 2`` to the bit)."""
+    """``scale``, ``shift`` and ``scale**2`` over the columns of the gate blocks i, f, g, o:
+    scale 1/2, 1/2, 1, 1/2 and shift 1/2, 1/2, 0, 1/2 per block, so ``tanh(x * scale) * scale
+    + shift`` is the sigmoid of the i, f and o columns and the tanh of the g columns (halving
+    is exact, so the sigmoid is ``(tanh(x / 2) + 1) / 2`` to the bit, as ``ops.sigmoid``)."""
     key = (dev.name, dtype, hidden)
     rows = _LSTM_ROWS.get(key)
     if rows is None or rows[0]._device is not dev:
@@ -662,12 +662,12 @@ def lstm_step(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, NDArray, ND
     Returns ``(h, c', act, t)``: ``c' = f * c + i * g``, ``h = o * tanh(c')``, the gates'
     activations ``act`` and ``t = tanh(gates * scale)`` (what :func:`lstm_step_grad` needs).
     """
-    n, width = gates.shape
-    if width % 4 or c.shape != (n, width // 4):
+    if gates.ndim != 2 or gates.shape[1] % 4 or c.shape != (gates.shape[0], gates.shape[1] // 4):
         raise ValueError(
             f"lstm_step: gates {gates.shape} must be (n, 4 * hidden) and c (n, hidden), "
             f"got c {c.shape}"
         )
+    n, width = gates.shape
     scale, shift, _ = _lstm_rows(width // 4, gates.dtype, gates.device)
     shape = (n, width)
     t = (gates * scale.broadcast_to(shape)).tanh()

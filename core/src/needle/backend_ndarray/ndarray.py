@@ -446,7 +446,11 @@ class NDArray:
         Values are converted to this array's dtype. A view that repeats elements (a
         broadcast view: a zero stride on an axis longer than 1) cannot be written, as in numpy.
         """
-        if 0 in self._strides and any(s == 0 and d > 1 for d, s in zip(self._shape, self._strides)):
+        if (
+            self._size  # an empty array's compact strides hold zeros too; nothing to write
+            and 0 in self._strides
+            and any(s == 0 and d > 1 for d, s in zip(self._shape, self._strides))
+        ):
             raise ValueError(
                 f"cannot write into a broadcast view (shape {self._shape}, strides "
                 f"{self._strides}): it repeats elements, so it is read-only; compact() it first"

@@ -119,6 +119,14 @@ def test_writes_through_a_broadcast_view_are_refused(device) -> None:
     assert nd.numpy()[0, 1] == 5.0
 
 
+def test_writes_into_an_empty_array_do_nothing(device) -> None:
+    # An empty array's compact strides hold zeros ((3, 0) -> (0, 1)): not a broadcast view.
+    nd = NDArray(np.zeros((3, 0), np.float32), device=device)
+    nd[:, 0:0] = 1.0
+    nd[...] = NDArray(np.zeros((3, 0), np.float32), device=device)
+    assert nd.numpy().shape == (3, 0)
+
+
 _WRITE_VALUES = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -2.5, 1e-40]
 
 
