@@ -200,6 +200,21 @@ def test_n_ranks_with_batches_of_b_over_n_train_like_one_process_with_b(
     assert max(float(s.max()) for s in spread) == 0.0, "every rank holds the same weights"
 
 
+def test_the_training_helper_with_jit_keeps_every_rank_equal(job, device) -> None:
+    """ndl.models.epoch replays steps through ndl.jit by default: a DDP step must run
+    eagerly instead (a replay would skip the all-reduce and the ranks would drift apart)."""
+    rank = job.rank
+    X, y = _data(steps=6, batch=4 * job.world_size)
+    mine = slice(rank * 4, (rank + 1) * 4)
+    batches = [(ndl.Tensor(Xb[mine], device=device), ndl.Tensor(yb[mine], device=device))
+               for Xb, yb in zip(X, y)]  # fmt: skip
+    model = dist.DistributedDataParallel(_mlp(device, seed=200 + rank))
+    ndl.models.epoch(batches, model, opt=optim.Adam(model.parameters(), lr=0.01), jit=True)
+    for p in model.parameters():
+        spread = dist.all_reduce(p, "max").numpy() - dist.all_reduce(p, "min").numpy()
+        assert float(spread.max()) == 0.0, "every rank holds the same weights"
+
+
 def test_no_sync_accumulates_across_ranks(job, device) -> None:
     rank, world = job.rank, job.world_size
     share = 3

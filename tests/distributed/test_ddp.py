@@ -90,6 +90,25 @@ def test_no_sync_accumulates_until_the_next_synced_backward(local_job, device) -
         np.testing.assert_allclose(got, b, rtol=1e-6, atol=1e-7)  # the sum was used up
 
 
+def test_a_step_traced_by_jit_runs_eagerly(local_job, device) -> None:
+    """DDP's hook is Python and communication that no replay repeats: refused when strict,
+    else every call runs eagerly (gradients still averaged, the same as without jit)."""
+    ddp = DistributedDataParallel(_mlp(device))
+    X, y = _batch(device)
+
+    def backward(X, y):
+        loss = nn.SoftmaxLoss()(ddp(X), y)
+        loss.backward()
+        return loss
+
+    with pytest.raises(ndl.JitError, match="DistributedDataParallel"):
+        ndl.jit(backward)(X, y)
+    lenient = ndl.jit(backward, strict=False)
+    for _ in range(3):
+        lenient(X, y)
+    assert lenient.stats["replays"] == 0 and lenient.stats["eager"] == 2
+
+
 def test_a_parameter_without_gradient_is_reported(two_heads, local_job, device) -> None:
     ddp = DistributedDataParallel(two_heads(device))
     X, y = _batch(device)

@@ -12,6 +12,7 @@ import numpy as np
 from ..autograd import Tensor, TensorTuple, find_topo_sort, is_grad_enabled
 from ..backend_ndarray import NDArray, compose
 from ..nn.modules_basic import Module, Parameter
+from ..replay import host_access
 from .buffers import host_view
 from .collectives import broadcast, communicator
 from .communicator import Communicator, Work
@@ -113,6 +114,10 @@ class _Reducer:
         """The hook: ``p``'s gradient of this backward pass is final. Called once per
         parameter per pass, so kept short: the gradient waits in its bucket until the
         bucket is full."""
+        # What happens next is Python (buckets, no_sync sums) and a communicator reading
+        # memory behind the kernels' back: nothing a replay of ndl.jit repeats, so a traced
+        # step runs eagerly instead (a replay would skip the all-reduce).
+        host_access("DistributedDataParallel's gradient hook")
         grad = p.grad.realize_cached_data()
         if self.accumulated:
             earlier = self.accumulated.pop(id(p), None)
