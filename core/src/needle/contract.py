@@ -380,6 +380,27 @@ KERNELS: tuple[Kernel, ...] = (
         since=2,
     ),
     Kernel(
+        "pack",
+        ("arrays", "out", "offsets"),
+        "memory",
+        "out[offsets[i] : offsets[i] + arrays[i].size] = arrays[i] for each compact buffer of "
+        "the sequence arrays (all of out's dtype; ranges checked to lie in out, none "
+        "overlapping out's memory): gradient buckets in one call (without it core copies each "
+        "with ewise_setitem)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
+        "unpack",
+        ("a", "outs", "offsets"),
+        "memory",
+        "outs[i] = a[offsets[i] : offsets[i] + outs[i].size] for each compact buffer of the "
+        "sequence outs (all of a's dtype; ranges checked to lie in a): the inverse of pack "
+        "(without it core copies each with compact)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
         "gather_rows",
         ("a", "indices", "out", "count", "width"),
         "memory",

@@ -159,6 +159,8 @@ PYBIND11_MODULE(_ext, m) {
   m.def("batch_norm_grad", &batch_norm_grad, arg("g"), arg("x"), arg("weight"), arg("mean"),
         arg("invstd"), arg("dx"), arg("dweight"), arg("dbias"), arg("outer"), arg("channels"),
         arg("inner"));
+  m.def("pack", &pack, arg("arrays"), arg("out"), arg("offsets"));
+  m.def("unpack", &unpack, arg("a"), arg("outs"), arg("offsets"));
   m.def("gather_rows", &gather_rows, arg("a"), arg("indices"), arg("out"), arg("count"),
         arg("width"));
   m.def("scatter_add_rows", &scatter_add_rows, arg("a"), arg("indices"), arg("out"),

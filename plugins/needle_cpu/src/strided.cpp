@@ -1,6 +1,7 @@
 // Strided copies: compact, ewise_setitem, scalar_setitem and to_numpy are one engine
 // (strided_copy, over the bits of 1-, 4- or 8-byte elements: a copy needs no dtype);
-// from_numpy and fill are plain copies and fills of whole buffers.
+// from_numpy and fill are plain copies and fills of whole buffers; pack and unpack copy a
+// list of whole buffers into, or out of, ranges of one flat buffer (gradient buckets).
 
 #include <algorithm>
 #include <cstring>
@@ -263,6 +264,62 @@ void fill(Array& out, py::handle val) {
     MaybeRelease gil(out.size());
     parallel_for(out.size(), 1, [&](int64_t b, int64_t e) { std::fill(dst + b, dst + e, v); });
   });
+}
+
+namespace {
+
+// The handles of a pack/unpack list, checked against the flat buffer before any copy: one
+// dtype, as many offsets as handles, every range inside the flat buffer. Returns the byte
+// ranges to copy as (handle, byte offset in the flat buffer).
+std::vector<std::pair<Array*, size_t>> flat_ranges(const py::sequence& arrays, const Array& flat,
+                                                   const py::sequence& offsets,
+                                                   const char* kernel) {
+  const size_t n = py::len(arrays);
+  if (py::len(offsets) != n)
+    fail(std::string(kernel) + ": " + std::to_string(n) + " buffers but " +
+         std::to_string(py::len(offsets)) + " offsets");
+  const size_t item = itemsize(flat.dtype());
+  std::vector<std::pair<Array*, size_t>> ranges;
+  ranges.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    Array* a = &arrays[i].cast<Array&>();
+    const int64_t start = offsets[i].cast<int64_t>();
+    if (a->dtype() != flat.dtype())
+      fail(std::string(kernel) + ": buffer " + std::to_string(i) + " is " + name(a->dtype()) +
+           ", the flat buffer " + name(flat.dtype()));
+    if (start < 0 || start > flat.size() || a->size() > flat.size() - start)
+      fail(std::string(kernel) + ": buffer " + std::to_string(i) + " (" +
+           std::to_string(a->size()) + " elements) at offset " + std::to_string(start) +
+           " overruns the flat buffer of " + std::to_string(flat.size()));
+    ranges.emplace_back(a, size_t(start) * item);
+  }
+  return ranges;
+}
+
+int64_t total_size(const std::vector<std::pair<Array*, size_t>>& ranges) {
+  int64_t n = 0;
+  for (const auto& r : ranges) n += r.first->size();
+  return n;
+}
+
+}  // namespace
+
+void pack(const py::sequence& arrays, Array& out, const py::sequence& offsets) {
+  const auto ranges = flat_ranges(arrays, out, offsets, "pack");
+  const size_t item = itemsize(out.dtype());
+  char* dst = static_cast<char*>(out.raw());
+  MaybeRelease gil(total_size(ranges));
+  for (const auto& [a, at] : ranges)
+    if (a->size()) std::memcpy(dst + at, a->raw(), size_t(a->size()) * item);
+}
+
+void unpack(const Array& a, const py::sequence& outs, const py::sequence& offsets) {
+  const auto ranges = flat_ranges(outs, a, offsets, "unpack");
+  const size_t item = itemsize(a.dtype());
+  const char* src = static_cast<const char*>(a.raw());
+  MaybeRelease gil(total_size(ranges));
+  for (const auto& [out, at] : ranges)
+    if (out->size()) std::memcpy(out->raw(), src + at, size_t(out->size()) * item);
 }
 
 }  // namespace needle_cpu

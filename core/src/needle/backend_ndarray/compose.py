@@ -430,38 +430,54 @@ def assign(target: NDArray, value: NDArray) -> None:
 
 
 def pack(flat: NDArray, offsets: Sequence[int], arrays: Sequence[NDArray]) -> None:
-    """Copy each of ``arrays`` (flattened) into compact 1-D ``flat`` at its offset: one kernel
-    call each, for gradient buckets (no views or checks per array beyond the kernel's)."""
+    """Copy each of ``arrays`` (flattened) into compact 1-D ``flat`` at its offset, for
+    gradient buckets: the backend's ``pack`` (one call for all) when declared, else one
+    ``ewise_setitem`` each."""
     dev = flat.device
-    setitem = dev.mod.ewise_setitem
-    for start, array in zip(offsets, arrays):  # DDP calls this per gradient: kept tight
+    handles = []
+    for array in arrays:  # DDP calls this once a step for every gradient: kept tight
         if (array._device is not dev and array.device != dev) or array._dtype != flat._dtype:
             raise ValueError(
                 f"pack: a {array.dtype} array on {array.device.name} into a {flat.dtype} "
                 f"buffer on {dev.name}"
             )
-        size = array.size
-        if start < 0 or start + size > flat.size:
-            raise ValueError(f"pack: {size} elements at {start} overrun {flat.size}")
-        if size:
-            setitem(array.compact().handle, flat.handle, (size,), (1,), start)
+        handles.append(array.compact().handle)
+    _copy_ranges("pack", flat, offsets, handles)
 
 
 def unpack(flat: NDArray, offsets: Sequence[int], shapes: Sequence[tuple[int, ...]]) -> list:
     """New compact arrays holding the parts of compact 1-D ``flat`` at ``offsets`` with
-    ``shapes``: the inverse of :func:`pack`, one copy each."""
-    out = []
+    ``shapes``: the inverse of :func:`pack` (the backend's ``unpack`` when declared)."""
     dev, dtype = flat.device, flat.dtype
-    copy = dev.mod.compact
-    for start, shape in zip(offsets, shapes):
-        part = NDArray._alloc(st.check_shape(shape), dtype, dev)
-        size = part.size
-        if start < 0 or start + size > flat.size:
-            raise ValueError(f"unpack: {size} elements at {start} overrun {flat.size}")
-        if size:
-            copy(flat.handle, part.handle, (size,), (1,), start)
-        out.append(part)
-    return out
+    parts = [NDArray._alloc(st.check_shape(shape), dtype, dev) for shape in shapes]
+    _copy_ranges("unpack", flat, offsets, [part.handle for part in parts])
+    return parts
+
+
+def _copy_ranges(kind: str, flat: NDArray, offsets: Sequence[int], handles: list) -> None:
+    """pack (handles into flat) or unpack (flat into handles) at element ``offsets``."""
+    if len(offsets) != len(handles):
+        raise ValueError(f"{kind}: {len(handles)} arrays but {len(offsets)} offsets")
+    if not flat.is_compact() or len(flat.shape) != 1:
+        raise ValueError(f"{kind}: the flat buffer must be a compact 1-D array")
+    for start, handle in zip(offsets, handles):
+        if start < 0 or start + handle.size > flat.size:
+            raise ValueError(f"{kind}: {handle.size} elements at {start} overrun {flat.size}")
+    dev = flat.device
+    mod = dev.mod
+    if dev.has(kind):
+        if kind == "pack":
+            mod.pack(tuple(handles), flat.handle, tuple(offsets))
+        else:
+            mod.unpack(flat.handle, tuple(handles), tuple(offsets))
+    elif kind == "pack":
+        for start, handle in zip(offsets, handles):
+            if handle.size:
+                mod.ewise_setitem(handle, flat.handle, (handle.size,), (1,), start)
+    else:
+        for start, handle in zip(offsets, handles):
+            if handle.size:
+                mod.compact(flat.handle, handle, (handle.size,), (1,), start)
 
 
 def _kernel(device: Any, name: str, *args: Any) -> None:

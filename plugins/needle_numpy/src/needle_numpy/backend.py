@@ -115,6 +115,37 @@ def ewise_setitem(
     view[...] = a.array.reshape(view.shape)
 
 
+def _flat_ranges(
+    handles: Sequence[Array], flat: Array, offsets: Sequence[int], kernel: str
+) -> list[tuple[np.ndarray, slice]]:
+    """Each handle's array and its range of ``flat``, all checked before anything is copied."""
+    buf = _check(flat)
+    if len(handles) != len(offsets):
+        raise ValueError(f"{kernel}: {len(handles)} buffers but {len(offsets)} offsets")
+    ranges = []
+    for i, (h, start) in enumerate(zip(handles, offsets)):
+        x = _check(h, f"buffer {i}")
+        if x.dtype != buf.dtype:
+            raise ValueError(f"{kernel}: buffer {i} is {x.dtype}, the flat buffer {buf.dtype}")
+        if start < 0 or start + x.size > buf.size:
+            raise ValueError(
+                f"{kernel}: buffer {i} ({x.size} elements) at offset {start} overruns the flat "
+                f"buffer of {buf.size}"
+            )
+        ranges.append((x, slice(start, start + x.size)))
+    return ranges
+
+
+def pack(arrays: Sequence[Array], out: Array, offsets: Sequence[int]) -> None:
+    for x, part in _flat_ranges(arrays, out, offsets, "pack"):
+        out.array[part] = x
+
+
+def unpack(a: Array, outs: Sequence[Array], offsets: Sequence[int]) -> None:
+    for z, part in _flat_ranges(outs, a, offsets, "unpack"):
+        z[:] = a.array[part]
+
+
 def scalar_setitem(
     size: int, val: Any, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int
 ) -> None:

@@ -308,25 +308,51 @@ def test_arithmetic_matches_numpy(device) -> None:
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
 
 
-def test_pack_and_unpack_round_trip(device) -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "composed"])
+def test_pack_and_unpack_round_trip(device, fused: bool, monkeypatch) -> None:
     """compose.pack copies arrays (views too) into one flat buffer at offsets; unpack makes
-    new arrays of them (what DistributedDataParallel's buckets do)."""
+    new arrays of them (what DistributedDataParallel's buckets do): through the backend's
+    pack/unpack kernels, and through core's copies (the kernels hidden)."""
     from needle.backend_ndarray import compose
 
+    names = {"pack", "unpack"}
+    if fused and not names <= set(device.capabilities):
+        pytest.skip(f"{device.name} declares no pack/unpack kernels (core copies each array)")
+    if not fused:
+        monkeypatch.setattr(device, "_caps", device._caps - names)
     parts = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array(7.0, np.float32),
-             np.arange(4, dtype=np.float32) - 9.5]  # fmt: skip
+             np.arange(4, dtype=np.float32) - 9.5, np.zeros((0, 3), np.float32)]  # fmt: skip
     arrays = [NDArray(p, device=device) for p in parts]
     arrays[0] = arrays[0].permute((1, 0))  # a transposed view: packed in its logical order
     flat = NDArray(np.full(13, -1.0, np.float32), device=device)
-    offsets = [1, 7, 9]
+    offsets = [1, 7, 9, 13]
     compose.pack(flat, offsets, arrays)
     want = np.full(13, -1.0, np.float32)
     want[1:7], want[7], want[9:13] = parts[0].T.reshape(-1), 7.0, parts[2]
     np.testing.assert_array_equal(flat.numpy(), want)
-    back = compose.unpack(flat, offsets, [(3, 2), (), (4,)])
-    for got, part in zip(back, [parts[0].T, parts[1], parts[2]]):
+    back = compose.unpack(flat, offsets, [(3, 2), (), (4,), (0, 3)])
+    for got, part in zip(back, [parts[0].T, parts[1], parts[2], parts[3]]):
+        assert got.shape == part.shape
         np.testing.assert_array_equal(got.numpy(), part)
+    for dtype in sorted(device.dtypes.get("memory") or {"float32"}):  # a copy is bits
+        values = np.arange(5).astype(dtype)
+        typed = NDArray(np.zeros(7, dtype), device=device)
+        compose.pack(typed, [2], [NDArray(values, device=device)])
+        np.testing.assert_array_equal(compose.unpack(typed, [2], [(5,)])[0].numpy(), values)
     with pytest.raises(ValueError, match="overrun"):
-        compose.pack(flat, [10], arrays[2:])
+        compose.pack(flat, [10], arrays[2:3])
+    if fused:  # the kernels check what they are given before copying anything
+        mod, handles = device.mod, (arrays[1].handle, arrays[2].handle)
+        with pytest.raises(ValueError, match="overruns"):
+            mod.pack(handles, flat.handle, (0, 10))
+        with pytest.raises(ValueError, match="overruns"):
+            mod.unpack(flat.handle, handles, (-1, 0))
+        with pytest.raises(ValueError, match="offsets"):
+            mod.unpack(flat.handle, handles, (0,))
+        if "int64" in device.dtypes.get("memory", ()):
+            wide = NDArray(np.zeros(3, np.int64), device=device).handle
+            with pytest.raises(ValueError, match="int64"):
+                mod.pack((wide,), flat.handle, (0,))
+        np.testing.assert_array_equal(flat.numpy(), want)
     with pytest.raises(ValueError, match="overrun"):
         compose.unpack(flat, [12], [(2,)])
