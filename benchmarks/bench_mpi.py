@@ -18,6 +18,12 @@ Run it with needle-core, needle-cpu and needle-mpi installed (``nox -s bench-mpi
   per second over the whole job. A last configuration runs two independent single processes
   at once, without MPI: what this machine gives two processes, the ceiling for 2 ranks. The
   configurations alternate, ``--repeats`` times each.
+* **training, alternating in one job**: the same comparison at a finer grain, as this
+  machine's speed drifts over seconds: one ``mpiexec -n 2`` job alternates rounds of ~0.3 s
+  of each of rank 0 training alone (rank 1 asleep, the 1-rank figure), both ranks training
+  with DistributedDataParallel, and both training without it (two independent replicas), in
+  a rotating order; each round's ratios are taken against that round's 1-rank figure, and
+  the table gives their median and quartiles over ``--rounds`` rounds.
 
 Benchmarks print; they never assert timings. The machine is shared: single runs move.
 """
@@ -143,6 +149,72 @@ def worker_train(batch: int, seconds: float, use_ddp: bool) -> None:
         print(json.dumps({"samples_per_s": world * batch * steps / elapsed, "steps": steps}))
 
 
+def worker_alternate(batch: int, rounds: int, steps: int) -> None:
+    """Rounds of three configurations in one 2-rank job; rank 0 prints per-round ratios."""
+    import needle as ndl
+    import needle.distributed as dist
+    from mpi4py import MPI
+    from needle import models, nn, optim
+
+    dist.init("mpi")
+    comm = MPI.COMM_WORLD
+    rank = comm.rank
+    loss_fn = nn.SoftmaxLoss()
+    rng = np.random.default_rng(rank)
+    x = ndl.Tensor(rng.random((batch, 784), dtype=np.float32), requires_grad=False)
+    y = ndl.Tensor(rng.integers(0, 10, batch), requires_grad=False)
+
+    def trainer(ddp: bool) -> Any:
+        np.random.seed(0)
+        model = models.MLPResNet(784, 100)
+        if ddp:
+            model = dist.DistributedDataParallel(model)
+        opt = optim.Adam(model.parameters(), lr=0.001)
+
+        def run() -> float:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                loss = loss_fn(model(x), y)
+                opt.reset_grad()
+                loss.backward()
+                opt.step()
+                loss.numpy()
+            return time.perf_counter() - t0
+
+        run()  # warm up
+        return run
+
+    plain, ddp = trainer(False), trainer(True)
+
+    def asleep_until_rank_0_is_done() -> None:
+        request = comm.Ibarrier()
+        while not request.Test():
+            time.sleep(0.001)  # sleeping, not spinning: rank 0 has the machine to itself
+
+    def alone() -> float:
+        if rank == 0:
+            elapsed = plain()
+            comm.Ibarrier().Wait()
+            return batch * steps / elapsed
+        asleep_until_rank_0_is_done()
+        return 0.0
+
+    def both(run: Any) -> float:  # samples per second of the two ranks together
+        comm.Barrier()
+        elapsed = run()
+        times = comm.allgather(elapsed)
+        return batch * steps * (2 / max(times) if run is ddp else sum(1 / t for t in times))
+
+    configs = {"alone": alone, "ddp": lambda: both(ddp), "independent": lambda: both(plain)}
+    names = list(configs)
+    for r in range(rounds):
+        results = {}
+        for name in names[r % 3 :] + names[: r % 3]:  # a rotating order
+            results[name] = configs[name]()
+        if rank == 0:
+            print(json.dumps(results), flush=True)
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -215,13 +287,34 @@ def bench_train(seconds: float, repeats: int) -> None:
               f"{best / best_base:5.2f}x")  # fmt: skip
 
 
+def bench_alternate(rounds: int) -> None:
+    rows = _run(2, "alternate", "--batch", "100", "--rounds", str(rounds))
+    ddp = sorted(row["ddp"] / row["alone"] for row in rows)
+    independent = sorted(row["independent"] / row["alone"] for row in rows)
+
+    def spread(values: list[float]) -> str:
+        q1, med, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        return f"{med:5.2f}x  ({q1:.2f}-{q3:.2f})"
+
+    print(f"\nthe same in one mpiexec -n 2 job, {len(rows)} rounds alternating ~0.3 s of each "
+          "(per-round ratios against the round's 1 rank: median (quartiles))")  # fmt: skip
+    print(f"  {'1 rank x 1 thread, batch 100 (no DDP)':<40} "
+          f"{statistics.median(row['alone'] for row in rows):>8.0f} samples/s")  # fmt: skip
+    print(f"  {'2 ranks x 1 thread, batch 2 x 100':<40} {spread(ddp)}")
+    print(f"  {'2 replicas without DDP, batch 100 each':<40} {spread(independent)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["allreduce", "train"], default=None)
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timing per size")
     parser.add_argument("--seconds", type=float, default=4.0, help="timing per training run")
     parser.add_argument("--repeats", type=int, default=3, help="training runs per config")
-    parser.add_argument("--worker", choices=["allreduce", "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=30, help="rounds of the one-job table")
+    parser.add_argument(
+        "--worker", choices=["allreduce", "train", "alternate"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--steps", type=int, default=80, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--no-ddp", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -229,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         return worker_allreduce(args.min_seconds)
     if args.worker == "train":
         return worker_train(args.batch, args.seconds, not args.no_ddp)
+    if args.worker == "alternate":
+        return worker_alternate(args.batch, args.rounds, args.steps)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"bench_mpi: {cores} cores, numpy {np.__version__}, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
@@ -236,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_allreduce(args.min_seconds)
     if args.only in (None, "train"):
         bench_train(args.seconds, args.repeats)
+        bench_alternate(args.rounds)
 
 
 if __name__ == "__main__":

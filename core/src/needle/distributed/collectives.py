@@ -217,14 +217,15 @@ _FINGERPRINTS: dict[tuple[str, tuple[int, ...], bool], tuple[list[int], np.ndarr
 def _fingerprint(
     dtype: str, shape: tuple[int, ...], rows_may_differ: bool
 ) -> tuple[list[int], np.ndarray]:
-    """``[dtype code, ndim, crc32 of the shape (past axis 0 when rows_may_differ), rows]``, as
-    a list and as the int64 buffer :func:`_agree` sends; remembered, as a training loop
-    passes the same few shapes again and again."""
+    """``[dtype code, ndim, crc32 of the shape (past axis 0 when rows_may_differ), rows]``
+    followed by its negation, as a list and as the int64 buffer :func:`_agree` sends;
+    remembered, as a training loop passes the same few shapes again and again."""
     key = (dtype, shape, rows_may_differ)
     found = _FINGERPRINTS.get(key)
     if found is None:
         checked = shape[1:] if rows_may_differ else shape
         mine = [_dtype_code(dtype), len(shape), zlib.crc32(repr(checked).encode()), shape[0]]
+        mine += [-v for v in mine]
         if len(_FINGERPRINTS) >= 4096:  # many distinct shapes: start again, keep it bounded
             _FINGERPRINTS.clear()
         found = _FINGERPRINTS[key] = (mine, np.array(mine, np.int64))
@@ -233,16 +234,25 @@ def _fingerprint(
 
 def _agree(
     comm: Communicator, what: str, data: NDArray, rows_may_differ: bool = False
-) -> np.ndarray:
+) -> np.ndarray | None:
     """Check that every rank passed the same dtype and shape (except the first axis when
-    ``rows_may_differ``); return each rank's row count. Raises the same ValueError on all."""
+    ``rows_may_differ``, then return each rank's row count). Raises the same ValueError on
+    every rank."""
     shape = tuple(data.shape) or (1,)
     mine, send = _fingerprint(data.dtype, shape, rows_may_differ)
+    if not rows_may_differ:
+        # One all-reduce (max) of the fingerprint and its negation gives, on every rank,
+        # each value's maximum and minus its minimum: equal to this rank's own exactly
+        # when every rank's is the same. (An all-gather of the fingerprints, as before,
+        # cost 20-45 us in front of a 1 MiB all-reduce, several times its own latency.)
+        extremes = np.empty(8, np.int64)
+        comm.all_reduce(send, extremes, "max")
+        if extremes.tolist() == mine:
+            return None
     table = np.empty((comm.world_size, 4), np.int64)
-    comm.all_gather(send, table, [4] * comm.world_size)
+    comm.all_gather(send[:4], table, [4] * comm.world_size)
     listed = table.tolist()  # a few Python ints compare faster than small numpy arrays
-    same = listed.count(mine) == len(listed)
-    if same or (rows_may_differ and all(r[:3] == mine[:3] for r in listed)):
+    if rows_may_differ and all(r[:3] == mine[:3] for r in listed):
         return table[:, 3]
     # They differ: gather every rank's whole shape, so each rank can say which is which.
     width = int(table[:, 1].max())
