@@ -11,6 +11,8 @@ Run it with needle-core, needle-cpu and needle-mpi installed (``nox -s bench-mpi
   same size, and against ``Allreduce`` on the memory of needle-cpu buffers themselves
   (``mpi4py/cpu``: what the memory costs, apart from needle), timed in interleaved rounds (a
   barrier before each sample). Bandwidth is the message size over the time of one all-reduce.
+  Where PyTorch is installed, its CPU all-reduce (``torch.distributed`` on gloo, over TCP on
+  this host) runs in the same rounds, for context (``--no-torch`` leaves it out).
 * **training**: MLPResNet(784, 100) with Adam on synthetic MNIST-sized batches, one thread per
   rank (``NEEDLE_NUM_THREADS=1``): one process without DistributedDataParallel against 2 ranks
   with it, each rank taking a batch of 100 (the global batch grows: weak scaling) and, for
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +51,29 @@ HERE = os.path.abspath(__file__)
 # --------------------------------------------------------------------------- workers (ranks)
 
 
-def worker_allreduce(min_seconds: float) -> None:
+def _torch_gloo(comm: Any) -> Any:
+    """torch.distributed on its CPU backend (gloo, over TCP on this host), or None."""
+    try:
+        import torch
+        import torch.distributed as td
+    except ImportError:
+        return None
+    if not (td.is_available() and td.is_gloo_available()):
+        return None
+    port = None
+    if comm.rank == 0:
+        with socket.socket() as probe:  # a free port for the process group's rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    port = comm.bcast(port)
+    torch.set_num_threads(1)
+    td.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank, world_size=comm.size
+    )
+    return td
+
+
+def worker_allreduce(min_seconds: float, with_torch: bool) -> None:
     """Time needle's all_reduce and raw mpi4py side by side on every rank; rank 0 prints."""
     import needle as ndl
     import needle.distributed as dist
@@ -58,6 +83,7 @@ def worker_allreduce(min_seconds: float) -> None:
     dist.init("mpi")
     comm = MPI.COMM_WORLD
     device = ndl.device("cpu")
+    td = _torch_gloo(comm) if with_torch else None
     for nbytes in SIZES:
         n = nbytes // 4
         a = np.random.default_rng(comm.rank).random(n, dtype=np.float32)
@@ -71,19 +97,24 @@ def worker_allreduce(min_seconds: float) -> None:
             "mpi4py": lambda a=a, out=raw_out: comm.Allreduce(a, out, op=MPI.SUM),
             "mpi4py/cpu": lambda a=cpu_in, out=cpu_out: comm.Allreduce(a, out, op=MPI.SUM),
         }
+        if td is not None:  # in place, on zeros: the sums stay finite
+            import torch
+
+            zeros = torch.zeros(n)
+            contenders["torch/gloo"] = lambda t=zeros: td.all_reduce(t)
         check = dist.all_reduce(tensor, "sum").numpy()
         comm.Allreduce(a, raw_out, op=MPI.SUM)
         assert np.array_equal(check, raw_out), "needle and mpi4py disagree"
-        calls = max(1, int(0.02 / _one_call(contenders["mpi4py"], comm)))
+        calls = {k: max(1, int(0.02 / _one_call(fn, comm))) for k, fn in contenders.items()}
         samples: dict[str, list[float]] = {k: [] for k in contenders}
         start = time.perf_counter()
         while True:
             for name, fn in contenders.items():
                 comm.Barrier()
                 t0 = time.perf_counter()
-                for _ in range(calls):
+                for _ in range(calls[name]):
                     fn()
-                samples[name].append((time.perf_counter() - t0) / calls)
+                samples[name].append((time.perf_counter() - t0) / calls[name])
             # every rank must take the same decision to stop: rank 0's
             done = comm.bcast(
                 len(samples["needle"]) >= 5 and time.perf_counter() - start >= min_seconds
@@ -251,16 +282,25 @@ def _size(nbytes: int) -> str:
     return f"{nbytes >> 20} MiB" if nbytes >= 2**20 else f"{nbytes >> 10} KiB"
 
 
-def bench_allreduce(min_seconds: float) -> None:
+def bench_allreduce(min_seconds: float, torch: bool) -> None:
     print("\nall-reduce, 2 ranks, float32 sum: needle.distributed (cpu Tensor) vs raw mpi4py "
           "(on numpy arrays; on needle-cpu buffers), GB/s and speed ratios")  # fmt: skip
     print(f"  {'size':>8}  {'needle':>8}  {'mpi4py':>8}  {'mpi4py/cpu':>10}  "
           f"{'needle / mpi4py':>15}  {'needle / mpi4py/cpu':>19}")  # fmt: skip
-    for row in _run(2, "allreduce", "--min-seconds", str(min_seconds)):
+    rows = _run(
+        2, "allreduce", "--min-seconds", str(min_seconds), *([] if torch else ["--no-torch"])
+    )
+    for row in rows:
         nbytes, ours, raw, raw_cpu = row["bytes"], row["needle"], row["mpi4py"], row["mpi4py/cpu"]
         print(f"  {_size(nbytes):>8}  {nbytes / ours / 1e9:>8.2f}  {nbytes / raw / 1e9:>8.2f}  "
               f"{nbytes / raw_cpu / 1e9:>10.2f}  {raw / ours:>14.2f}x  "
               f"{raw_cpu / ours:>18.2f}x")  # fmt: skip
+    if rows and "torch/gloo" in rows[0]:
+        print("  for context, PyTorch's CPU collectives (torch.distributed, gloo over TCP on "
+              "this host), microseconds per all-reduce:")  # fmt: skip
+        for row in rows:
+            print(f"  {_size(row['bytes']):>8}  needle {row['needle'] * 1e6:9.1f}  torch/gloo "
+                  f"{row['torch/gloo'] * 1e6:9.1f}  mpi4py {row['mpi4py'] * 1e6:9.1f}")  # fmt: skip
 
 
 def bench_train(seconds: float, repeats: int) -> None:
@@ -310,6 +350,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timing per size")
     parser.add_argument("--seconds", type=float, default=4.0, help="timing per training run")
     parser.add_argument("--repeats", type=int, default=3, help="training runs per config")
+    parser.add_argument(
+        "--no-torch", action="store_true", help="leave PyTorch's gloo all-reduce out"
+    )
     parser.add_argument("--rounds", type=int, default=30, help="rounds of the one-job table")
     parser.add_argument(
         "--worker", choices=["allreduce", "train", "alternate"], help=argparse.SUPPRESS
@@ -319,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-ddp", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker == "allreduce":
-        return worker_allreduce(args.min_seconds)
+        return worker_allreduce(args.min_seconds, not args.no_torch)
     if args.worker == "train":
         return worker_train(args.batch, args.seconds, not args.no_ddp)
     if args.worker == "alternate":
@@ -328,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bench_mpi: {cores} cores, numpy {np.__version__}, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
     if args.only in (None, "allreduce"):
-        bench_allreduce(args.min_seconds)
+        bench_allreduce(args.min_seconds, not args.no_torch)
     if args.only in (None, "train"):
         bench_train(args.seconds, args.repeats)
         bench_alternate(args.rounds)
