@@ -23,8 +23,10 @@ Run it with needle-core, needle-cpu and needle-mpi installed (``nox -s bench-mpi
 * **training, alternating in one job**: the same comparison at a finer grain, as this
   machine's speed drifts over seconds: one ``mpiexec -n 2`` job alternates rounds of ~0.3 s
   of each of rank 0 training alone (rank 1 asleep, the 1-rank figure), both ranks training
-  with DistributedDataParallel, and both training without it (two independent replicas), in
-  a rotating order; each round's ratios are taken against that round's 1-rank figure, and
+  with DistributedDataParallel, both training without it but meeting in a barrier every step
+  (what waiting for the slower rank alone costs, without any gradient work), and both
+  training without it (two independent replicas), in a rotating order; each round's ratios
+  are taken against that round's 1-rank figure, and
   the table gives their median and quartiles over ``--rounds`` rounds.
 
 Benchmarks print; they never assert timings. The machine is shared: single runs move.
@@ -195,7 +197,7 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
     x = ndl.Tensor(rng.random((batch, 784), dtype=np.float32), requires_grad=False)
     y = ndl.Tensor(rng.integers(0, 10, batch), requires_grad=False)
 
-    def trainer(ddp: bool) -> Any:
+    def trainer(ddp: bool, lockstep: bool = False) -> Any:
         np.random.seed(0)
         model = models.MLPResNet(784, 100)
         if ddp:
@@ -208,6 +210,8 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
                 loss = loss_fn(model(x), y)
                 opt.reset_grad()
                 loss.backward()
+                if lockstep:
+                    comm.Barrier()
                 opt.step()
                 loss.numpy()
             return time.perf_counter() - t0
@@ -215,7 +219,7 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
         run()  # warm up
         return run
 
-    plain, ddp = trainer(False), trainer(True)
+    plain, ddp, lockstep = trainer(False), trainer(True), trainer(False, lockstep=True)
 
     def asleep_until_rank_0_is_done() -> None:
         request = comm.Ibarrier()
@@ -234,13 +238,18 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
         comm.Barrier()
         elapsed = run()
         times = comm.allgather(elapsed)
-        return batch * steps * (2 / max(times) if run is ddp else sum(1 / t for t in times))
+        return batch * steps * (sum(1 / t for t in times) if run is plain else 2 / max(times))
 
-    configs = {"alone": alone, "ddp": lambda: both(ddp), "independent": lambda: both(plain)}
+    configs = {
+        "alone": alone,
+        "ddp": lambda: both(ddp),
+        "lockstep": lambda: both(lockstep),
+        "independent": lambda: both(plain),
+    }
     names = list(configs)
     for r in range(rounds):
         results = {}
-        for name in names[r % 3 :] + names[: r % 3]:  # a rotating order
+        for name in names[r % 4 :] + names[: r % 4]:  # a rotating order
             results[name] = configs[name]()
         if rank == 0:
             print(json.dumps(results), flush=True)
@@ -329,18 +338,21 @@ def bench_train(seconds: float, repeats: int) -> None:
 
 def bench_alternate(rounds: int) -> None:
     rows = _run(2, "alternate", "--batch", "100", "--rounds", str(rounds))
-    ddp = sorted(row["ddp"] / row["alone"] for row in rows)
-    independent = sorted(row["independent"] / row["alone"] for row in rows)
+    ddp, lockstep, independent = (
+        sorted(row[name] / row["alone"] for row in rows)
+        for name in ("ddp", "lockstep", "independent")
+    )
 
     def spread(values: list[float]) -> str:
         q1, med, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
         return f"{med:5.2f}x  ({q1:.2f}-{q3:.2f})"
 
     print(f"\nthe same in one mpiexec -n 2 job, {len(rows)} rounds alternating ~0.3 s of each "
-          "(per-round ratios against the round's 1 rank: median (quartiles))")  # fmt: skip
+          "configuration (ratios to the round's 1 rank: median (quartiles))")  # fmt: skip
     print(f"  {'1 rank x 1 thread, batch 100 (no DDP)':<40} "
           f"{statistics.median(row['alone'] for row in rows):>8.0f} samples/s")  # fmt: skip
     print(f"  {'2 ranks x 1 thread, batch 2 x 100':<40} {spread(ddp)}")
+    print(f"  {'2 replicas in lockstep (a barrier a step)':<40} {spread(lockstep)}")
     print(f"  {'2 replicas without DDP, batch 100 each':<40} {spread(independent)}")
 
 
