@@ -392,11 +392,13 @@ KERNELS: tuple[Kernel, ...] = (
     ),
     Kernel(
         "unpack",
-        ("a", "outs", "offsets"),
+        ("a", "outs", "offsets", "scale"),
         "memory",
-        "outs[i] = a[offsets[i] : offsets[i] + outs[i].size] for each compact buffer of the "
-        "sequence outs (all of a's dtype; ranges checked to lie in a): the inverse of pack "
-        "(without it core copies each with compact)",
+        "outs[i] = a[offsets[i] : offsets[i] + outs[i].size] * scale for each compact buffer "
+        "of the sequence outs (all of a's dtype; ranges checked to lie in a): the inverse of "
+        "pack; scale 1.0 copies the bits (any dtype), any other scales float buffers, each "
+        "product rounded to the dtype as scalar_mul's (without it core copies each with "
+        "compact, then runs scalar_mul)",
         optional=True,
         since=2,
     ),

@@ -66,9 +66,11 @@ pybind11::array to_numpy(const Array& a, const Shape& shape, const Shape& stride
                          int64_t offset);
 void from_numpy(const pybind11::object& data, Array& out);  // data: out's dtype and size
 void fill(Array& out, pybind11::handle val);
-// out[offsets[i] : +arrays[i].size] = arrays[i], and its inverse (outs[i] = a[offsets[i] : ...]).
+// out[offsets[i] : +arrays[i].size] = arrays[i], and its inverse, scaled:
+// outs[i] = a[offsets[i] : ...] * scale (a copy of the bits when scale is 1).
 void pack(const pybind11::sequence& arrays, Array& out, const pybind11::sequence& offsets);
-void unpack(const Array& a, const pybind11::sequence& outs, const pybind11::sequence& offsets);
+void unpack(const Array& a, const pybind11::sequence& outs, const pybind11::sequence& offsets,
+            double scale);
 void check_dims(const Shape& shape);  // at most 64 dimensions (the copy engine's odometer)
 
 // elementwise.cpp: elementwise ops, reductions and casts. `op` numbers oplist.h's lists.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "isa.h"
 #include "ops.h"
@@ -313,13 +314,32 @@ void pack(const py::sequence& arrays, Array& out, const py::sequence& offsets) {
     if (a->size()) std::memcpy(dst + at, a->raw(), size_t(a->size()) * item);
 }
 
-void unpack(const Array& a, const py::sequence& outs, const py::sequence& offsets) {
+void unpack(const Array& a, const py::sequence& outs, const py::sequence& offsets,
+            double scale) {
   const auto ranges = flat_ranges(outs, a, offsets, "unpack");
   const size_t item = itemsize(a.dtype());
   const char* src = static_cast<const char*>(a.raw());
-  MaybeRelease gil(total_size(ranges));
-  for (const auto& [out, at] : ranges)
-    if (out->size()) std::memcpy(out->raw(), src + at, size_t(out->size()) * item);
+  if (scale == 1.0) {  // a copy of the bits, any dtype
+    MaybeRelease gil(total_size(ranges));
+    for (const auto& [out, at] : ranges)
+      if (out->size()) std::memcpy(out->raw(), src + at, size_t(out->size()) * item);
+    return;
+  }
+  visit(a.dtype(), [&](auto t) {
+    using T = decltype(t);
+    if constexpr (!std::is_floating_point_v<T>) {
+      fail(std::string("unpack scales float buffers only, not ") + name(a.dtype()) +
+           " (scale " + std::to_string(scale) + ")");
+    } else {
+      const T factor = T(scale);  // each product rounded to T, as scalar_mul's
+      MaybeRelease gil(total_size(ranges));
+      for (const auto& [out, at] : ranges) {
+        const T* x = reinterpret_cast<const T*>(src + at);
+        T* z = out->template data<T>();
+        for (int64_t k = 0, n = out->size(); k < n; ++k) z[k] = x[k] * factor;
+      }
+    }
+  });
 }
 
 }  // namespace needle_cpu

@@ -445,17 +445,31 @@ def pack(flat: NDArray, offsets: Sequence[int], arrays: Sequence[NDArray]) -> No
     _copy_ranges("pack", flat, offsets, handles)
 
 
-def unpack(flat: NDArray, offsets: Sequence[int], shapes: Sequence[tuple[int, ...]]) -> list:
+def unpack(
+    flat: NDArray,
+    offsets: Sequence[int],
+    shapes: Sequence[tuple[int, ...]],
+    scale: float = 1.0,
+) -> list:
     """New compact arrays holding the parts of compact 1-D ``flat`` at ``offsets`` with
-    ``shapes``: the inverse of :func:`pack` (the backend's ``unpack`` when declared)."""
+    ``shapes``, times ``scale`` (a float dtype's; 1.0: the bits as they are): the inverse of
+    :func:`pack`, through the backend's ``unpack`` when declared (DDP's mean over ranks
+    rides along, instead of a pass of its own)."""
     dev, dtype = flat.device, flat.dtype
+    scale = float(scale)
+    if scale != 1.0 and not dtype.startswith("float"):
+        raise ValueError(f"unpack scales float arrays only, not {dtype} (scale {scale})")
     parts = [NDArray._alloc(st.check_shape(shape), dtype, dev) for shape in shapes]
-    _copy_ranges("unpack", flat, offsets, [part.handle for part in parts])
+    handles = [part.handle for part in parts]
+    _copy_ranges("unpack", flat, offsets, handles, scale)
     return parts
 
 
-def _copy_ranges(kind: str, flat: NDArray, offsets: Sequence[int], handles: list) -> None:
-    """pack (handles into flat) or unpack (flat into handles) at element ``offsets``."""
+def _copy_ranges(
+    kind: str, flat: NDArray, offsets: Sequence[int], handles: list, scale: float = 1.0
+) -> None:
+    """pack (handles into flat) or unpack (flat, times ``scale``, into handles) at element
+    ``offsets``."""
     if len(offsets) != len(handles):
         raise ValueError(f"{kind}: {len(handles)} arrays but {len(offsets)} offsets")
     if not flat.is_compact() or len(flat.shape) != 1:
@@ -469,7 +483,7 @@ def _copy_ranges(kind: str, flat: NDArray, offsets: Sequence[int], handles: list
         if kind == "pack":
             mod.pack(tuple(handles), flat.handle, tuple(offsets))
         else:
-            mod.unpack(flat.handle, tuple(handles), tuple(offsets))
+            mod.unpack(flat.handle, tuple(handles), tuple(offsets), scale)
     elif kind == "pack":
         for start, handle in zip(offsets, handles):
             if handle.size:
@@ -478,6 +492,8 @@ def _copy_ranges(kind: str, flat: NDArray, offsets: Sequence[int], handles: list
         for start, handle in zip(offsets, handles):
             if handle.size:
                 mod.compact(flat.handle, handle, (handle.size,), (1,), start)
+                if scale != 1.0:
+                    mod.scalar_mul(handle, scale, handle)
 
 
 def _kernel(device: Any, name: str, *args: Any) -> None:

@@ -54,14 +54,13 @@ class _Bucket:
     def finish(self, world_size: int) -> None:
         """Wait for the reduction; set every parameter's gradient to the mean over ranks."""
         self.work.wait()
-        if world_size > 1:
-            np.multiply(self.buf, 1.0 / world_size, out=self.buf)
         if self.buf is not self.host:  # reduced in a copy (a device bucket): bring it back
             self.flat = NDArray.from_numpy(self.buf, self.device)
-        # New arrays, one per parameter: the bucket is written again by the next backward
-        # pass. (Reusing last round's arrays would save their allocation, but whether nobody
-        # holds one cannot be told: a DLPack export shares the memory without a reference.)
-        grads = compose.unpack(self.flat, self.offsets, self.shapes)
+        # New arrays, one per parameter, with the sums divided by the ranks on the way: the
+        # bucket is written again by the next backward pass. (Reusing last round's arrays
+        # would save their allocation, but whether nobody holds one cannot be told: a DLPack
+        # export shares the memory without a reference.)
+        grads = compose.unpack(self.flat, self.offsets, self.shapes, 1.0 / world_size)
         for p, grad in zip(self.params, grads):
             p.grad = Tensor.make_const(grad)
         self.buf, self.work, self.ready = None, None, 0

@@ -141,9 +141,12 @@ def pack(arrays: Sequence[Array], out: Array, offsets: Sequence[int]) -> None:
         out.array[part] = x
 
 
-def unpack(a: Array, outs: Sequence[Array], offsets: Sequence[int]) -> None:
-    for z, part in _flat_ranges(outs, a, offsets, "unpack"):
-        z[:] = a.array[part]
+def unpack(a: Array, outs: Sequence[Array], offsets: Sequence[int], scale: float) -> None:
+    ranges = _flat_ranges(outs, a, offsets, "unpack")
+    if scale != 1.0 and a.array.dtype.kind != "f":
+        raise ValueError(f"unpack scales float buffers only, not {a.array.dtype} (scale {scale})")
+    for z, part in ranges:
+        z[:] = a.array[part] if scale == 1.0 else a.array[part] * a.array.dtype.type(scale)
 
 
 def scalar_setitem(

@@ -334,6 +334,11 @@ def test_pack_and_unpack_round_trip(device, fused: bool, monkeypatch) -> None:
     for got, part in zip(back, [parts[0].T, parts[1], parts[2], parts[3]]):
         assert got.shape == part.shape
         np.testing.assert_array_equal(got.numpy(), part)
+    halves = compose.unpack(flat, offsets, [(3, 2), (), (4,), (0, 3)], 0.5)  # DDP's mean
+    for got, part in zip(halves, [parts[0].T, parts[1], parts[2], parts[3]]):
+        np.testing.assert_array_equal(got.numpy(), part * np.float32(0.5))
+    thirds = compose.unpack(flat, [9], [(4,)], 1 / 3)[0].numpy()
+    np.testing.assert_array_equal(thirds, parts[2] * np.float32(1 / 3))  # rounded to float32
     for dtype in sorted(device.dtypes.get("memory") or {"float32"}):  # a copy is bits
         values = np.arange(5).astype(dtype)
         typed = NDArray(np.zeros(7, dtype), device=device)
@@ -341,18 +346,24 @@ def test_pack_and_unpack_round_trip(device, fused: bool, monkeypatch) -> None:
         np.testing.assert_array_equal(compose.unpack(typed, [2], [(5,)])[0].numpy(), values)
     with pytest.raises(ValueError, match="overrun"):
         compose.pack(flat, [10], arrays[2:3])
+    if "int64" in device.dtypes.get("memory", ()):
+        counts = NDArray(np.arange(4, dtype=np.int64), device=device)
+        with pytest.raises(ValueError, match="float"):
+            compose.unpack(counts, [0], [(4,)], 0.5)
     if fused:  # the kernels check what they are given before copying anything
         mod, handles = device.mod, (arrays[1].handle, arrays[2].handle)
         with pytest.raises(ValueError, match="overruns"):
             mod.pack(handles, flat.handle, (0, 10))
         with pytest.raises(ValueError, match="overruns"):
-            mod.unpack(flat.handle, handles, (-1, 0))
+            mod.unpack(flat.handle, handles, (-1, 0), 1.0)
         with pytest.raises(ValueError, match="offsets"):
-            mod.unpack(flat.handle, handles, (0,))
+            mod.unpack(flat.handle, handles, (0,), 1.0)
         if "int64" in device.dtypes.get("memory", ()):
             wide = NDArray(np.zeros(3, np.int64), device=device).handle
             with pytest.raises(ValueError, match="int64"):
                 mod.pack((wide,), flat.handle, (0,))
+            with pytest.raises(ValueError, match="float"):
+                mod.unpack(wide, (NDArray(np.zeros(2, np.int64), device=device).handle,), (0,), 2.0)
         np.testing.assert_array_equal(flat.numpy(), want)
     with pytest.raises(ValueError, match="overrun"):
         compose.unpack(flat, [12], [(2,)])
