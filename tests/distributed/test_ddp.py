@@ -52,6 +52,23 @@ def test_gradients_of_a_world_of_one_are_the_local_ones(local_job, device, cap) 
     assert all(not p.grad.requires_grad for p in wrapped.parameters())
 
 
+def test_gradients_held_from_an_earlier_step_are_not_overwritten(local_job, device) -> None:
+    """The averaged gradients may be ranges of the bucket itself (the slices kernel): a
+    later backward pass must reduce in other memory, not in what an earlier one handed out."""
+    wrapped = DistributedDataParallel(_mlp(device))
+    X, y = _batch(device)
+    nn.SoftmaxLoss()(wrapped(X), y).backward()
+    held = [p.grad for p in wrapped.parameters()]
+    first = [g.numpy().copy() for g in held]
+    X2, y2 = _batch(device, seed=2)
+    nn.SoftmaxLoss()(wrapped(X2), y2).backward()
+    for g, want in zip(held, first):
+        np.testing.assert_array_equal(g.numpy(), want)
+    assert any(
+        not np.array_equal(p.grad.numpy(), want) for p, want in zip(wrapped.parameters(), first)
+    )
+
+
 def test_buckets_start_while_backward_goes_on(spy_job, device) -> None:
     model = _mlp(device)
     ready = []

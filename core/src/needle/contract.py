@@ -403,6 +403,18 @@ KERNELS: tuple[Kernel, ...] = (
         since=2,
     ),
     Kernel(
+        "slices",
+        ("a", "offsets", "sizes"),
+        "memory",
+        "a tuple of new handles, the i-th holding the sizes[i] elements of compact buffer a "
+        "from element offsets[i] (a's dtype) in a's own memory: writes through either are "
+        "seen by the other, and the memory lives while any of them does (ranges checked to "
+        "lie in a). DistributedDataParallel hands out its averaged gradients this way, "
+        "without copying them out of the bucket (without it core copies them with unpack)",
+        optional=True,
+        since=2,
+    ),
+    Kernel(
         "gather_rows",
         ("a", "indices", "out", "count", "width"),
         "memory",

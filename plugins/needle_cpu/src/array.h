@@ -105,9 +105,10 @@ class Array {
     bytes_ = alloc_bytes(size_t(size) * itemsize(dtype));
     data_ = allocate(bytes_);
   }
-  // An Array over shared memory (a DLPack producer's).
-  Array(std::shared_ptr<Storage> s, int64_t size, DType dtype)
-      : size_(size), dtype_(dtype), data_(s->data), shared_(std::move(s)) {}
+  // An Array over shared memory: a DLPack producer's, or (data given) a range of another
+  // Array's (slices in strided.cpp), which keeps that memory alive.
+  Array(std::shared_ptr<Storage> s, int64_t size, DType dtype, void* data = nullptr)
+      : size_(size), dtype_(dtype), data_(data ? data : s->data), shared_(std::move(s)) {}
   ~Array() { release(); }
   Array(const Array&) = delete;
   Array& operator=(const Array&) = delete;

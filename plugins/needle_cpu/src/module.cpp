@@ -161,6 +161,7 @@ PYBIND11_MODULE(_ext, m) {
         arg("inner"));
   m.def("pack", &pack, arg("arrays"), arg("out"), arg("offsets"));
   m.def("unpack", &unpack, arg("a"), arg("outs"), arg("offsets"), arg("scale"));
+  m.def("slices", &slices, arg("a"), arg("offsets"), arg("sizes"));
   m.def("gather_rows", &gather_rows, arg("a"), arg("indices"), arg("out"), arg("count"),
         arg("width"));
   m.def("scatter_add_rows", &scatter_add_rows, arg("a"), arg("indices"), arg("out"),

@@ -71,6 +71,8 @@ void fill(Array& out, pybind11::handle val);
 void pack(const pybind11::sequence& arrays, Array& out, const pybind11::sequence& offsets);
 void unpack(const Array& a, const pybind11::sequence& outs, const pybind11::sequence& offsets,
             double scale);
+pybind11::tuple slices(Array& a, const pybind11::sequence& offsets,
+                       const pybind11::sequence& sizes);
 void check_dims(const Shape& shape);  // at most 64 dimensions (the copy engine's odometer)
 
 // elementwise.cpp: elementwise ops, reductions and casts. `op` numbers oplist.h's lists.

@@ -1,7 +1,8 @@
 // Strided copies: compact, ewise_setitem, scalar_setitem and to_numpy are one engine
 // (strided_copy, over the bits of 1-, 4- or 8-byte elements: a copy needs no dtype);
 // from_numpy and fill are plain copies and fills of whole buffers; pack and unpack copy a
-// list of whole buffers into, or out of, ranges of one flat buffer (gradient buckets).
+// list of whole buffers into, or out of, ranges of one flat buffer (gradient buckets), and
+// slices hands out ranges of one as buffers of their own, without copying.
 
 #include <algorithm>
 #include <cstring>
@@ -340,6 +341,31 @@ void unpack(const Array& a, const py::sequence& outs, const py::sequence& offset
       }
     }
   });
+}
+
+py::tuple slices(Array& a, const py::sequence& offsets, const py::sequence& sizes) {
+  const size_t n = py::len(offsets);
+  if (py::len(sizes) != n)
+    fail("slices: " + std::to_string(n) + " offsets but " + std::to_string(py::len(sizes)) +
+         " sizes");
+  std::vector<std::pair<int64_t, int64_t>> ranges(n);  // (offset, size), all checked first
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t start = offsets[i].cast<int64_t>(), size = sizes[i].cast<int64_t>();
+    if (start < 0 || size < 0 || start > a.size() || size > a.size() - start)
+      fail("slices: range " + std::to_string(i) + " (" + std::to_string(size) +
+           " elements at offset " + std::to_string(start) + ") is outside a buffer of " +
+           std::to_string(a.size()));
+    ranges[i] = {start, size};
+  }
+  char* base = static_cast<char*>(a.raw());  // raises for a freed Array
+  const size_t item = itemsize(a.dtype());
+  const std::shared_ptr<Storage> storage = a.share();  // each slice holds the memory
+  py::tuple out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto [start, size] = ranges[i];
+    out[i] = py::cast(std::make_unique<Array>(storage, size, a.dtype(), base + start * item));
+  }
+  return out;
 }
 
 }  // namespace needle_cpu

@@ -27,6 +27,7 @@ and a composition of the required ones (ops call these; they never reach a backe
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -36,7 +37,7 @@ from .ndarray import NDArray
 
 __all__ = [
     "Padding", "pair", "batched_matmul", "conv2d", "take_rows", "scatter_add_rows", "assign",
-    "pack", "unpack", "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
+    "pack", "unpack", "slices", "sgd_update", "adam_update", "one_hot", "gather", "scatter_add",
     "softmax_cross_entropy", "softmax_cross_entropy_grad", "batch_norm", "batch_norm_grad",
     "layer_norm", "layer_norm_grad", "lstm_step", "lstm_step_grad",
 ]  # fmt: skip
@@ -429,10 +430,13 @@ def assign(target: NDArray, value: NDArray) -> None:
         )
 
 
-def pack(flat: NDArray, offsets: Sequence[int], arrays: Sequence[NDArray]) -> None:
+def pack(
+    flat: NDArray, offsets: Sequence[int], arrays: Sequence[NDArray], scale: float = 1.0
+) -> None:
     """Copy each of ``arrays`` (flattened) into compact 1-D ``flat`` at its offset, for
     gradient buckets: the backend's ``pack`` (one call for all) when declared, else one
-    ``ewise_setitem`` each."""
+    ``ewise_setitem`` each. A ``scale`` other than 1.0 then multiplies the whole of ``flat``
+    in place (float dtypes), while it is still in cache: DDP's mean over ranks."""
     dev = flat.device
     handles = []
     for array in arrays:  # DDP calls this once a step for every gradient: kept tight
@@ -442,7 +446,10 @@ def pack(flat: NDArray, offsets: Sequence[int], arrays: Sequence[NDArray]) -> No
                 f"buffer on {dev.name}"
             )
         handles.append(array.compact().handle)
+    scale = _float_scale("pack", flat.dtype, scale)
     _copy_ranges("pack", flat, offsets, handles)
+    if scale != 1.0 and flat.size:
+        dev.mod.scalar_mul(flat.handle, scale, flat.handle)
 
 
 def unpack(
@@ -453,16 +460,35 @@ def unpack(
 ) -> list:
     """New compact arrays holding the parts of compact 1-D ``flat`` at ``offsets`` with
     ``shapes``, times ``scale`` (a float dtype's; 1.0: the bits as they are): the inverse of
-    :func:`pack`, through the backend's ``unpack`` when declared (DDP's mean over ranks
-    rides along, instead of a pass of its own)."""
+    :func:`pack`, through the backend's ``unpack`` when declared."""
     dev, dtype = flat.device, flat.dtype
-    scale = float(scale)
-    if scale != 1.0 and not dtype.startswith("float"):
-        raise ValueError(f"unpack scales float arrays only, not {dtype} (scale {scale})")
+    scale = _float_scale("unpack", dtype, scale)
     parts = [NDArray._alloc(st.check_shape(shape), dtype, dev) for shape in shapes]
     handles = [part.handle for part in parts]
     _copy_ranges("unpack", flat, offsets, handles, scale)
     return parts
+
+
+def slices(flat: NDArray, offsets: Sequence[int], shapes: Sequence[tuple[int, ...]]) -> list:
+    """Compact arrays holding the parts of compact 1-D ``flat`` at ``offsets`` with
+    ``shapes``: in ``flat``'s own memory through the backend's ``slices`` when declared
+    (writes through a part show in ``flat`` and the memory lives while any part does), else
+    copies (:func:`unpack`). DDP hands out averaged gradients this way, without a copy."""
+    dev = flat.device
+    if not dev.has("slices"):
+        return unpack(flat, offsets, shapes)
+    if not flat.is_compact() or len(flat.shape) != 1:
+        raise ValueError("slices: the flat buffer must be a compact 1-D array")
+    shapes = [st.check_shape(shape) for shape in shapes]
+    handles = dev.mod.slices(flat.handle, tuple(offsets), tuple(math.prod(s) for s in shapes))
+    return [NDArray._alloc(s, flat.dtype, dev, h) for s, h in zip(shapes, handles)]
+
+
+def _float_scale(kind: str, dtype: str, scale: float) -> float:
+    scale = float(scale)
+    if scale != 1.0 and not dtype.startswith("float"):
+        raise ValueError(f"{kind} scales float arrays only, not {dtype} (scale {scale})")
+    return scale
 
 
 def _copy_ranges(

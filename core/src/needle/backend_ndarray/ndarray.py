@@ -178,15 +178,22 @@ class NDArray:
         return array
 
     @staticmethod
-    def _alloc(shape: tuple[int, ...], dtype: str, dev: BackendDevice) -> NDArray:
+    def _alloc(
+        shape: tuple[int, ...], dtype: str, dev: BackendDevice, handle: Any = None
+    ) -> NDArray:
         """A new dense array for core's own use: ``shape`` a tuple of non-negative ints and
-        ``dtype`` one ``dev`` holds (taken from arrays already there), so no checks."""
+        ``dtype`` one ``dev`` holds (taken from arrays already there), so no checks; over
+        ``handle`` (a buffer of exactly that dtype and size) when given."""
         array = object.__new__(NDArray)
         array._shape, array._offset, array._device, array._dtype = shape, 0, dev, dtype
         array._size = size = math.prod(shape)
-        array._handle = handle = dev.alloc(size, dtype)
         array._strides = st.compact_strides(shape)
-        array._compact = handle.size == size
+        if handle is None:
+            handle = dev.alloc(size, dtype)
+            array._compact = handle.size == size
+        else:
+            array._compact = True
+        array._handle = handle
         return array
 
     def _fresh(self, dtype: str | None = None) -> NDArray:

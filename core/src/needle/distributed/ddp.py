@@ -29,8 +29,10 @@ class _Bucket:
         self.sizes = [int(np.prod(shape, dtype=np.int64)) for shape in self.shapes]
         self.offsets = [int(x) for x in np.cumsum([0, *self.sizes[:-1]])]
         self.device = params[0].device
-        self.flat: NDArray = self.device.empty((sum(self.sizes),), params[0].dtype)
-        self.host = host_view(self.flat)  # the bucket's own memory, when it is on the host
+        self.dtype = params[0].dtype
+        self.total = sum(self.sizes)
+        self.flat: NDArray | None = None  # this round's buffer
+        self.copied = False  # this round's reduction runs in a host copy of it
         self.buf: np.ndarray | None = None  # what the communicator reduces
         self.work: Work | None = None
         # This round's gradient of each parameter (_ZERO: none, counted as zeros), packed
@@ -39,31 +41,37 @@ class _Bucket:
         self.ready = 0
 
     def launch(self, comm: Communicator) -> None:
+        # A new buffer every round: the last round's is the memory of the gradients handed
+        # out then (finish), which their holders may still read. The backend's allocator
+        # recycles it once they are gone (needle-cpu caches buffers of this size).
+        self.flat = flat = NDArray._alloc((self.total,), self.dtype, self.device)
         offsets, grads = [], []
         for start, size, grad in zip(self.offsets, self.sizes, self.grads):
             if grad is _ZERO:
-                self.flat[start : start + size] = 0.0
+                flat[start : start + size] = 0.0
             else:
                 offsets.append(start)
                 grads.append(grad)
-        compose.pack(self.flat, offsets, grads)
+        # Divided by the ranks on the way in, while the memory is still in cache: the sum
+        # over ranks is then the mean (exactly so for a power-of-two number of ranks).
+        compose.pack(flat, offsets, grads, 1.0 / comm.world_size)
         self.grads = [None] * len(self.params)
-        self.buf = self.host if self.host is not None else self.flat.numpy()
+        host = host_view(flat)  # the bucket's own memory, when it is on the host
+        self.copied = host is None  # reduced in a host copy (a device bucket)
+        self.buf = flat.numpy() if self.copied else host
         self.work = comm.start_all_reduce(self.buf, "sum")
 
-    def finish(self, world_size: int) -> None:
+    def finish(self) -> None:
         """Wait for the reduction; set every parameter's gradient to the mean over ranks."""
         self.work.wait()
-        if self.buf is not self.host:  # reduced in a copy (a device bucket): bring it back
-            self.flat = NDArray.from_numpy(self.buf, self.device)
-        # New arrays, one per parameter, with the sums divided by the ranks on the way: the
-        # bucket is written again by the next backward pass. (Reusing last round's arrays
-        # would save their allocation, but whether nobody holds one cannot be told: a DLPack
-        # export shares the memory without a reference.)
-        grads = compose.unpack(self.flat, self.offsets, self.shapes, 1.0 / world_size)
+        flat = NDArray.from_numpy(self.buf, self.device) if self.copied else self.flat
+        # Each gradient is its range of the bucket itself where the backend can hand ranges
+        # out as buffers of their own (the contract's slices; PyTorch's
+        # gradient_as_bucket_view), else a copy of it.
+        grads = compose.slices(flat, self.offsets, self.shapes)
         for p, grad in zip(self.params, grads):
             p.grad = Tensor.make_const(grad)
-        self.buf, self.work, self.ready = None, None, 0
+        self.buf, self.work, self.flat, self.ready = None, None, None, 0
 
 
 # Stands for "no gradient this round: zeros" in _Bucket.grads (find_unused_parameters).
@@ -160,7 +168,7 @@ class _Reducer:
             bucket.work.test()
         if self.next_launch == len(buckets):
             for bucket in buckets:
-                bucket.finish(self.comm.world_size)
+                bucket.finish()
             self.next_launch = 0
 
     def before_forward(self) -> None:
@@ -213,7 +221,10 @@ class DistributedDataParallel(Module):
     its own running mean and variance (they start equal, broadcast from rank 0). Evaluate
     and save from rank 0 (:func:`needle.distributed.save`) for one set of statistics.
 
-    The averaged gradients are new tensors outside any graph. ``state_dict`` and
+    The averaged gradients are new tensors outside any graph. Where the backend has the
+    ``slices`` capability (numpy, cpu), each is its parameter's range of the bucket the
+    ranks reduced (nothing is copied out of it); a bucket's memory lives until all of its
+    gradients are gone, and every backward pass reduces in a new one. ``state_dict`` and
     ``load_state_dict`` are the wrapped module's, so checkpoints load into the plain module.
 
     Args:

@@ -149,6 +149,19 @@ def unpack(a: Array, outs: Sequence[Array], offsets: Sequence[int], scale: float
         z[:] = a.array[part] if scale == 1.0 else a.array[part] * a.array.dtype.type(scale)
 
 
+def slices(a: Array, offsets: Sequence[int], sizes: Sequence[int]) -> tuple[Array, ...]:
+    buf = _check(a)
+    if len(offsets) != len(sizes):
+        raise ValueError(f"slices: {len(offsets)} offsets but {len(sizes)} sizes")
+    for i, (start, size) in enumerate(zip(offsets, sizes)):
+        if start < 0 or size < 0 or start + size > buf.size:
+            raise ValueError(
+                f"slices: range {i} ({size} elements at offset {start}) is outside a buffer "
+                f"of {buf.size}"
+            )
+    return tuple(Array._wrap(buf[start : start + size]) for start, size in zip(offsets, sizes))
+
+
 def scalar_setitem(
     size: int, val: Any, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int
 ) -> None:

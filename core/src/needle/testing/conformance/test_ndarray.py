@@ -367,3 +367,63 @@ def test_pack_and_unpack_round_trip(device, fused: bool, monkeypatch) -> None:
         np.testing.assert_array_equal(flat.numpy(), want)
     with pytest.raises(ValueError, match="overrun"):
         compose.unpack(flat, [12], [(2,)])
+    scaled = NDArray(np.full(13, 3.0, np.float32), device=device)
+    compose.pack(scaled, offsets, arrays, 0.5)  # then the whole buffer times 0.5, in place
+    np.testing.assert_array_equal(scaled.numpy(), np.where(want == -1.0, 3.0, want) * 0.5)
+    if "int64" in device.dtypes.get("memory", ()):
+        with pytest.raises(ValueError, match="float"):
+            compose.pack(counts, [0], [counts], 0.5)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "composed"])
+def test_slices_share_the_flat_buffer(device, fused: bool, monkeypatch) -> None:
+    """compose.slices hands out parts of a flat buffer as arrays of their own: through the
+    backend's slices kernel in the buffer's own memory (writes show on both sides, and the
+    memory outlives the flat array), else as copies (DistributedDataParallel's gradients)."""
+    import gc
+
+    from needle.backend_ndarray import compose
+
+    if fused and "slices" not in device.capabilities:
+        pytest.skip(f"{device.name} declares no slices kernel (core copies each part)")
+    if not fused:
+        monkeypatch.setattr(device, "_caps", device._caps - {"slices"})
+    values = np.arange(13, dtype=np.float32) - 6.5
+    flat = NDArray(values, device=device)
+    shapes, offsets = [(3, 2), (), (4,), (0, 3)], [1, 7, 9, 13]
+    parts = compose.slices(flat, offsets, shapes)
+    wants = [values[1:7].reshape(3, 2), values[7], values[9:13], values[13:].reshape(0, 3)]
+    for got, want in zip(parts, wants):
+        assert got.shape == want.shape and got.is_compact() and got.dtype == "float32"
+        np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal((parts[0] * 2).numpy(), wants[0] * 2)  # usable by kernels
+    parts[2][1:2] = 42.0
+    flat[0:2] = 5.0
+    shared = fused  # written through the part, seen in flat; and the other way round
+    np.testing.assert_array_equal(flat.numpy()[10], 42.0 if shared else values[10])
+    np.testing.assert_array_equal(parts[0].numpy()[0, 0], 5.0 if shared else values[1])
+    handle = flat.handle
+    del flat
+    if hasattr(handle, "free"):
+        handle.free()  # the parts keep the memory
+    del handle
+    gc.collect()
+    np.testing.assert_array_equal(parts[2].numpy(), [2.5, 42.0, 4.5, 5.5])
+    for dtype in sorted(device.dtypes.get("memory") or {"float32"}):  # any dtype, as bits
+        typed = NDArray(np.arange(7).astype(dtype), device=device)
+        (part,) = compose.slices(typed, [2], [(5,)])
+        assert part.dtype == dtype
+        np.testing.assert_array_equal(part.numpy(), np.arange(2, 7).astype(dtype))
+    flat = NDArray(values, device=device)
+    with pytest.raises(ValueError, match="outside|overrun"):
+        compose.slices(flat, [12], [(2,)])
+    if fused:  # the kernel checks every range before making any handle
+        mod = device.mod
+        with pytest.raises(ValueError, match="outside"):
+            mod.slices(flat.handle, (0, 12), (2, 2))
+        with pytest.raises(ValueError, match="outside"):
+            mod.slices(flat.handle, (-1,), (2,))
+        with pytest.raises(ValueError, match="outside"):
+            mod.slices(flat.handle, (0,), (-1,))
+        with pytest.raises(ValueError, match="sizes"):
+            mod.slices(flat.handle, (0, 1), (2,))
