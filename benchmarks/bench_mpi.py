@@ -24,10 +24,12 @@ Run it with needle-core, needle-cpu and needle-mpi installed (``nox -s bench-mpi
   machine's speed drifts over seconds: one ``mpiexec -n 2`` job alternates rounds of ~0.3 s
   of each of rank 0 training alone (rank 1 asleep, the 1-rank figure), both ranks training
   with DistributedDataParallel, both training without it but meeting in a barrier every step
-  (what waiting for the slower rank alone costs, without any gradient work), and both
-  training without it (two independent replicas), in a rotating order; each round's ratios
-  are taken against that round's 1-rank figure, and
-  the table gives their median and quartiles over ``--rounds`` rounds.
+  (what waiting for the slower rank alone costs, without any gradient work), both training
+  without it but all-reducing a numpy array of the model's size with raw mpi4py every step
+  (what MPI adds: the floor for any data-parallel step here), and both training without it
+  (two independent replicas), in a rotating order; each round's ratios are taken against
+  that round's 1-rank figure, and the table gives their median and quartiles over
+  ``--rounds`` rounds, with DDP's ratio to the raw all-reduce (needle's own part).
 
 Benchmarks print; they never assert timings. The machine is shared: single runs move.
 """
@@ -197,12 +199,15 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
     x = ndl.Tensor(rng.random((batch, 784), dtype=np.float32), requires_grad=False)
     y = ndl.Tensor(rng.integers(0, 10, batch), requires_grad=False)
 
-    def trainer(ddp: bool, lockstep: bool = False) -> Any:
+    def trainer(ddp: bool, lockstep: bool = False, exchange: bool = False) -> Any:
         np.random.seed(0)
         model = models.MLPResNet(784, 100)
         if ddp:
             model = dist.DistributedDataParallel(model)
         opt = optim.Adam(model.parameters(), lr=0.001)
+        # exchange: an all-reduce of as many floats as the model has parameters, straight
+        # in mpi4py on one numpy array, in place of the barrier (what MPI alone costs)
+        grads = np.zeros(sum(int(np.prod(p.shape)) for p in model.parameters()), np.float32)
 
         def run() -> float:
             t0 = time.perf_counter()
@@ -210,7 +215,9 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
                 loss = loss_fn(model(x), y)
                 opt.reset_grad()
                 loss.backward()
-                if lockstep:
+                if exchange:
+                    comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+                elif lockstep:
                     comm.Barrier()
                 opt.step()
                 loss.numpy()
@@ -219,7 +226,8 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
         run()  # warm up
         return run
 
-    plain, ddp, lockstep = trainer(False), trainer(True), trainer(False, lockstep=True)
+    plain, ddp = trainer(False), trainer(True)
+    lockstep, exchange = trainer(False, lockstep=True), trainer(False, exchange=True)
 
     def asleep_until_rank_0_is_done() -> None:
         request = comm.Ibarrier()
@@ -244,12 +252,13 @@ def worker_alternate(batch: int, rounds: int, steps: int) -> None:
         "alone": alone,
         "ddp": lambda: both(ddp),
         "lockstep": lambda: both(lockstep),
+        "exchange": lambda: both(exchange),
         "independent": lambda: both(plain),
     }
     names = list(configs)
     for r in range(rounds):
         results = {}
-        for name in names[r % 4 :] + names[: r % 4]:  # a rotating order
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # a rotating order
             results[name] = configs[name]()
         if rank == 0:
             print(json.dumps(results), flush=True)
@@ -338,10 +347,11 @@ def bench_train(seconds: float, repeats: int) -> None:
 
 def bench_alternate(rounds: int) -> None:
     rows = _run(2, "alternate", "--batch", "100", "--rounds", str(rounds))
-    ddp, lockstep, independent = (
+    ddp, lockstep, exchange, independent = (
         sorted(row[name] / row["alone"] for row in rows)
-        for name in ("ddp", "lockstep", "independent")
+        for name in ("ddp", "lockstep", "exchange", "independent")
     )
+    own = sorted(row["ddp"] / row["exchange"] for row in rows)  # needle's part alone
 
     def spread(values: list[float]) -> str:
         q1, med, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
@@ -353,7 +363,9 @@ def bench_alternate(rounds: int) -> None:
           f"{statistics.median(row['alone'] for row in rows):>8.0f} samples/s")  # fmt: skip
     print(f"  {'2 ranks x 1 thread, batch 2 x 100':<40} {spread(ddp)}")
     print(f"  {'2 replicas in lockstep (a barrier a step)':<40} {spread(lockstep)}")
+    print(f"  {'2 replicas + raw mpi4py all-reduce a step':<40} {spread(exchange)}")
     print(f"  {'2 replicas without DDP, batch 100 each':<40} {spread(independent)}")
+    print(f"  {'DDP / raw all-reduce, per round':<40} {spread(own)}")
 
 
 def main(argv: list[str] | None = None) -> None:
