@@ -26,7 +26,7 @@ Run it with needle-core, needle-cpu and needle-mpi installed (``nox -s bench-mpi
   with DistributedDataParallel, both training without it but meeting in a barrier every step
   (what waiting for the slower rank alone costs, without any gradient work), both training
   without it but all-reducing a numpy array of the model's size with raw mpi4py every step
-  (what MPI adds: the floor for any data-parallel step here), and both training without it
+  (what MPI adds: about the best a data-parallel step can do here), and both training without it
   (two independent replicas), in a rotating order; each round's ratios are taken against
   that round's 1-rank figure, and the table gives their median and quartiles over
   ``--rounds`` rounds, with DDP's ratio to the raw all-reduce (needle's own part).
