@@ -124,20 +124,30 @@ def test_tensor_collectives(job, device, dtype) -> None:
 
 def test_ranks_that_disagree_raise_on_every_rank(job, device) -> None:
     rank, world = job.rank, job.world_size
+    ones = ndl.Tensor(np.ones(3, np.float32), device=device)
     errors = []
     for call in (
         lambda: dist.all_reduce(ndl.Tensor(np.ones((rank + 1, 2), np.float32), device=device)),
         lambda: dist.broadcast(ndl.Tensor(np.ones((2, rank + 1), np.float32), device=device)),
         lambda: dist.all_gather(ndl.Tensor(np.ones((2, rank + 1), np.float32), device=device)),
+        # Buffers that match but calls that do not: each rank would get a different answer
+        # (MPI applies each rank's own op, takes each rank's own root) or the job would die.
+        lambda: dist.all_reduce(ones, "max" if rank else "sum"),
+        lambda: dist.broadcast(ones, src=rank),
+        lambda: dist.all_reduce_scalars([1.0] * (rank + 1)),
     ):
         try:
             call()
         except ValueError as exc:
             errors.append(str(exc))
     total = dist.all_reduce(ndl.Tensor([1.0], device=device))  # the job is still in step
-    assert len(errors) == 3, errors
+    assert len(errors) == 6, errors
     assert "rank 0 float32 (1, 2)" in errors[0] and "rank 1 float32 (2, 2)" in errors[0]
     assert "shape past the first axis" in errors[2]
+    assert "same op" in errors[3] and "rank 0 float32 (3,) op 'sum'" in errors[3]
+    assert "rank 1 float32 (3,) op 'max'" in errors[3]
+    assert "same src" in errors[4] and "rank 1 float32 (3,) src 1" in errors[4]
+    assert "as many values" in errors[5] and "rank 1 float64 (2,)" in errors[5]
     assert total.numpy()[0] == world
 
 

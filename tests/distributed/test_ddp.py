@@ -174,7 +174,10 @@ class FakePeer:
         self.peer = np.asarray(peer_totals, np.float64)
 
     def all_reduce(self, send, recv, op):
-        recv[...] = send + self.peer
+        if send.dtype == np.int64:  # the shape check: the peer passes the same
+            recv[...] = send
+        else:
+            recv[...] = send + self.peer
 
     def finalize(self):
         pass

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -205,26 +205,21 @@ def _dtype_code(dtype: str) -> int:
     return 100 + np.dtype(dtype).num
 
 
-def _describe_rank(codes: np.ndarray, shape: Sequence[int]) -> str:
-    code = int(codes[0])
-    name = _DTYPE_NAMES[code] if code < len(_DTYPE_NAMES) else f"dtype #{code - 100}"
-    return f"{name} {tuple(int(d) for d in shape)}"
-
-
-_FINGERPRINTS: dict[tuple[str, tuple[int, ...], bool], tuple[list[int], np.ndarray]] = {}
+_FINGERPRINTS: dict[tuple[str, tuple[int, ...], bool, int], tuple[list[int], np.ndarray]] = {}
 
 
 def _fingerprint(
-    dtype: str, shape: tuple[int, ...], rows_may_differ: bool
+    dtype: str, shape: tuple[int, ...], rows_may_differ: bool, extra: int
 ) -> tuple[list[int], np.ndarray]:
-    """``[dtype code, ndim, crc32 of the shape (past axis 0 when rows_may_differ), rows]``
-    followed by its negation, as a list and as the int64 buffer :func:`_agree` sends;
-    remembered, as a training loop passes the same few shapes again and again."""
-    key = (dtype, shape, rows_may_differ)
+    """``[dtype code, ndim, crc32 of the shape (past axis 0 when rows_may_differ), rows,
+    extra]`` followed by its negation, as a list and as the int64 buffer :func:`_agree`
+    sends; remembered, as a training loop passes the same few shapes again and again."""
+    key = (dtype, shape, rows_may_differ, extra)
     found = _FINGERPRINTS.get(key)
     if found is None:
         checked = shape[1:] if rows_may_differ else shape
         mine = [_dtype_code(dtype), len(shape), zlib.crc32(repr(checked).encode()), shape[0]]
+        mine.append(extra)
         mine += [-v for v in mine]
         if len(_FINGERPRINTS) >= 4096:  # many distinct shapes: start again, keep it bounded
             _FINGERPRINTS.clear()
@@ -233,26 +228,36 @@ def _fingerprint(
 
 
 def _agree(
-    comm: Communicator, what: str, data: NDArray, rows_may_differ: bool = False
+    comm: Communicator,
+    what: str,
+    dtype: str,
+    shape: tuple[int, ...],
+    need: str,
+    extra: int = 0,
+    show_extra: Callable[[int], str] | None = None,
+    rows_may_differ: bool = False,
 ) -> np.ndarray | None:
     """Check that every rank passed the same dtype and shape (except the first axis when
-    ``rows_may_differ``, then return each rank's row count). Raises the same ValueError on
-    every rank."""
-    shape = tuple(data.shape) or (1,)
-    mine, send = _fingerprint(data.dtype, shape, rows_may_differ)
+    ``rows_may_differ``, then return each rank's row count) and the same ``extra`` (an op,
+    a source rank), before a collective whose buffers must match. Raises the same
+    ValueError on every rank, saying what every rank must pass (``need``) and what each did
+    (``show_extra`` names an ``extra``)."""
+    shape = shape or (1,)
+    mine, send = _fingerprint(dtype, shape, rows_may_differ, extra)
+    n = len(mine) // 2
     if not rows_may_differ:
         # One all-reduce (max) of the fingerprint and its negation gives, on every rank,
         # each value's maximum and minus its minimum: equal to this rank's own exactly
         # when every rank's is the same. (An all-gather of the fingerprints, as before,
         # cost 20-45 us in front of a 1 MiB all-reduce, several times its own latency.)
-        extremes = np.empty(8, np.int64)
+        extremes = np.empty(2 * n, np.int64)
         comm.all_reduce(send, extremes, "max")
         if extremes.tolist() == mine:
             return None
-    table = np.empty((comm.world_size, 4), np.int64)
-    comm.all_gather(send[:4], table, [4] * comm.world_size)
+    table = np.empty((comm.world_size, n), np.int64)
+    comm.all_gather(send[:n], table, [n] * comm.world_size)
     listed = table.tolist()  # a few Python ints compare faster than small numpy arrays
-    if rows_may_differ and all(r[:3] == mine[:3] for r in listed):
+    if rows_may_differ and all(r[:3] == mine[:3] and r[4] == mine[4] for r in listed):
         return table[:, 3]
     # They differ: gather every rank's whole shape, so each rank can say which is which.
     width = int(table[:, 1].max())
@@ -260,12 +265,17 @@ def _agree(
     padded[: len(shape)] = shape
     shapes = np.empty((comm.world_size, width), np.int64)
     comm.all_gather(padded, shapes, [width] * comm.world_size)
-    ranks = ", ".join(
-        f"rank {r} {_describe_rank(table[r], shapes[r][: table[r][1]])}"
-        for r in range(comm.world_size)
-    )
-    need = "dtype and shape past the first axis" if rows_may_differ else "dtype and shape"
-    raise ValueError(f"{what}: every rank must pass a tensor of the same {need}; got {ranks}")
+    described = []
+    for r in range(comm.world_size):
+        code, ndim, extra_r = int(table[r][0]), int(table[r][1]), int(table[r][4])
+        name = _DTYPE_NAMES[code] if code < len(_DTYPE_NAMES) else f"dtype #{code - 100}"
+        text = f"rank {r} {name} {tuple(int(d) for d in shapes[r][:ndim])}"
+        described.append(text + (f" {show_extra(extra_r)}" if show_extra else ""))
+    raise ValueError(f"{what}: every rank must pass {need}; got {', '.join(described)}")
+
+
+def _show_op(code: int) -> str:
+    return f"op {ALL_REDUCE_OPS[code]!r}" if 0 <= code < len(ALL_REDUCE_OPS) else f"op #{code}"
 
 
 def _check_op(op: str, dtype: np.dtype) -> None:
@@ -293,14 +303,18 @@ def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
         A Tensor on ``tensor``'s device, outside any graph.
 
     Raises:
-        ValueError: an unknown op, or ranks passed different dtypes or shapes (every rank
-            raises, naming each rank's tensor).
+        ValueError: an unknown op, or ranks passed different dtypes, shapes or ops (every
+            rank raises, naming each rank's tensor and op).
         TypeError: the op does not apply to the dtype.
     """
     comm = _require("all_reduce")
     data = _data(tensor, "all_reduce")
     _check_op(op, np.dtype(data.dtype))
-    _agree(comm, "all_reduce", data)
+    _agree(
+        comm, "all_reduce", data.dtype, tuple(data.shape),
+        "a tensor of the same dtype and shape, with the same op",
+        ALL_REDUCE_OPS.index(op), _show_op,
+    )  # fmt: skip
     send = as_buffer(data)
     out, recv = output_buffer(data.shape, data.dtype, data.device)
     comm.all_reduce(send, recv, "sum" if op == "mean" else op)
@@ -313,13 +327,17 @@ def broadcast(tensor: Tensor, src: int = 0) -> Tensor:
     """Rank ``src``'s ``tensor`` on every rank, as a new Tensor (on each rank's device).
 
     Raises:
-        ValueError: ``src`` is not a rank, or ranks passed different dtypes or shapes.
+        ValueError: ``src`` is not a rank, or ranks passed different dtypes, shapes or
+            ``src`` (every rank raises).
     """
     comm = _require("broadcast")
     data = _data(tensor, "broadcast")
     if not 0 <= src < comm.world_size:
         raise ValueError(f"broadcast: src must be a rank in [0, {comm.world_size}), got {src}")
-    _agree(comm, "broadcast", data)
+    _agree(
+        comm, "broadcast", data.dtype, tuple(data.shape),
+        "a tensor of the same dtype and shape, with the same src", src, lambda v: f"src {v}",
+    )  # fmt: skip
     out, buf = output_buffer(data.shape, data.dtype, data.device)
     if comm.rank == src:
         np.copyto(buf, as_buffer(data))
@@ -339,7 +357,10 @@ def all_gather(tensor: Tensor) -> Tensor:
     comm = _require("all_gather")
     data = _data(tensor, "all_gather")
     shape = tuple(data.shape) or (1,)
-    rows = _agree(comm, "all_gather", data, rows_may_differ=True)
+    rows = _agree(
+        comm, "all_gather", data.dtype, shape,
+        "a tensor of the same dtype and shape past the first axis", rows_may_differ=True,
+    )  # fmt: skip
     row_size = int(np.prod(shape[1:], dtype=np.int64))
     out_shape = (int(rows.sum()), *shape[1:])
     out, recv = output_buffer(out_shape, data.dtype, data.device)
@@ -351,11 +372,19 @@ def all_reduce_scalars(values: Sequence[float], op: str = "sum") -> list[float]:
     """Reduce a few Python numbers over every rank (in float64), e.g. metric totals.
 
     Without an initialized job (a world of one) the values come back unchanged.
+
+    Raises:
+        ValueError: an unknown op, or ranks passed different numbers of values or different
+            ops (every rank raises).
     """
     values = [float(v) for v in values]
     if _comm is None or _comm.world_size == 1:
         return values
     _check_op(op, np.dtype(np.float64))
+    _agree(
+        _comm, "all_reduce_scalars", "float64", (len(values),),
+        "as many values, with the same op", ALL_REDUCE_OPS.index(op), _show_op,
+    )  # fmt: skip
     buf = np.array(values, np.float64)
     _comm.all_reduce(buf, buf, "sum" if op == "mean" else op)
     if op == "mean":
