@@ -42,8 +42,8 @@ class _Bucket:
 
     def launch(self, comm: Communicator) -> None:
         # A new buffer every round: the last round's is the memory of the gradients handed
-        # out then (finish), which their holders may still read. The backend's allocator
-        # recycles it once they are gone (needle-cpu caches buffers of this size).
+        # out then (finish), which their holders may still read. The allocator recycles it
+        # once they are gone (needle-cpu keeps freed buffers of 256 KiB and more for reuse).
         self.flat = flat = NDArray._alloc((self.total,), self.dtype, self.device)
         offsets, grads = [], []
         for start, size, grad in zip(self.offsets, self.sizes, self.grads):
