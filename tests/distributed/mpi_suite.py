@@ -151,6 +151,60 @@ def test_ranks_that_disagree_raise_on_every_rank(job, device) -> None:
     assert total.numpy()[0] == world
 
 
+def test_ranks_at_different_collectives_raise_on_every_rank(job, device) -> None:
+    rank = job.rank
+    t = ndl.Tensor(np.ones(3, np.float32), device=device)
+    errors = []
+    for call in (
+        lambda: dist.barrier() if rank == 0 else dist.all_reduce(t),
+        lambda: dist.all_gather(t) if rank == 0 else dist.all_reduce(t, "max"),
+        # The same dtype, shape and number (op 'sum' is 0, like src 0): only the call differs.
+        lambda: dist.broadcast(t, src=0) if rank == 0 else dist.all_reduce(t),
+    ):
+        try:
+            call()
+        except ValueError as exc:
+            errors.append(str(exc))
+    total = dist.all_reduce(ndl.Tensor([1.0], device=device))  # the job is still in step
+    assert len(errors) == 3, errors
+    assert all("the ranks are at different collectives" in e for e in errors), errors
+    assert "rank 0 barrier, rank 1 all_reduce float32 (3,) op 'sum'" in errors[0]
+    assert "rank 0 all_gather float32 (3,), rank 1 all_reduce float32 (3,) op 'max'" in errors[1]
+    assert "rank 0 broadcast float32 (3,) src 0, rank 1 all_reduce" in errors[2]
+    assert total.numpy()[0] == job.world_size
+
+
+def test_a_rank_with_a_backward_pass_more_raises_on_every_rank(job, device) -> None:
+    """Rank 0 has a batch more; the others go on to the epoch's metrics. Every rank raises,
+    the round is dropped, and training goes on in step."""
+    X, y = _data(steps=2, batch=4)
+    model = dist.DistributedDataParallel(_mlp(device, seed=300 + job.rank))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.SoftmaxLoss()
+
+    def step(i: int) -> None:
+        opt.reset_grad()
+        loss_fn(model(ndl.Tensor(X[i], device=device)), ndl.Tensor(y[i], device=device)).backward()
+        opt.step()
+
+    step(0)
+    error = ""
+    try:
+        if job.rank == 0:
+            step(1)
+        else:
+            dist.all_reduce_scalars([1.0, 2.0])
+    except ValueError as exc:
+        error = str(exc)
+    step(1)
+    spread = [dist.all_reduce(p, "max").numpy() - dist.all_reduce(p, "min").numpy()
+              for p in model.parameters()]  # fmt: skip
+    ddp = "rank 0 DistributedDataParallel's gradient all-reduce float32 (452,) in 1 bucket"
+    assert ddp in error, error
+    assert "rank 1 all_reduce_scalars float64 (2,) op 'sum'" in error, error
+    assert max(float(s.max()) for s in spread) == 0.0, "every rank holds the same weights"
+
+
 # ---------------------------------------------------------------------------- training
 
 

@@ -29,6 +29,25 @@ dist.barrier()  # rank 1 never arrives: only ending the job frees this rank
 print("rank", dist.rank(), "passed the barrier")
 """
 
+# Rank 0 has a batch more than rank 1, which then reaches the end of the script (without
+# calling finalize) while rank 0 starts its gradient all-reduce: MPI alone would leave
+# rank 0 waiting there for ever.
+UNEVEN_JOB = """
+import numpy as np
+import needle as ndl
+import needle.distributed as dist
+from needle import nn, optim
+
+dist.init()
+model = dist.DistributedDataParallel(nn.Linear(4, 2))
+opt = optim.SGD(model.parameters(), lr=0.1)
+for step in range(3 if dist.rank() == 0 else 2):
+    opt.reset_grad()
+    (model(ndl.Tensor(np.ones((5, 4), np.float32))) ** 2).sum().backward()
+    opt.step()
+    print("rank", dist.rank(), "step", step, flush=True)
+"""
+
 
 def _mpiexec() -> str:
     from needle_mpi.communicator import mpiexec
@@ -60,6 +79,24 @@ def test_an_uncaught_exception_on_one_rank_ends_the_job(tmp_path) -> None:
     assert "uncaught RuntimeError on rank 1 of 2; ending the job" in out, out
     assert "passed the barrier" not in out, out
     print(f"the failing job ended with status {proc.returncode} after {elapsed:.1f} s")
+
+
+def test_a_rank_with_a_batch_more_ends_the_job_instead_of_waiting(tmp_path) -> None:
+    script = tmp_path / "uneven.py"
+    script.write_text(UNEVEN_JOB)
+    proc = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, str(script)],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "rank 0 step 2" not in out, "rank 0's third step never gets its gradients"
+    assert (
+        "the ranks are at different collectives: rank 0 DistributedDataParallel's gradient "
+        "all-reduce float32 (10,) in 1 bucket, rank 1 finalize (or its exit)"
+    ) in out, out
+    assert "as many backward passes on every rank" in out, out
+    assert "ending the job" in out, out
 
 
 def test_demo_trains_data_parallel_with_rank_0_printing() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -93,6 +94,7 @@ def init(backend: str | None = None) -> Communicator:
     _comm = comm
     if comm.world_size > 1:
         _install_excepthook(comm)
+        atexit.register(_finalize_at_exit, comm)
     return comm
 
 
@@ -127,27 +129,54 @@ def _install_excepthook(comm: Communicator) -> None:
     previous = _previous_excepthook = sys.excepthook
 
     def end_job(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
-        code = 130 if issubclass(exc_type, KeyboardInterrupt) else 1
-        try:
-            previous(exc_type, exc, tb)
-            sys.stderr.write(
-                f"needle.distributed: uncaught {exc_type.__name__} on rank {comm.rank} of "
-                f"{comm.world_size}; ending the job\n"
-            )
-            sys.stderr.flush()
-            sys.stdout.flush()
-            # The launcher forwards each rank's output through a pipe; the abort kills the
-            # job at once, so give it a moment to pass these last lines on.
-            time.sleep(0.2)
-        finally:
-            comm.abort(code)
+        _end_job(comm, previous, exc_type, exc, tb, "uncaught")
 
     sys.excepthook = end_job
 
 
+def _end_job(comm: Communicator, hook: Any, exc_type: Any, exc: Any, tb: Any, how: str) -> None:
+    """Print the exception (through ``hook``) and which rank it ended, then end the job."""
+    code = 130 if issubclass(exc_type, KeyboardInterrupt) else 1
+    try:
+        hook(exc_type, exc, tb)
+        sys.stderr.write(
+            f"needle.distributed: {how} {exc_type.__name__} on rank {comm.rank} of "
+            f"{comm.world_size}; ending the job\n"
+        )
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # The launcher forwards each rank's output through a pipe; the abort kills the
+        # job at once, so give it a moment to pass these last lines on.
+        time.sleep(0.2)
+    finally:
+        comm.abort(code)
+
+
+def _finalize_at_exit(comm: Communicator) -> None:
+    """At exit, finalize a job the script left running: a rank that ran out of work while
+    another is still in a collective (one batch more) then ends the job with an error,
+    rather than leaving that rank waiting for ever."""
+    if _comm is not comm:
+        return  # finalized already (or another job since)
+    try:
+        finalize()
+    except BaseException as exc:  # noqa: BLE001 - any failure here must end the job
+        _end_job(comm, sys.__excepthook__, type(exc), exc, exc.__traceback__, "at exit:")
+
+
 def finalize() -> None:
-    """End this process's part in the job (no effect when not initialized)."""
+    """End this process's part in the job (no effect when not initialized). Every rank
+    calls it, and it returns once all have; a job whose script does not call it ends it
+    at exit.
+
+    Raises:
+        ValueError: another rank is still at another collective (say, a rank with a batch
+            more is in its gradient all-reduce): every rank raises, and the job stays up
+            so that the uncaught exception ends it.
+    """
     global _comm, _previous_excepthook
+    if _comm is not None and _comm.world_size > 1:
+        agree(_comm, "finalize")
     comm, _comm = _comm, None
     if _previous_excepthook is not None:
         sys.excepthook, _previous_excepthook = _previous_excepthook, None
@@ -186,8 +215,12 @@ def _require(what: str) -> Communicator:
 
 
 def barrier() -> None:
-    """Return once every rank has called it."""
-    _require("barrier").barrier()
+    """Return once every rank has called it.
+
+    Raises:
+        ValueError: another rank is at another collective (every rank raises).
+    """
+    agree(_require("barrier"), "barrier")  # the check returns once every rank is in it
 
 
 # ---------------------------------------------------------------------------- collectives
@@ -205,20 +238,54 @@ def _dtype_code(dtype: str) -> int:
     return 100 + np.dtype(dtype).num
 
 
-_FINGERPRINTS: dict[tuple[str, tuple[int, ...], bool, int], tuple[list[int], np.ndarray]] = {}
+def _dtype_name(code: int) -> str:
+    return _DTYPE_NAMES[code] if 0 <= code < len(_DTYPE_NAMES) else f"dtype #{code - 100}"
+
+
+# What each rank is about to do, first in every collective's check. A rank at another
+# collective than the rest (one with a batch more: its gradient all-reduce meets the others'
+# metric all-reduce, or their exit) then raises with them, where MPI would wait forever.
+CALLS = (
+    "all_reduce", "broadcast", "all_gather", "all_reduce_scalars", "barrier", "finalize",
+    "DistributedDataParallel",
+)  # fmt: skip
+_NO_TENSOR = ("barrier", "finalize")
+
+
+def _show_op(code: int) -> str:
+    return f"op {ALL_REDUCE_OPS[code]!r}" if 0 <= code < len(ALL_REDUCE_OPS) else f"op #{code}"
+
+
+# How each call's ``extra`` reads in an error message.
+_SHOW_EXTRA: dict[str, Callable[[int], str]] = {
+    "all_reduce": _show_op,
+    "all_reduce_scalars": _show_op,
+    "broadcast": lambda src: f"src {src}",
+    "DistributedDataParallel": lambda n: f"in {n} bucket{'s' * (n != 1)}",
+}
+# How a call reads there, where its name alone would not say enough.
+_LABELS = {
+    "DistributedDataParallel": "DistributedDataParallel's gradient all-reduce",
+    "finalize": "finalize (or its exit)",
+}
+
+_FINGERPRINTS: dict[tuple[str, str, tuple[int, ...], bool, int], tuple[list[int], np.ndarray]] = {}
 
 
 def _fingerprint(
-    dtype: str, shape: tuple[int, ...], rows_may_differ: bool, extra: int
+    call: str, dtype: str, shape: tuple[int, ...], rows_may_differ: bool, extra: int
 ) -> tuple[list[int], np.ndarray]:
-    """``[dtype code, ndim, crc32 of the shape (past axis 0 when rows_may_differ), rows,
-    extra]`` followed by its negation, as a list and as the int64 buffer :func:`_agree`
-    sends; remembered, as a training loop passes the same few shapes again and again."""
-    key = (dtype, shape, rows_may_differ, extra)
+    """``[call, dtype code, ndim, crc32 of the shape (past axis 0 when rows_may_differ),
+    rows (0 when they may differ), extra]`` followed by its negation, as a list and as the
+    int64 buffer :func:`agree` sends; remembered, as a training loop passes the same few
+    shapes again and again."""
+    key = (call, dtype, shape, rows_may_differ, extra)
     found = _FINGERPRINTS.get(key)
     if found is None:
         checked = shape[1:] if rows_may_differ else shape
-        mine = [_dtype_code(dtype), len(shape), zlib.crc32(repr(checked).encode()), shape[0]]
+        code = _dtype_code(dtype) if dtype else -1
+        rows = 0 if rows_may_differ else shape[0]
+        mine = [CALLS.index(call), code, len(shape), zlib.crc32(repr(checked).encode()), rows]
         mine.append(extra)
         mine += [-v for v in mine]
         if len(_FINGERPRINTS) >= 4096:  # many distinct shapes: start again, keep it bounded
@@ -227,55 +294,65 @@ def _fingerprint(
     return found
 
 
-def _agree(
+def agree(
     comm: Communicator,
-    what: str,
-    dtype: str,
-    shape: tuple[int, ...],
-    need: str,
+    call: str,
+    dtype: str = "",
+    shape: tuple[int, ...] = (),
+    need: str = "",
     extra: int = 0,
-    show_extra: Callable[[int], str] | None = None,
     rows_may_differ: bool = False,
 ) -> np.ndarray | None:
-    """Check that every rank passed the same dtype and shape (except the first axis when
-    ``rows_may_differ``, then return each rank's row count) and the same ``extra`` (an op,
-    a source rank), before a collective whose buffers must match. Raises the same
-    ValueError on every rank, saying what every rank must pass (``need``) and what each did
-    (``show_extra`` names an ``extra``)."""
+    """Check, before a collective whose buffers must match, that every rank is making the
+    same ``call`` (one of :data:`CALLS`) with the same dtype and shape (except the first
+    axis when ``rows_may_differ``: then return each rank's row count) and the same
+    ``extra`` (an op, a source rank). Raises the same ValueError on every rank, saying
+    what every rank must pass (``need``) and what each did.
+
+    It is one all-reduce (max) of a few integers, the same on every rank whatever the call,
+    so ranks at different calls meet in it and find out; it returns only once every rank
+    has reached it (a barrier)."""
     shape = shape or (1,)
-    mine, send = _fingerprint(dtype, shape, rows_may_differ, extra)
+    mine, send = _fingerprint(call, dtype, shape, rows_may_differ, extra)
     n = len(mine) // 2
-    if not rows_may_differ:
-        # One all-reduce (max) of the fingerprint and its negation gives, on every rank,
-        # each value's maximum and minus its minimum: equal to this rank's own exactly
-        # when every rank's is the same. (An all-gather of the fingerprints, as before,
-        # cost 20-45 us in front of a 1 MiB all-reduce, several times its own latency.)
-        extremes = np.empty(2 * n, np.int64)
-        comm.all_reduce(send, extremes, "max")
-        if extremes.tolist() == mine:
+    # The fingerprint and its negation, reduced by max, give on every rank each value's
+    # maximum and minus its minimum: equal to this rank's own exactly when every rank's is
+    # the same (so all ranks take the same branch below).
+    extremes = np.empty(2 * n, np.int64)
+    comm.all_reduce(send, extremes, "max")
+    if extremes.tolist() == mine:
+        if not rows_may_differ:
             return None
+        rows = np.empty(comm.world_size, np.int64)
+        comm.all_gather(np.array(shape[:1], np.int64), rows, [1] * comm.world_size)
+        return rows
+    # They differ: gather every rank's fingerprint and whole shape, to say which is which.
     table = np.empty((comm.world_size, n), np.int64)
     comm.all_gather(send[:n], table, [n] * comm.world_size)
-    listed = table.tolist()  # a few Python ints compare faster than small numpy arrays
-    if rows_may_differ and all(r[:3] == mine[:3] and r[4] == mine[4] for r in listed):
-        return table[:, 3]
-    # They differ: gather every rank's whole shape, so each rank can say which is which.
-    width = int(table[:, 1].max())
+    width = int(table[:, 2].max())
     padded = np.full(width, -1, np.int64)
     padded[: len(shape)] = shape
     shapes = np.empty((comm.world_size, width), np.int64)
     comm.all_gather(padded, shapes, [width] * comm.world_size)
+    same_call = bool((table[:, 0] == table[0, 0]).all())
     described = []
     for r in range(comm.world_size):
-        code, ndim, extra_r = int(table[r][0]), int(table[r][1]), int(table[r][4])
-        name = _DTYPE_NAMES[code] if code < len(_DTYPE_NAMES) else f"dtype #{code - 100}"
-        text = f"rank {r} {name} {tuple(int(d) for d in shapes[r][:ndim])}"
-        described.append(text + (f" {show_extra(extra_r)}" if show_extra else ""))
-    raise ValueError(f"{what}: every rank must pass {need}; got {', '.join(described)}")
-
-
-def _show_op(code: int) -> str:
-    return f"op {ALL_REDUCE_OPS[code]!r}" if 0 <= code < len(ALL_REDUCE_OPS) else f"op #{code}"
+        call_r, code, ndim, extra_r = (int(table[r][i]) for i in (0, 1, 2, 5))
+        name = CALLS[call_r] if 0 <= call_r < len(CALLS) else f"call #{call_r}"
+        text = f"rank {r}" if same_call else f"rank {r} {_LABELS.get(name, name)}"
+        if name not in _NO_TENSOR:
+            text += f" {_dtype_name(code)} {tuple(int(d) for d in shapes[r][:ndim])}"
+            if name in _SHOW_EXTRA:
+                text += f" {_SHOW_EXTRA[name](extra_r)}"
+        described.append(text)
+    if same_call:
+        raise ValueError(f"{call}: every rank must pass {need}; got {', '.join(described)}")
+    raise ValueError(
+        f"{call}: the ranks are at different collectives: {', '.join(described)}. Every rank "
+        "must make the same collective calls in the same order; with DistributedDataParallel "
+        "that means as many backward passes on every rank (give each rank as many batches, "
+        "as DistributedSampler does)"
+    )
 
 
 def _check_op(op: str, dtype: np.dtype) -> None:
@@ -310,10 +387,9 @@ def all_reduce(tensor: Tensor, op: str = "sum") -> Tensor:
     comm = _require("all_reduce")
     data = _data(tensor, "all_reduce")
     _check_op(op, np.dtype(data.dtype))
-    _agree(
+    agree(
         comm, "all_reduce", data.dtype, tuple(data.shape),
-        "a tensor of the same dtype and shape, with the same op",
-        ALL_REDUCE_OPS.index(op), _show_op,
+        "a tensor of the same dtype and shape, with the same op", ALL_REDUCE_OPS.index(op),
     )  # fmt: skip
     send = as_buffer(data)
     out, recv = output_buffer(data.shape, data.dtype, data.device)
@@ -334,9 +410,9 @@ def broadcast(tensor: Tensor, src: int = 0) -> Tensor:
     data = _data(tensor, "broadcast")
     if not 0 <= src < comm.world_size:
         raise ValueError(f"broadcast: src must be a rank in [0, {comm.world_size}), got {src}")
-    _agree(
+    agree(
         comm, "broadcast", data.dtype, tuple(data.shape),
-        "a tensor of the same dtype and shape, with the same src", src, lambda v: f"src {v}",
+        "a tensor of the same dtype and shape, with the same src", src,
     )  # fmt: skip
     out, buf = output_buffer(data.shape, data.dtype, data.device)
     if comm.rank == src:
@@ -357,7 +433,7 @@ def all_gather(tensor: Tensor) -> Tensor:
     comm = _require("all_gather")
     data = _data(tensor, "all_gather")
     shape = tuple(data.shape) or (1,)
-    rows = _agree(
+    rows = agree(
         comm, "all_gather", data.dtype, shape,
         "a tensor of the same dtype and shape past the first axis", rows_may_differ=True,
     )  # fmt: skip
@@ -381,9 +457,9 @@ def all_reduce_scalars(values: Sequence[float], op: str = "sum") -> list[float]:
     if _comm is None or _comm.world_size == 1:
         return values
     _check_op(op, np.dtype(np.float64))
-    _agree(
+    agree(
         _comm, "all_reduce_scalars", "float64", (len(values),),
-        "as many values, with the same op", ALL_REDUCE_OPS.index(op), _show_op,
+        "as many values, with the same op", ALL_REDUCE_OPS.index(op),
     )  # fmt: skip
     buf = np.array(values, np.float64)
     _comm.all_reduce(buf, buf, "sum" if op == "mean" else op)
@@ -403,4 +479,4 @@ def save(obj: Any, path: str | os.PathLike, src: int = 0) -> None:
     if rank() == src:
         save_checkpoint(obj, path)
     if _comm is not None:
-        _comm.barrier()
+        barrier()

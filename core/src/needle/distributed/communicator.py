@@ -6,7 +6,10 @@ C-contiguous numpy arrays that usually alias the tensors' own host memory (see
 the buffer protocol without copying. Dtypes are whatever the arrays hold (float32,
 float64, int32, int64, bool); ``op`` is ``"sum"``, ``"max"`` or ``"min"`` (core checks
 that the op suits the dtype and computes means itself). Every rank calls the same
-collectives in the same order, as with MPI.
+collectives in the same order, as with MPI: core makes sure of it, opening each of its
+calls with a small ``all_reduce`` (max, int64) that says which call it is on each rank, so
+a communicator's collectives never meet a different one (``needle.distributed.barrier()``
+is that check alone; the communicator's own ``barrier`` serves direct use).
 
 Core's built-in ``local`` communicator (a world of one process) is the reference.
 """

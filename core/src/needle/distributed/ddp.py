@@ -14,7 +14,7 @@ from ..backend_ndarray import NDArray, compose
 from ..nn.modules_basic import Module, Parameter
 from ..replay import host_access
 from .buffers import host_view
-from .collectives import broadcast, communicator
+from .collectives import agree, broadcast, communicator
 from .communicator import Communicator, Work
 
 __all__ = ["DistributedDataParallel"]
@@ -103,6 +103,7 @@ class _Reducer:
             size += nbytes
         if group:
             self.buckets.append(_Bucket(group))
+        self.total = sum(bucket.total for bucket in self.buckets)
         self.slot = {
             id(p): (bucket, i) for bucket in self.buckets for i, p in enumerate(bucket.params)
         }
@@ -162,6 +163,8 @@ class _Reducer:
             bucket = buckets[self.next_launch]
             if bucket.ready < len(bucket.params):
                 break
+            if self.next_launch == 0:
+                self._agree()
             bucket.launch(self.comm)
             self.next_launch += 1
         for bucket in buckets[: self.next_launch]:
@@ -170,6 +173,24 @@ class _Reducer:
             for bucket in buckets:
                 bucket.finish()
             self.next_launch = 0
+
+    def _agree(self) -> None:
+        """Before a round's first all-reduce, check that every rank is starting one too: a
+        rank with a batch more than the others would otherwise wait in it for ever (their
+        next collective is another, or none). On a mismatch every rank raises, and this
+        round is dropped (its gradients stay as this rank computed them)."""
+        if self.comm.world_size == 1:
+            return
+        first = self.buckets[0]
+        try:
+            agree(
+                self.comm, "DistributedDataParallel", first.dtype, (self.total,),
+                "the same model", len(self.buckets),
+            )  # fmt: skip
+        except ValueError:
+            for bucket in self.buckets:
+                bucket.grads, bucket.ready = [None] * len(bucket.params), 0
+            raise
 
     def before_forward(self) -> None:
         if any(bucket.ready for bucket in self.buckets):
