@@ -122,11 +122,22 @@ def test_tensor_collectives(job, device, dtype) -> None:
     _check(scalars.numpy(), np.arange(world).astype(dtype), "all_gather of scalars")
 
 
+def _raised(calls, device) -> tuple[list[str], float]:
+    """Make each call on every rank: the ValueErrors raised, and the total of a last
+    all-reduce of ones (the number of ranks when the job is still in step)."""
+    errors = []
+    for call in calls:
+        try:
+            call()
+        except ValueError as exc:
+            errors.append(str(exc))
+    return errors, float(dist.all_reduce(ndl.Tensor([1.0], device=device)).numpy()[0])
+
+
 def test_ranks_that_disagree_raise_on_every_rank(job, device) -> None:
     rank, world = job.rank, job.world_size
     ones = ndl.Tensor(np.ones(3, np.float32), device=device)
-    errors = []
-    for call in (
+    calls = (
         lambda: dist.all_reduce(ndl.Tensor(np.ones((rank + 1, 2), np.float32), device=device)),
         lambda: dist.broadcast(ndl.Tensor(np.ones((2, rank + 1), np.float32), device=device)),
         lambda: dist.all_gather(ndl.Tensor(np.ones((2, rank + 1), np.float32), device=device)),
@@ -135,12 +146,8 @@ def test_ranks_that_disagree_raise_on_every_rank(job, device) -> None:
         lambda: dist.all_reduce(ones, "max" if rank else "sum"),
         lambda: dist.broadcast(ones, src=rank),
         lambda: dist.all_reduce_scalars([1.0] * (rank + 1)),
-    ):
-        try:
-            call()
-        except ValueError as exc:
-            errors.append(str(exc))
-    total = dist.all_reduce(ndl.Tensor([1.0], device=device))  # the job is still in step
+    )
+    errors, total = _raised(calls, device)
     assert len(errors) == 6, errors
     assert "rank 0 float32 (1, 2)" in errors[0] and "rank 1 float32 (2, 2)" in errors[0]
     assert "shape past the first axis" in errors[2]
@@ -148,30 +155,25 @@ def test_ranks_that_disagree_raise_on_every_rank(job, device) -> None:
     assert "rank 1 float32 (3,) op 'max'" in errors[3]
     assert "same src" in errors[4] and "rank 1 float32 (3,) src 1" in errors[4]
     assert "as many values" in errors[5] and "rank 1 float64 (2,)" in errors[5]
-    assert total.numpy()[0] == world
+    assert total == world, "the job is still in step"
 
 
 def test_ranks_at_different_collectives_raise_on_every_rank(job, device) -> None:
     rank = job.rank
     t = ndl.Tensor(np.ones(3, np.float32), device=device)
-    errors = []
-    for call in (
+    calls = (
         lambda: dist.barrier() if rank == 0 else dist.all_reduce(t),
         lambda: dist.all_gather(t) if rank == 0 else dist.all_reduce(t, "max"),
         # The same dtype, shape and number (op 'sum' is 0, like src 0): only the call differs.
         lambda: dist.broadcast(t, src=0) if rank == 0 else dist.all_reduce(t),
-    ):
-        try:
-            call()
-        except ValueError as exc:
-            errors.append(str(exc))
-    total = dist.all_reduce(ndl.Tensor([1.0], device=device))  # the job is still in step
+    )
+    errors, total = _raised(calls, device)
     assert len(errors) == 3, errors
     assert all("the ranks are at different collectives" in e for e in errors), errors
     assert "rank 0 barrier, rank 1 all_reduce float32 (3,) op 'sum'" in errors[0]
     assert "rank 0 all_gather float32 (3,), rank 1 all_reduce float32 (3,) op 'max'" in errors[1]
     assert "rank 0 broadcast float32 (3,) src 0, rank 1 all_reduce" in errors[2]
-    assert total.numpy()[0] == job.world_size
+    assert total == job.world_size, "the job is still in step"
 
 
 def test_a_rank_with_a_backward_pass_more_raises_on_every_rank(job, device) -> None:
