@@ -48,6 +48,17 @@ for step in range(3 if dist.rank() == 0 else 2):
     print("rank", dist.rank(), "step", step, flush=True)
 """
 
+# A script that ends MPI itself: needle's finalize at exit has nothing left to do.
+MPI_FINALIZED_JOB = """
+import needle.distributed as dist
+from mpi4py import MPI
+
+dist.init()
+dist.barrier()
+MPI.Finalize()
+print("rank", dist.rank(), "done", flush=True)
+"""
+
 
 def _mpiexec() -> str:
     from needle_mpi.communicator import mpiexec
@@ -97,6 +108,18 @@ def test_a_rank_with_a_batch_more_ends_the_job_instead_of_waiting(tmp_path) -> N
     ) in out, out
     assert "as many backward passes on every rank" in out, out
     assert "ending the job" in out, out
+
+
+def test_a_script_that_finalizes_mpi_itself_exits_cleanly(tmp_path) -> None:
+    script = tmp_path / "finalized.py"
+    script.write_text(MPI_FINALIZED_JOB)
+    proc = subprocess.run(
+        [_mpiexec(), "-n", "2", sys.executable, str(script)],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "rank 0 done" in out and "rank 1 done" in out, out
 
 
 def test_demo_trains_data_parallel_with_rank_0_printing() -> None:

@@ -160,6 +160,8 @@ def _finalize_at_exit(comm: Communicator) -> None:
         return  # finalized already (or another job since)
     try:
         finalize()
+    except CommunicatorError:
+        return  # it cannot run any more (the script ended MPI itself): nothing to meet
     except BaseException as exc:  # noqa: BLE001 - any failure here must end the job
         _end_job(comm, sys.__excepthook__, type(exc), exc, exc.__traceback__, "at exit:")
 

@@ -90,6 +90,8 @@ class MPICommunicator:
     def _live(self) -> Any:
         if self.comm is None:
             raise CommunicatorError("the mpi communicator was finalized")
+        if self.MPI.Is_finalized():  # by the script itself (MPI.Finalize())
+            raise CommunicatorError("MPI was finalized in this process")
         return self.comm
 
     def barrier(self) -> None:
