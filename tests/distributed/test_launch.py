@@ -45,7 +45,7 @@ for step in range(3 if dist.rank() == 0 else 2):
     opt.reset_grad()
     (model(ndl.Tensor(np.ones((5, 4), np.float32))) ** 2).sum().backward()
     opt.step()
-    print("rank", dist.rank(), "step", step, flush=True)
+    print(f"rank {dist.rank()} step {step}", flush=True)
 """
 
 # A script that ends MPI itself: needle's finalize at exit has nothing left to do.
@@ -56,7 +56,7 @@ from mpi4py import MPI
 dist.init()
 dist.barrier()
 MPI.Finalize()
-print("rank", dist.rank(), "done", flush=True)
+print(f"rank {dist.rank()} done", flush=True)  # one write: the ranks' output interleaves
 """
 
 

@@ -16,7 +16,7 @@ from ..autograd import Tensor
 from ..backend_ndarray import NDArray
 from ..plugins import manager
 from .buffers import as_buffer, finish_output, output_buffer
-from .communicator import Communicator, CommunicatorError
+from .communicator import Communicator, CommunicatorError, Work
 
 __all__ = [
     "init",
@@ -296,6 +296,28 @@ def _fingerprint(
     return found
 
 
+# How long a check waits for the other ranks at full speed before it starts to sleep.
+_SPIN_SECONDS = 0.005
+
+
+def _wait_patiently(work: Work) -> None:
+    """Wait for a check. The ranks usually arrive within a millisecond or two of each
+    other: test in a loop. Past a few milliseconds the others are busy alone (rank 0
+    evaluating or writing a checkpoint while the rest wait in barrier() or at exit): sleep
+    between tests, from 50 us up to 2 ms, and leave them the cores (a spinning wait, as in
+    MPI's blocking calls, halved the speed of rank 0 using both cores of this machine)."""
+    if work.test():
+        return
+    deadline = time.perf_counter() + _SPIN_SECONDS
+    while not work.test():
+        if time.perf_counter() > deadline:
+            break
+    nap = 5e-5
+    while not work.test():
+        time.sleep(nap)
+        nap = min(2 * nap, 2e-3)
+
+
 def agree(
     comm: Communicator,
     call: str,
@@ -320,8 +342,8 @@ def agree(
     # The fingerprint and its negation, reduced by max, give on every rank each value's
     # maximum and minus its minimum: equal to this rank's own exactly when every rank's is
     # the same (so all ranks take the same branch below).
-    extremes = np.empty(2 * n, np.int64)
-    comm.all_reduce(send, extremes, "max")
+    extremes = send.copy()
+    _wait_patiently(comm.start_all_reduce(extremes, "max"))
     if extremes.tolist() == mine:
         if not rows_may_differ:
             return None
