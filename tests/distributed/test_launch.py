@@ -74,33 +74,32 @@ def _env() -> dict[str, str]:
     return {**env, "NEEDLE_NUM_THREADS": "1"}
 
 
-def test_an_uncaught_exception_on_one_rank_ends_the_job(tmp_path) -> None:
-    script = tmp_path / "failing.py"
-    script.write_text(FAILING_JOB)
-    start = time.monotonic()
-    # Without the abort, rank 0 would wait in the barrier until this timeout fails the test.
+def _job(tmp_path, source: str) -> tuple[int, str]:
+    """Run ``source`` as a script under ``mpiexec -n 2``: its exit status and output. A job
+    left waiting fails the test at the timeout."""
+    script = tmp_path / "job.py"
+    script.write_text(source)
     proc = subprocess.run(
         [_mpiexec(), "-n", "2", sys.executable, str(script)],
         capture_output=True, text=True, timeout=120, env=_env(),
     )  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_an_uncaught_exception_on_one_rank_ends_the_job(tmp_path) -> None:
+    start = time.monotonic()
+    status, out = _job(tmp_path, FAILING_JOB)  # without the abort, rank 0 waits for ever
     elapsed = time.monotonic() - start
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
+    assert status != 0, out
     assert "RuntimeError: rank 1 fails on purpose" in out, out
     assert "uncaught RuntimeError on rank 1 of 2; ending the job" in out, out
     assert "passed the barrier" not in out, out
-    print(f"the failing job ended with status {proc.returncode} after {elapsed:.1f} s")
+    print(f"the failing job ended with status {status} after {elapsed:.1f} s")
 
 
 def test_a_rank_with_a_batch_more_ends_the_job_instead_of_waiting(tmp_path) -> None:
-    script = tmp_path / "uneven.py"
-    script.write_text(UNEVEN_JOB)
-    proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, str(script)],
-        capture_output=True, text=True, timeout=120, env=_env(),
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
+    status, out = _job(tmp_path, UNEVEN_JOB)
+    assert status != 0, out
     assert "rank 0 step 2" not in out, "rank 0's third step never gets its gradients"
     assert (
         "the ranks are at different collectives: rank 0 DistributedDataParallel's gradient "
@@ -111,14 +110,8 @@ def test_a_rank_with_a_batch_more_ends_the_job_instead_of_waiting(tmp_path) -> N
 
 
 def test_a_script_that_finalizes_mpi_itself_exits_cleanly(tmp_path) -> None:
-    script = tmp_path / "finalized.py"
-    script.write_text(MPI_FINALIZED_JOB)
-    proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, str(script)],
-        capture_output=True, text=True, timeout=120, env=_env(),
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+    status, out = _job(tmp_path, MPI_FINALIZED_JOB)
+    assert status == 0, out
     assert "rank 0 done" in out and "rank 1 done" in out, out
 
 
